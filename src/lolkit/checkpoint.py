@@ -1,0 +1,121 @@
+"""Checkpoints without pickle: weights and optimizer tensors in safetensors, the rest in JSON.
+
+A checkpoint directory is written under a temporary name and renamed when complete, so it is either
+whole or absent. Layout of ``checkpoints/step-N/``:
+
+* the model in Hugging Face format (full weights, or the peft adapter) — loadable on its own;
+* ``trainer/optimizer.safetensors`` + ``trainer/optimizer.json``: the optimizer state, flattened;
+* ``trainer/rng.safetensors``: torch (and CUDA) generator states;
+* ``trainer/state.json``: step, scheduler state, best validation metric, Python RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .io import atomic_path, read_json, write_json
+from .models import is_peft
+
+STEP_PREFIX = "step-"
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
+    with atomic_path(path, is_dir=True) as tmp:
+        save_model(model, tokenizer, tmp)
+        t = tmp / "trainer"
+        t.mkdir()
+        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, t / "optimizer.safetensors")
+        (t / "optimizer.json").write_text(json.dumps(meta))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda{i}"] = s
+        save_file(rng, t / "rng.safetensors")
+        py_state = random.getstate()
+        state = {"step": step, "scheduler": scheduler.state_dict(),
+                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]], **extra}
+        write_json(t / "state.json", state)
+
+
+def load_trainable_weights(model, path: Path) -> None:
+    """Load the weights saved by :func:`save_model` back into ``model`` in place."""
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for f in sorted(path.glob("*.safetensors")):
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k or "embed" in k}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    load_trainable_weights(model, path)
+    t = path / "trainer"
+    meta = json.loads((t / "optimizer.json").read_text())
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
+    rng = load_file(t / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda")])
+    state = read_json(t / "state.json")
+    scheduler.load_state_dict(state["scheduler"])
+    a, b, c = state["python_rng"]
+    random.setstate((a, tuple(b), c))
+    return state
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """Complete step checkpoints, oldest first (incomplete ones never carry the final name)."""
+    found = []
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            if p.name.startswith(STEP_PREFIX) and (p / "trainer" / "state.json").is_file():
+                try:
+                    found.append((int(p.name[len(STEP_PREFIX):]), p))
+                except ValueError:
+                    continue
+    return sorted(found)
+
+
+def prune(ckpt_dir: Path, keep: int) -> None:
+    for _, p in step_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)

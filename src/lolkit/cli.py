@@ -1,0 +1,267 @@
+"""The ``lolkit`` command line. Each command parses its options and calls one library function.
+
+Heavy libraries (torch, transformers) are imported inside the commands, so ``lolkit --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import LolkitError
+
+app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Fine-tune language models with rewards: offline RL (A-LoL family), preferences, online RL.")
+preprocess_app = typer.Typer(no_args_is_help=True, help="Turn raw data into records in lolkit's data contract.")
+app.add_typer(preprocess_app, name="preprocess")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: section.key=value (repeatable).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval).")] = None,
+    algo: Annotated[str | None, typer.Option(help="Algorithm (see the README's table).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model directory, short name (tiny, smollm2) or hub id.")] = None,
+    data: Annotated[str | None, typer.Option(help="Training records (JSONL). Default: the built-in task.")] = None,
+    val_data: Annotated[str | None, typer.Option(help="Validation records (JSONL).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: epochs × steps per epoch).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data when --max-steps is not given.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per optimizer step.")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (gradient accumulation).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward for validation (default: the built-in task's).")] = None,
+    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter.")] = False,
+    qlora: Annotated[bool, typer.Option(help="Train a LoRA adapter over a 4-bit (nf4) base.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N optimizer steps.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N optimizer steps.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    sets: Sets = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a policy offline on records (default: the built-in task with the tiny model)."""
+    from .config import TrainConfig, build, load_yaml, parse_overrides
+
+    flags: dict = {}
+
+    def put(path: str, value) -> None:
+        if value is None:
+            return
+        node = flags
+        *head, last = path.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = value
+
+    for path, value in [("algo.name", algo), ("model.name", model), ("data.train", data), ("data.val", val_data),
+                        ("output_dir", output_dir), ("max_steps", max_steps), ("epochs", epochs),
+                        ("batch_size", batch_size), ("micro_batch_size", micro_batch_size), ("optim.lr", lr),
+                        ("seed", seed), ("reward", reward), ("eval_every", eval_every), ("save_every", save_every),
+                        ("model.lora", lora or None), ("model.qlora", qlora or None),
+                        ("model.gradient_checkpointing", gradient_checkpointing or None)]:
+        put(path, value)
+    layers = [load_yaml(config)] if config else []
+    cfg = build(TrainConfig, *layers, parse_overrides(sets or []), flags, source=str(config or "options"))
+    from .train import read_metrics
+    from .train import train as run_train
+
+    run = run_train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+    rows = read_metrics(run)
+    last = rows[-1] if rows else {}
+    extra = "".join(f", {k} {last[k]:.4f}" for k in ("val_reward", "val_nll") if last.get(k) is not None)
+    _console().print(f"[green]done[/green]: {run} (step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}{extra})")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="Run directory, model directory or short name.")],
+    data: Annotated[str | None, typer.Option(help="Records whose prompts to answer (default: the built-in task's test split).")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward to score with (default: the run's).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where to write generations.jsonl and summary.json (default: RUN/eval).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="For run directories: final or best.")] = "final",
+    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample instead of greedy decoding.")] = False,
+    num_samples: Annotated[int, typer.Option(help="Samples per prompt (with --sample).")] = 1,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Maximum response length in tokens.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing evaluation.")] = False,
+    sets: Sets = None,
+    quiet: Quiet = False,
+) -> None:
+    """Generate for every test prompt, score the answers, write generations.jsonl and summary.json."""
+    from .config import parse_overrides
+    from .evaluate import EvalOptions, evaluate
+
+    ov = parse_overrides(sets or [])
+    ev = ov.setdefault("eval", {})
+    ev.update({"do_sample": sample, "num_samples": num_samples, "temperature": temperature, "top_p": top_p})
+    if max_new_tokens is not None:
+        ev["max_new_tokens"] = max_new_tokens
+    summary = evaluate(EvalOptions(model, output_dir, data, reward, checkpoint, overwrite, ov), quiet=quiet)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title="evaluation")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in summary.items():
+        if isinstance(v, (int, float)):
+            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    _console().print(t)
+
+
+@preprocess_app.command("builtin")
+def preprocess_builtin(
+    output_dir: Annotated[str, typer.Option(help="Directory for train.jsonl, val.jsonl, test.jsonl.")],
+    task: Annotated[str, typer.Option(help="Built-in task.")] = "colours",
+    seed: Annotated[int, typer.Option(help="Seed of the simulated annotators.")] = 0,
+) -> None:
+    """Write a built-in task's splits as records."""
+    from .preprocess import preprocess_builtin as run
+
+    counts = run(task, output_dir, seed)
+    _console().print(f"wrote {output_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@preprocess_app.command("jsonl")
+def preprocess_jsonl(
+    input: Annotated[str, typer.Argument(help="Records in the contract or TRL format (standard or conversational).")],
+    output: Annotated[str, typer.Option(help="Output JSONL in the contract's field names.")],
+) -> None:
+    """Validate a JSONL file and normalise it into the data contract."""
+    from .preprocess import preprocess_jsonl as run
+
+    info = run(input, output)
+    _console().print(f"wrote {output}: {info['records']} {info['kind']} records")
+
+
+@app.command()
+def reward(
+    input: Annotated[str, typer.Option(help="Records to score (JSONL).")],
+    output: Annotated[str, typer.Option(help="Scored records (JSONL), written when complete.")],
+    reward: Annotated[str, typer.Option("--reward", "-r", help="Reward name (built-in: colours).")] = "colours",
+    quiet: Quiet = False,
+) -> None:
+    """Score every response of a records file; writes reward and per-component rewards."""
+    from .scoring import score_file
+
+    info = score_file(reward, input, output, quiet=quiet)
+    _console().print(f"wrote {output}: {info['responses']} responses scored, mean reward {info['reward_mean']:.4f}")
+
+
+@app.command()
+def aggregate(
+    dirs: Annotated[list[str], typer.Argument(help="Directories to search for eval summary.json files.")],
+    output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the plots.")],
+) -> None:
+    """Tables (Markdown, CSV, LaTeX) and plots from many evaluated runs."""
+    from .aggregate import aggregate as run
+
+    rows = run(dirs, output_dir)
+    _results_table(rows)
+    _console().print(f"wrote {output_dir}/results.md, results.csv, results.tex, reward.png")
+
+
+def _results_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(title="results")
+    for c in ("algo", "data", "seeds", "reward", "distinct-2"):
+        t.add_column(c, justify="right" if c in ("seeds", "reward", "distinct-2") else "left")
+    for r in rows:
+        rew = f"{r['reward_mean']:.3f}" + (f" ± {r['reward_mean_std']:.3f}" if r["seeds"] > 1 else "")
+        t.add_row(r["algo"], Path(r["data"]).name, str(r["seeds"]), rew, f"{r.get('distinct_2', 0):.3f}")
+    _console().print(t)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[str, typer.Option(help="Where the data, runs and results go.")] = "demo-output",
+    algos: Annotated[str | None, typer.Option(help="Comma-separated algorithms (default: the demo's set).")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    model: Annotated[str, typer.Option(help="Model (default: the tiny random model).")] = "tiny",
+    quiet: Quiet = False,
+) -> None:
+    """Run preprocess → train → eval → aggregate on the built-in task and print the results table."""
+    import time
+
+    from .demo import DEMO_ALGOS, run_demo
+
+    t0 = time.perf_counter()
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise LolkitError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+    algo_list = tuple(a.strip() for a in algos.split(",")) if algos else DEMO_ALGOS
+    con = _console()
+    rows = run_demo(output_dir, algo_list, seed_list, model, quiet, log=lambda m: con.print(f"[dim]{m}[/dim]"))
+    _results_table(rows)
+    con.print(f"wrote {output_dir}/results.md and results.csv ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    output_dir: Annotated[str, typer.Argument(help="Directory for the model and tokenizer.")],
+    hidden_size: Annotated[int, typer.Option(help="Hidden size.")] = 64,
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 512,
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Create a tiny random Llama model and byte-level BPE tokenizer, offline."""
+    from .tiny import create_tiny_model
+
+    path = create_tiny_model(output_dir, hidden_size=hidden_size, layers=layers, heads=heads,
+                             vocab_size=vocab_size, seed=seed)
+    _console().print(f"wrote {path}")
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except LolkitError as e:
+        if _state["debug"]:
+            raise
+        msg = " ".join(str(e).split("\n"))
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

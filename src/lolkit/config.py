@@ -1,0 +1,198 @@
+"""Run configuration: small dataclasses, YAML in and out, ``a.b=c`` overrides, unknown keys rejected.
+
+Precedence: dataclass defaults < ``--config FILE.yaml`` < ``--set section.key=value`` < CLI flags.
+The fully resolved config is written to the run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LolkitError
+from .models import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    task: str = "colours"  # built-in task used when `train` is not given
+    train: str | None = None  # JSONL in the data contract
+    val: str | None = None  # JSONL; default: a held-out fraction of the train prompts
+    val_fraction: float = 0.05
+    max_prompt_len: int = 256
+    max_response_len: int = 64
+    shift_rewards: bool = False  # shift all rewards by their minimum when an algorithm needs R >= 0
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # adamw | adamw8bit
+    lr: float | None = None  # None: 2e-3 for the tiny model, 2e-4 with LoRA/QLoRA, 1e-5 otherwise
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    scheduler: str = "cosine"  # cosine | linear | constant
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "nll"
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_samples: int = 1  # samples per prompt
+    batch_size: int = 32
+    max_prompts: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str | None = None  # default: runs/<algo>-<data>-seed<seed>
+    seed: int = 0
+    batch_size: int = 8  # examples per optimizer step (all processes together)
+    micro_batch_size: int | None = None  # examples per forward pass; default: batch_size
+    max_steps: int | None = None  # default: epochs × steps per epoch
+    epochs: float = 1.0
+    eval_every: int = 0  # optimizer steps between validation runs; 0: only at the end
+    eval_prompts: int = 64  # validation prompts scored each time
+    save_every: int = 50  # optimizer steps between checkpoints (for --resume)
+    save_total_limit: int = 2  # step checkpoints kept besides the best one
+    reward: str | None = None  # reward for validation; default: the built-in task's reward
+    tensorboard: bool = True  # write TensorBoard logs when tensorboard is installed
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except LolkitError as e:
+                errors.append(str(e))
+        raise LolkitError(errors[0] if errors else f"config key '{key}': invalid value {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise LolkitError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise LolkitError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise LolkitError(f"config key '{key}': expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise LolkitError(f"config key '{key}': expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise LolkitError(f"config key '{key}': expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise LolkitError(f"config key '{key}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise LolkitError(f"config key '{key}': expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise LolkitError(f"config key '{key}': expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _apply(obj: Any, data: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = [n for n in names if n.startswith(str(key)[:3])]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            raise LolkitError(f"unknown config key '{full}'{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise LolkitError(f"config key '{full}': expected a section (mapping), got {value!r}")
+            _apply(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=1e-4", "model.lora=true"]`` → nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise LolkitError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-4")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise LolkitError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise LolkitError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise LolkitError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def build(cls: type, *layers: dict, source: str = "") -> Any:
+    """Instantiate ``cls`` and apply each layer of (nested) settings in order."""
+    cfg = cls()
+    for layer in layers:
+        try:
+            _apply(cfg, layer)
+        except LolkitError as e:
+            raise LolkitError(f"{source}: {e}" if source else str(e)) from None
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Records: the data contract, validation, tokenisation and batching."""

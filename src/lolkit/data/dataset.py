@@ -1,0 +1,116 @@
+"""From a records file (or a built-in task) to encoded training examples and validation prompts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ..errors import LolkitError
+from .schema import Record, check_nonnegative, load_records, parse_record, require_rewards
+from .tokenize import Encoded, encode_pair, prompt_text, render_prompt
+
+
+@dataclass
+class Example:
+    """One (prompt, response) pair to train on."""
+
+    record: int  # index of its record
+    response: int  # index of the response within the record
+    prompt: str  # rendered prompt text (chat template applied)
+    text: str  # response text
+    reward: float | None
+    encoded: Encoded
+
+
+@dataclass
+class TrainData:
+    source: str  # file path, or "builtin:<task>"
+    records: list[Record]
+    examples: list[Example]
+    val_prompts: list[str]  # rendered, for generation
+    val_raw_prompts: list[str]  # tokenizer-free text, for rewards
+    val_records: list[Record] = field(default_factory=list)
+    reward_shift: float = 0.0
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(e.encoded) for e in self.examples]
+
+
+def builtin_records(task: str, split: str) -> list[Record]:
+    from ..tasks import get_task
+
+    rows = get_task(task).records(split)
+    src = f"builtin:{task}/{split}"
+    return [parse_record(src, i + 1, row) for i, row in enumerate(rows)]
+
+
+def _is_val(prompt: str, fraction: float) -> bool:
+    h = int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def expand(records: list[Record], which: str = "best") -> list[tuple[int, int]]:
+    """(record, response) pairs to train on: ``best`` takes the response of a response record, the
+    chosen one of a pair, the top-rewarded one of a ranking (first on ties); ``all`` takes every one."""
+    pairs = []
+    for i, rec in enumerate(records):
+        if which == "all" or len(rec.responses) == 1:
+            pairs += [(i, j) for j in range(len(rec.responses))]
+        elif rec.kind == "preference":
+            pairs.append((i, 0))
+        else:
+            best = max(range(len(rec.responses)), key=lambda j: (rec.rewards[j], -j))
+            pairs.append((i, best))
+    return pairs
+
+
+def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainData:
+    """Read, validate and encode the training data and pick the validation prompts."""
+    if data_cfg.train is None:
+        source = f"builtin:{data_cfg.task}"
+        records = builtin_records(data_cfg.task, "train")
+        val_records = builtin_records(data_cfg.task, "val")
+    else:
+        source = data_cfg.train
+        records = load_records(source)
+        if data_cfg.val:
+            val_records = load_records(data_cfg.val)
+        else:
+            val_records = [r for r in records if _is_val(prompt_text(r.prompt), data_cfg.val_fraction)]
+            held = {id(r) for r in val_records}
+            records = [r for r in records if id(r) not in held]
+            if not records:
+                raise LolkitError(f"{source}: no training records left after holding out validation prompts")
+    if not records:
+        raise LolkitError(f"{source}: no records")
+    if records[0].kind not in algo.records:
+        raise LolkitError(f"{source}: holds {records[0].kind} records, but --algo {algo.name} trains on "
+                          f"{' or '.join(algo.records)} records")
+    shift = 0.0
+    if algo.needs_reward:
+        require_rewards(records, source, algo.name)
+    if algo.nonnegative_reward:
+        low = min(r for rec in records for r in rec.rewards if r is not None)
+        if data_cfg.shift_rewards and low < 0:
+            shift = -low
+        elif not data_cfg.shift_rewards:
+            check_nonnegative(records, source, algo.name)
+    examples = []
+    rendered: dict[int, str] = {}
+    for i, j in expand(records, which):
+        rec = records[i]
+        if i not in rendered:
+            rendered[i] = render_prompt(tokenizer, rec.prompt)
+        enc = encode_pair(tokenizer, rendered[i], rec.responses[j], data_cfg.max_prompt_len, data_cfg.max_response_len)
+        reward = None if rec.rewards[j] is None else rec.rewards[j] + shift
+        examples.append(Example(i, j, rendered[i], rec.responses[j], reward, enc))
+    seen: set[str] = set()
+    val_prompts, val_raw = [], []
+    for rec in val_records:
+        raw = prompt_text(rec.prompt)
+        if raw not in seen:
+            seen.add(raw)
+            val_prompts.append(render_prompt(tokenizer, rec.prompt))
+            val_raw.append(raw)
+    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift)

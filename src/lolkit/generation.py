@@ -1,0 +1,77 @@
+"""Batched generation with the KV cache: one module for evaluation, validation and rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .data.tokenize import encode_prompt
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    num_tokens: int
+    finished: bool  # ended with EOS rather than hitting max_new_tokens
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    batch_size: int = 32
+    max_prompt_len: int = 256
+    seed: int = 0
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
+    """``num_samples`` continuations for each prompt, in prompt order.
+
+    Prompts are sorted by length and left-padded per batch; each batch's sampling seed is
+    ``cfg.seed + batch index``, so a run is reproducible for a given batch size.
+    """
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p, cfg.max_prompt_len) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    pad = tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    results: list[list[Generated]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        for b, start in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[start : start + cfg.batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                attn[row, width - len(encoded[i]):] = 1
+            torch.manual_seed(cfg.seed + b)
+            sample_kw = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.do_sample else {}
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=cfg.max_new_tokens,
+                do_sample=cfg.do_sample, num_return_sequences=cfg.num_samples, pad_token_id=pad,
+                eos_token_id=eos, use_cache=True, **sample_kw,
+            )
+            new = out[:, width:].tolist()
+            for row, i in enumerate(idx):
+                for s in range(cfg.num_samples):
+                    toks = new[row * cfg.num_samples + s]
+                    finished = eos in toks
+                    if finished:
+                        toks = toks[: toks.index(eos)]
+                    while toks and toks[-1] == pad and pad != eos:
+                        toks.pop()
+                    results[i].append(Generated(tokenizer.decode(toks, skip_special_tokens=True), len(toks), finished))
+            if progress is not None:
+                progress(len(idx))
+    finally:
+        model.train(was_training)
+    return results

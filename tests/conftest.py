@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated model cache, the tiny model, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lolkit_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lolkit-cache")
+    old = os.environ.get("LOLKIT_CACHE")
+    os.environ["LOLKIT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LOLKIT_CACHE", None)
+    else:
+        os.environ["LOLKIT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model(lolkit_cache) -> str:
+    from lolkit.models import resolve_model
+
+    return resolve_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    from lolkit.models import load_tokenizer
+
+    return load_tokenizer(tiny_model)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, err={self.err[-500:]!r})"
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run ``lolkit ARGS`` in this process and capture exit code, stdout and stderr."""
+    from lolkit import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["lolkit", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]

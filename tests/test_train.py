@@ -1,0 +1,104 @@
+"""Training loop: run-directory contract, exact resume, accumulation invariance, determinism."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lolkit.config import TrainConfig, build
+from lolkit.errors import LolkitError
+from lolkit.train import read_metrics, train
+
+from .conftest import read_jsonl
+
+BASE = {"batch_size": 8, "eval_prompts": 4, "optim": {"lr": 3e-3}, "eval": {"max_new_tokens": 8}}
+
+
+def cfg_for(tmp_path, name, **kw):
+    layer = {**BASE, "output_dir": str(tmp_path / name), **kw}
+    return build(TrainConfig, layer)
+
+
+def weights(run):
+    return load_file(run / "final" / "model.safetensors")
+
+
+def test_run_directory_contract_and_falling_loss(tmp_path, tiny_model):
+    run = train(cfg_for(tmp_path, "r", max_steps=30, save_every=10), quiet=True)
+    for name in ("config.yaml", "metrics.jsonl", "run.json", "final/config.json", "final/model.safetensors",
+                 "checkpoints/best/best.json", "checkpoints/step-30/trainer/optimizer.safetensors"):
+        assert (run / name).exists(), name
+    assert not (run / "checkpoints/step-10").exists()  # save_total_limit 2 keeps step-20 and step-30
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert all({"step", "loss", "lr"} <= set(r) for r in rows)
+    assert sum(r["loss"] for r in rows[-5:]) / 5 < 0.5 * sum(r["loss"] for r in rows[:5]) / 5
+    assert "val_reward" in rows[-1]
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(run / "final")
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, tiny_model):
+    full = train(cfg_for(tmp_path, "full", max_steps=4, save_every=2), quiet=True)
+    cut = train(cfg_for(tmp_path, "cut", max_steps=4, save_every=2), quiet=True)
+    # Simulate a kill right after the step-2 checkpoint: later state disappears.
+    import shutil
+
+    shutil.rmtree(cut / "checkpoints" / "step-4")
+    shutil.rmtree(cut / "final")
+    resumed = train(cfg_for(tmp_path, "cut", max_steps=4, save_every=2), resume=True, quiet=True)
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(full)) == strip(read_metrics(resumed))
+
+
+def test_gradient_accumulation_is_invariant(tmp_path, tiny_model):
+    one = train(cfg_for(tmp_path, "a", max_steps=2, micro_batch_size=8, save_every=0), quiet=True)
+    acc = train(cfg_for(tmp_path, "b", max_steps=2, micro_batch_size=1, save_every=0), quiet=True)
+    a, b = weights(one), weights(acc)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
+    la, lb = read_metrics(one), read_metrics(acc)
+    assert la[0]["loss"] == pytest.approx(lb[0]["loss"], rel=1e-5)
+
+
+def test_same_seed_same_result_and_existing_dir_is_protected(tmp_path, tiny_model):
+    r1 = train(cfg_for(tmp_path, "s1", max_steps=3, save_every=0), quiet=True)
+    r2 = train(cfg_for(tmp_path, "s2", max_steps=3, save_every=0), quiet=True)
+    for k, v in weights(r1).items():
+        assert torch.equal(v, weights(r2)[k])
+    with pytest.raises(LolkitError, match="run directory exists"):
+        train(cfg_for(tmp_path, "s1", max_steps=3), quiet=True)
+    with pytest.raises(LolkitError, match="--resume with a different config"):
+        train(cfg_for(tmp_path, "s1", max_steps=5), resume=True, quiet=True)
+
+
+def test_lora_trains_an_adapter_and_eval_loads_it(tmp_path, tiny_model, cli):
+    run = train(cfg_for(tmp_path, "lora", max_steps=3, save_every=0, model={"lora": True, "lora_r": 4}), quiet=True)
+    assert (run / "final" / "adapter_config.json").exists() and (run / "final" / "adapter_model.safetensors").exists()
+    res = cli("eval", "--model", run, "--set", "eval.max_prompts=4", "--quiet")
+    assert res.code == 0, res
+    rows = read_jsonl(run / "eval" / "generations.jsonl")
+    assert len(rows) == 4 and all("reward" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_qlora_trains_on_cpu(tmp_path, tiny_model):
+    run = train(cfg_for(tmp_path, "q", max_steps=2, save_every=0, model={"qlora": True, "lora_r": 4}), quiet=True)
+    rows = read_metrics(run)
+    assert len(rows) == 2 and all(r["loss"] == r["loss"] for r in rows)
+    assert (run / "final" / "adapter_model.safetensors").exists()
+
+
+def test_val_nll_without_reward(tmp_path, tiny_model):
+    from .conftest import write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Say {w}.", "response": f"{w} {w}."}
+                                              for w in ["red", "blue", "green", "white", "black", "plum"] * 4])
+    val = write_jsonl(tmp_path / "v.jsonl", [{"prompt": "Say red.", "response": "red red."}])
+    run = train(cfg_for(tmp_path, "nr", max_steps=3, save_every=0, data={"train": str(data), "val": str(val)}), quiet=True)
+    last = read_metrics(run)[-1]
+    assert "val_nll" in last and last["val_nll"] > 0 and "val_reward" not in last
