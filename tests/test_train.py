@@ -59,10 +59,11 @@ def test_gradient_accumulation_is_invariant(tmp_path, tiny_model):
     one = train(cfg_for(tmp_path, "a", max_steps=2, micro_batch_size=8, save_every=0), quiet=True)
     acc = train(cfg_for(tmp_path, "b", max_steps=2, micro_batch_size=1, save_every=0), quiet=True)
     a, b = weights(one), weights(acc)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
-    la, lb = read_metrics(one), read_metrics(acc)
-    assert la[0]["loss"] == pytest.approx(lb[0]["loss"], rel=1e-5)
+    for k in a:  # Adam amplifies round-off on near-zero gradients to ~1e-5; a scaling bug moves ~1e-3
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
+    for ra, rb in zip(read_metrics(one), read_metrics(acc), strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-5)
 
 
 def test_same_seed_same_result_and_existing_dir_is_protected(tmp_path, tiny_model):

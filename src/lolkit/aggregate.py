@@ -53,8 +53,12 @@ def group_rows(found: list[tuple[Path, dict]]) -> list[dict]:
         run = s.get("run") or {}
         key = (run.get("data") or run.get("test_data") or "?", run.get("algo") or path.parent.name, run.get("model") or "?")
         groups.setdefault(key, []).append(s)
+    from .algorithms import names
+
+    order = {n: i for i, n in enumerate(names())}
     rows = []
-    for (data, algo, model), items in sorted(groups.items()):
+    for (data, algo, model), items in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)),
+                                                                              kv[0][1], kv[0][2])):
         row = {"data": data, "algo": algo, "model": model, "seeds": len(items)}
         for m in METRICS:
             vals = [float(s[m]) for s in items if s.get(m) is not None]
@@ -114,13 +118,14 @@ def bar_chart(rows: list[dict], path: Path) -> None:
 
     labels = [f"{r['algo']}" + (f"\n{Path(r['data']).name}" if len({x['data'] for x in rows}) > 1 else "") for r in rows]
     means = [r.get("reward_mean", 0.0) for r in rows]
-    errs = [r.get("reward_mean_std", 0.0) for r in rows]
+    errs = [r.get("reward_mean_std", 0.0) if r["seeds"] > 1 else 0.0 for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows) + 1), 3.5))
-    bars = ax.bar(range(len(rows)), means, yerr=errs, capsize=4, color="#4C72B0")
+    bars = ax.bar(range(len(rows)), means, yerr=errs if any(errs) else None, capsize=4, color="#4C72B0")
     for b, m in zip(bars, means, strict=True):
         ax.text(b.get_x() + b.get_width() / 2, m, f"{m:.2f}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(rows)), labels)
     ax.set_ylabel("mean eval reward")
+    ax.set_ylim(min(0.0, min(means) * 1.1), max(means) * 1.12 if max(means) > 0 else 1.0)
     ax.set_title("Eval reward by algorithm (mean ± std over seeds)")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()

@@ -22,14 +22,31 @@ class Algorithm:
     needs_reference: bool  # reference log-probs from the cached reference pass
     needs_advantage: bool  # advantages from the value estimate
     summary: str
+    token_reference: bool = False  # per-token reference log-probs as well
 
 
 def _table() -> dict[str, Algorithm]:
     from . import losses
 
+    any_kind = ("response", "preference", "ranking")
     rows = [
-        Algorithm("nll", losses.nll, ("response", "preference", "ranking"), False, False, False, False,
+        # name, loss, record kinds, needs reward, needs R >= 0, needs reference, needs advantage, summary
+        Algorithm("nll", losses.nll, any_kind, False, False, False, False,
                   "negative log-likelihood of the responses (behaviour cloning)"),
+        Algorithm("wbc", losses.wbc, any_kind, True, True, False, False,
+                  "reward-weighted behaviour cloning: R · ℓ_θ"),
+        Algorithm("r_gold", losses.r_gold, any_kind, True, True, False, False,
+                  "reward GOLD: R · Σ_t max(π_θ(y_t), u) · (−log π_θ(y_t))"),
+        Algorithm("r_lol", losses.r_lol, any_kind, True, True, True, False,
+                  "reward LoL: R · clip(ρ) · ℓ_θ"),
+        Algorithm("a_lol", losses.a_lol, any_kind, True, False, True, True,
+                  "advantage LoL: A⁺ · clip(ρ) · ℓ_θ"),
+        Algorithm("a_lol_ref_free", losses.a_lol_ref_free, any_kind, True, False, False, True,
+                  "reference-free A-LoL: A⁺ · ℓ_θ"),
+        Algorithm("a_lol_seq", losses.a_lol_seq, any_kind, True, False, True, True,
+                  "A-LoL with per-token ratios: A⁺ · Σ_t clip(r_t) · (−log π_θ(y_t))", token_reference=True),
+        Algorithm("a_lol_kl", losses.a_lol_kl, any_kind, True, False, True, True,
+                  "A-LoL with a KL term instead of the ratio: A⁺ · ℓ_θ + β(ℓ_ref − ℓ_θ)"),
     ]
     return {a.name: a for a in rows}
 

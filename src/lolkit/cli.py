@@ -50,7 +50,12 @@ def train(
     micro_batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (gradient accumulation).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    reward: Annotated[str | None, typer.Option(help="Reward for validation (default: the built-in task's).")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward for validation and the value estimate (default: the built-in task's).")] = None,
+    clip: Annotated[str | None, typer.Option(help="Ratio clip ε: clamp to [1−ε, 1+ε]; 'off' for no clip. Default 0.9.")] = None,
+    kl_beta: Annotated[float | None, typer.Option(help="β of a_lol_kl's KL term. Default 0.1.")] = None,
+    sampling: Annotated[str | None, typer.Option(help="none | good_priority | good_random | all_priority.")] = None,
+    value_source: Annotated[str | None, typer.Option(help="V(x) from: reference (the paper's) | data (cross-fitted) | auto.")] = None,
+    shift_rewards: Annotated[bool, typer.Option(help="Shift rewards by their minimum when an algorithm needs R >= 0.")] = False,
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter.")] = False,
     qlora: Annotated[bool, typer.Option(help="Train a LoRA adapter over a 4-bit (nf4) base.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
@@ -61,7 +66,9 @@ def train(
     sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a policy offline on records (default: the built-in task with the tiny model)."""
+    """Train a policy offline on records (default: the built-in task with the tiny model).
+
+    Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl."""
     from .config import TrainConfig, build, load_yaml, parse_overrides
 
     flags: dict = {}
@@ -80,7 +87,9 @@ def train(
                         ("batch_size", batch_size), ("micro_batch_size", micro_batch_size), ("optim.lr", lr),
                         ("seed", seed), ("reward", reward), ("eval_every", eval_every), ("save_every", save_every),
                         ("model.lora", lora or None), ("model.qlora", qlora or None),
-                        ("model.gradient_checkpointing", gradient_checkpointing or None)]:
+                        ("model.gradient_checkpointing", gradient_checkpointing or None),
+                        ("algo.clip", clip), ("algo.kl_beta", kl_beta), ("algo.sampling", sampling),
+                        ("algo.value_source", value_source), ("data.shift_rewards", shift_rewards or None)]:
         put(path, value)
     layers = [load_yaml(config)] if config else []
     cfg = build(TrainConfig, *layers, parse_overrides(sets or []), flags, source=str(config or "options"))

@@ -45,6 +45,18 @@ class OptimConfig:
 @dataclass
 class AlgoConfig:
     name: str = "nll"
+    clip: float | None = 0.9  # ε of the ratio clamp [1−ε, 1+ε]; null/off = no clip
+    kl_beta: float = 0.1  # β of a_lol_kl
+    gold_u: float = 0.1  # lower bound u of r_gold's token weight
+    sampling: str = "none"  # none | good_priority | good_random | all_priority
+    value_source: str = "auto"  # reference | data | auto (reference when a reward is set, else data)
+    max_reward: float | None = None  # V's range (0, max_reward); default: the reward's maximum, else the data's
+    value_epochs: int = 10
+    value_lr: float = 1e-5
+    value_batch_size: int = 16
+    value_holdout: float = 0.1
+    value_folds: int = 5  # K of the cross-fitting (value_source data)
+    cache_dir: str | None = None  # engine cache; default $LOLKIT_CACHE/engine
 
 
 @dataclass
@@ -87,7 +99,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or value is False or str(value).lower() in ("none", "null", "off")):
             return None
         errors = []
         for a in args:

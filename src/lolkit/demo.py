@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import TrainConfig, build
 
-DEMO_ALGOS = ("nll",)
+DEMO_ALGOS = ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
 DEMO_TRAIN = {
     "batch_size": 16, "max_steps": 400, "eval_every": 100, "save_every": 100, "eval_prompts": 32,
     "optim": {"lr": 3e-3, "scheduler": "cosine", "warmup_steps": 10},

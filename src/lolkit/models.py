@@ -161,18 +161,18 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
-    """Load (model, tokenizer, resolved path). With ``lora``/``qlora`` the model is a peft model whose
-    adapter can be switched off to recover the reference policy (``with model.disable_adapter():``)."""
+    """Load (model, tokenizer, resolved path — the adapter directory when ``cfg.name`` is one).
+
+    With ``lora``/``qlora`` the model is a peft model whose adapter can be switched off to recover
+    the reference policy (``with model.disable_adapter():``)."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    path = resolve_model(cfg.name)
+    source = path = resolve_model(cfg.name)
     adapter_dir = None
     if (Path(path) / "adapter_config.json").is_file():
-        import json
-
         adapter_dir = path
-        path = resolve_model(json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"])
+        path = resolve_model(adapter_base(path))
     dtype = choose_dtype(cfg.dtype)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.qlora:
@@ -209,7 +209,13 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
         model.eval()
         model.requires_grad_(False)
     model.config.use_cache = False
-    return model, tokenizer, path
+    return model, tokenizer, source
+
+
+def adapter_base(adapter_dir: str) -> str:
+    import json
+
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
 def is_peft(model) -> bool:

@@ -47,6 +47,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise LolkitError(f"unknown scheduler {cfg.optim.scheduler!r} (cosine, linear, constant)")
     if cfg.optim.optimizer not in ("adamw", "adamw8bit"):
         raise LolkitError(f"unknown optimizer {cfg.optim.optimizer!r} (adamw, adamw8bit)")
+    if cfg.algo.value_source == "auto":
+        cfg.algo.value_source = "reference" if cfg.reward else "data"
+    from .engine.sampling import STRATEGIES
+
+    if cfg.algo.sampling not in STRATEGIES:
+        raise LolkitError(f"unknown sampling strategy {cfg.algo.sampling!r} ({', '.join(STRATEGIES)})")
+    if cfg.algo.value_source not in ("reference", "data"):
+        raise LolkitError(f"unknown value source {cfg.algo.value_source!r} (reference, data, auto)")
+    if cfg.algo.clip is not None and cfg.algo.clip < 0:
+        raise LolkitError(f"clip must be >= 0, or off for no clip (got {cfg.algo.clip})")
     get_algorithm(cfg.algo.name)
     return cfg
 
@@ -60,20 +70,22 @@ def reduce_losses(losses: torch.Tensor, normaliser: float) -> torch.Tensor:
 class StepPlan:
     """Which examples each optimizer step trains on: a pure function of (seed, step)."""
 
-    def __init__(self, lengths: list[int], batch_size: int, micro: int, seed: int, rank: int = 0, world: int = 1):
-        if len(lengths) < batch_size:
-            raise LolkitError(f"only {len(lengths)} training examples for a batch size of {batch_size}")
+    def __init__(self, lengths: list[int], batch_size: int, micro: int, seed: int, rank: int = 0, world: int = 1,
+                 pool: list[int] | None = None, weights: list[float] | None = None):
+        self.pool = list(range(len(lengths))) if pool is None else pool
+        if len(self.pool) < batch_size:
+            raise LolkitError(f"only {len(self.pool)} training examples in the pool for a batch size of {batch_size}")
         if batch_size % world:
             raise LolkitError(f"batch_size {batch_size} is not divisible by the {world} processes")
-        self.lengths, self.batch_size, self.micro = lengths, batch_size, micro
+        self.lengths, self.batch_size, self.micro, self.weights = lengths, batch_size, micro, weights
         self.seed, self.rank, self.world = seed, rank, world
-        self.steps_per_epoch = len(lengths) // batch_size
+        self.steps_per_epoch = len(self.pool) // batch_size
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def epoch_order(self, epoch: int, rng: random.Random) -> list[int]:
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        return order
+        from .engine.sampling import epoch_order
+
+        return epoch_order(self.pool, self.weights, rng)
 
     def groups(self, epoch: int) -> list[list[int]]:
         if self._cache is None or self._cache[0] != epoch:
@@ -195,12 +207,21 @@ class Validator:
         return total / max(tokens, 1.0)
 
 
-def _loss_inputs(algo: Algorithm, data: TrainData, batch, seq_logps, token_logps) -> LossInputs:
-    rewards = None
+def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, token_logps) -> LossInputs:
+    """Everything the loss needs for this micro-batch; reference and advantage values are looked up
+    in the engine's precomputed tensors, never recomputed."""
+    dev = seq_logps.device
+    idx = torch.tensor(batch.indices, dtype=torch.long)
+    inp = LossInputs(seq_logps, token_logps, batch.response_mask)
     if algo.needs_reward:
-        rewards = torch.tensor([data.examples[i].reward for i in batch.indices], dtype=torch.float32,
-                               device=seq_logps.device)
-    return LossInputs(seq_logps, token_logps, batch.response_mask, rewards=rewards)
+        inp.rewards = torch.tensor([data.examples[i].reward for i in batch.indices], dtype=torch.float32, device=dev)
+    if algo.needs_reference:
+        inp.ref_logps = engine.ref_seq[idx].to(dev)
+        if algo.token_reference:
+            inp.ref_token_logps = engine.reference.token_matrix(batch.indices, batch.response_mask)
+    if algo.needs_advantage:
+        inp.advantages = engine.advantages[idx].to(dev)
+    return inp
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
@@ -219,16 +240,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
-    data = load_train_data(cfg.data, tokenizer, algo)
+    data = load_train_data(cfg.data, tokenizer, algo, which="all" if cfg.algo.sampling == "all_priority" else "best")
     world, rank = accelerator.num_processes, accelerator.process_index
-    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world)
+    log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
+    from .engine import prepare_engine
+
+    fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
+    engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
+                            is_main=main, wait=accelerator.wait_for_everyone, log=log, run=run)
+    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool, engine.weights)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     validator = Validator(cfg, data, tokenizer)
-    params = LossParams()
+    params = LossParams(clip=cfg.algo.clip, kl_beta=cfg.algo.kl_beta, gold_u=cfg.algo.gold_u)
 
     ckpt_dir = run / "checkpoints"
     metrics_path = run / "metrics.jsonl"
@@ -245,6 +272,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
             "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
+            "pool": len(plan.pool),
         })
     tb = _tensorboard(run) if (main and cfg.tensorboard) else None
     progress = TrainProgress(total_steps, start, disable=quiet or not main)
@@ -261,7 +289,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                 sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(model)
                 with sync:
                     seq_logps, token_logps, _ = forward_logprobs(model, batch)
-                    out = algo.loss(_loss_inputs(algo, data, batch, seq_logps, token_logps), params)
+                    out = algo.loss(_loss_inputs(algo, data, engine, batch, seq_logps, token_logps), params)
                     loss = reduce_losses(out.losses, cfg.batch_size / world)
                     accelerator.backward(loss)
                 sums["loss"] = sums.get("loss", 0.0) + out.losses.detach().sum().item()
@@ -308,6 +336,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             tb.close()
     accelerator.wait_for_everyone()
     return run
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        from .progress import console
+
+        console.print(f"[dim]{message}[/dim]")
 
 
 def _save_best(model, tokenizer, ckpt_dir: Path, step: int, metric: str, value: float) -> None:

@@ -2,6 +2,7 @@
 backward, log, or read global state."""
 
 from .base import LossInputs, LossOutput, LossParams
-from .offline import nll
+from .offline import a_lol, a_lol_kl, a_lol_ref_free, a_lol_seq, nll, r_gold, r_lol, wbc
 
-__all__ = ["LossInputs", "LossOutput", "LossParams", "nll"]
+__all__ = ["LossInputs", "LossOutput", "LossParams", "a_lol", "a_lol_kl", "a_lol_ref_free", "a_lol_seq", "nll",
+           "r_gold", "r_lol", "wbc"]

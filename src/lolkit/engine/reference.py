@@ -1,0 +1,105 @@
+"""The reference pass: the frozen reference policy scores every training response once, before
+training, and the result is cached on disk.
+
+For each example it stores the sequence log-prob log p_ref(y|x) and, when asked, the per-token
+log-probs of the response. The cache lives in ``$LOLKIT_CACHE/engine/ref-<key>/`` and is keyed on
+the reference model's files, the exact token ids of every example (so data, tokenizer and
+truncation settings are all covered), the dtype and whether the LoRA adapter was disabled. The
+training step only indexes these tensors: no reference forward pass happens inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.tokenize import Encoded, collate
+from ..io import atomic_path, read_json, write_json
+from ..logprobs import forward_logprobs
+from .fingerprint import digest, ids_digest
+
+
+@dataclass
+class ReferenceScores:
+    seq_logps: torch.Tensor  # [N] float32
+    token_logps: list[torch.Tensor] | None  # N tensors [R_i] float32 (response tokens incl. EOS)
+    key: str
+    cached: bool
+    seconds: float
+
+    def token_matrix(self, indices: list[int], mask: torch.Tensor) -> torch.Tensor:
+        """Per-token reference log-probs placed on the response positions of a batch ``mask`` [B, T]."""
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        for b, i in enumerate(indices):
+            out[b, mask[b].bool()] = self.token_logps[i].to(mask.device)
+        return out
+
+
+def reference_key(model_digest: str, examples: list[Encoded], dtype: str, adapter_disabled: bool) -> str:
+    return digest({"model": model_digest, "ids": ids_digest(e.prompt_ids + (-1,) + e.response_ids for e in examples),
+                   "dtype": dtype, "adapter_disabled": adapter_disabled, "version": 1})
+
+
+def reference_context(model, disable_adapter: bool):
+    """Run as the reference policy: for a fresh LoRA adapter over the base, the base itself with the
+    adapter switched off (no second copy of the weights in memory)."""
+    if disable_adapter:
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def compute_reference(model, examples: list[Encoded], pad_id: int, batch_size: int, *, tokens: bool,
+                      disable_adapter: bool, progress=None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
+    seq = torch.zeros(len(examples), dtype=torch.float32)
+    per_token: list[torch.Tensor | None] = [None] * len(examples)
+    was = model.training
+    model.eval()
+    try:
+        with reference_context(model, disable_adapter):
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                batch = collate([examples[i] for i in idx], idx, pad_id).to(device)
+                seq_lp, tok_lp, _ = forward_logprobs(model, batch)
+                seq[idx] = seq_lp.float().cpu()
+                if tokens:
+                    for b, i in enumerate(idx):
+                        per_token[i] = tok_lp[b][batch.response_mask[b].bool()].float().cpu()
+                if progress is not None:
+                    progress(len(idx))
+    finally:
+        model.train(was)
+    return seq, (per_token if tokens else None)  # type: ignore[return-value]
+
+
+def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], pad_id: int, batch_size: int, *,
+                    tokens: bool, disable_adapter: bool, progress=None) -> ReferenceScores:
+    """Return cached reference scores when the key matches, else compute and cache them."""
+    folder = cache_root / f"ref-{key[:24]}"
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path)
+        if meta.get("key") == key and meta.get("count") == len(examples) and (meta.get("tokens") or not tokens):
+            data = load_file(folder / "reference.safetensors")
+            tok = None
+            if tokens:
+                offsets = data["offsets"].tolist()
+                tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(len(examples))]
+            return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)
+    t = time.perf_counter()
+    seq, tok = compute_reference(model, examples, pad_id, batch_size, tokens=True, disable_adapter=disable_adapter,
+                                 progress=progress)
+    seconds = time.perf_counter() - t
+    lengths = torch.tensor([0] + [len(x) for x in tok], dtype=torch.long)
+    with atomic_path(folder, is_dir=True) as tmp:
+        save_file({"seq_logps": seq, "token_logps": torch.cat(tok) if tok else torch.zeros(0),
+                   "offsets": lengths.cumsum(0)}, tmp / "reference.safetensors")
+        write_json(tmp / "meta.json", {"key": key, "count": len(examples), "tokens": True, "seconds": seconds})
+    return ReferenceScores(seq, tok if tokens else None, key, False, seconds)
