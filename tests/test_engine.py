@@ -63,10 +63,10 @@ def test_second_run_reuses_the_reference_cache(tmp_path, tiny_model, monkeypatch
 
 
 def test_cached_reference_equals_a_fresh_forward(tmp_path, tiny_model):
-    from lolkit.data.dataset import load_train_data
-    from lolkit.logprobs import forward_logprobs
     from lolkit.algorithms import get_algorithm
+    from lolkit.data.dataset import load_train_data
     from lolkit.data.tokenize import collate
+    from lolkit.logprobs import forward_logprobs
     from lolkit.models import ModelConfig, load_model
 
     run = train(cfg_for(tmp_path, "r", max_steps=1, algo={"name": "a_lol_seq"}), quiet=True)

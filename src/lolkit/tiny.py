@@ -46,8 +46,10 @@ def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from .models import quiet_transformers
     from .tasks import colours
 
+    quiet_transformers()
     texts = colours.corpus() + GENERIC_TEXT.splitlines() + list(extra_texts or [])
     tokenizer = build_tokenizer(texts, vocab_size)
     config = LlamaConfig(

@@ -26,6 +26,7 @@ from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, group_by_length, micro_batches
 from .errors import LolkitError
 from .io import read_json, write_json, write_text
+from .logprobs import forward_logprobs
 from .losses import LossInputs, LossParams
 from .models import count_parameters, load_model
 
@@ -224,12 +225,30 @@ def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, tok
     return inp
 
 
+def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: TrainData, engine, micro: list[list[int]],
+                         pad_id: int, device, normaliser: float, backward, no_sync):
+    """Forward, loss and backward for one optimizer step's micro-batches (the whole training step but
+    the optimizer update). Returns (summed per-example metrics as tensors, pad tokens, all tokens)."""
+    sums: dict[str, torch.Tensor] = {}
+    pad = tokens = 0
+    for m, idx in enumerate(micro):
+        batch = collate([data.examples[i].encoded for i in idx], idx, pad_id).to(device)
+        pad, tokens = pad + batch.pad_tokens, tokens + batch.total_tokens
+        with contextlib.nullcontext() if m == len(micro) - 1 else no_sync(model):
+            seq_logps, token_logps, _ = forward_logprobs(model, batch)
+            out = algo.loss(_loss_inputs(algo, data, engine, batch, seq_logps, token_logps), params)
+            backward(reduce_losses(out.losses, normaliser))
+        for k, v in (("loss", out.losses), *out.metrics.items()):
+            v = v.detach().float().sum()
+            sums[k] = sums[k] + v if k in sums else v
+    return sums, pad, tokens
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     """Train per ``cfg``; returns the run directory. See the README for its layout."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from .logprobs import forward_logprobs
     from .progress import TrainProgress
 
     cfg = resolve_config(cfg)
@@ -280,21 +299,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     t_last = time.perf_counter()
     with progress:
         for step in range(start, total_steps):
-            micro = plan.step(step)
-            sums: dict[str, float] = {}
-            pad = tokens = 0
-            for m, idx in enumerate(micro):
-                batch = collate([data.examples[i].encoded for i in idx], idx, tokenizer.pad_token_id).to(accelerator.device)
-                pad, tokens = pad + batch.pad_tokens, tokens + batch.total_tokens
-                sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(model)
-                with sync:
-                    seq_logps, token_logps, _ = forward_logprobs(model, batch)
-                    out = algo.loss(_loss_inputs(algo, data, engine, batch, seq_logps, token_logps), params)
-                    loss = reduce_losses(out.losses, cfg.batch_size / world)
-                    accelerator.backward(loss)
-                sums["loss"] = sums.get("loss", 0.0) + out.losses.detach().sum().item()
-                for k, v in out.metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v.float().sum().item()
+            sums, pad, tokens = accumulate_gradients(
+                model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
+                cfg.batch_size / world, accelerator.backward, accelerator.no_sync)
             grad_norm = None
             if cfg.optim.max_grad_norm:
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
@@ -304,7 +311,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             optimizer.zero_grad(set_to_none=True)
             now = time.perf_counter()
             row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
-                   **{k: v / (cfg.batch_size / world) for k, v in sums.items()},
+                   **{k: v.item() / (cfg.batch_size / world) for k, v in sums.items()},
                    "lr": lr, "grad_norm": grad_norm, "pad_fraction": round(pad / max(tokens, 1), 4),
                    "step_time": round(now - t_last, 4)}
             t_last = now
