@@ -41,7 +41,7 @@ def main() -> None:
     from lolkit.data.tokenize import collate
     from lolkit.engine import prepare_engine
     from lolkit.losses import LossParams
-    from lolkit.models import ModelConfig, count_parameters, load_model
+    from lolkit.models import count_parameters, load_model
     from lolkit.tiny import create_tiny_model
     from lolkit.train import accumulate_gradients, resolve_config
 
