@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 CONSTRAINTS := -c constraints.txt $(if $(HAS_CUDA),,-c constraints-cpu.txt)
 DEMO_DIR ?= demo-output
@@ -13,20 +14,24 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast install lint smollm2 clean
 
-install: $(STAMP)
+install: $(STAMP) $(WORDNET)
 
 $(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
+# WordNet for METEOR, from Debian's packages (no NLTK downloader); METEOR alone fails without it.
+$(WORDNET):
+	sh scripts/install_wordnet.sh $(VENV)/nltk_data || echo "warning: WordNet not installed; METEOR is unavailable (docs/rewards.md)"
+
 demo: $(STAMP)
 	$(BIN)/lolkit demo --output-dir $(DEMO_DIR)
 
-test: $(STAMP)
+test: $(STAMP) $(WORDNET)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(WORDNET)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -23,6 +23,7 @@ class Algorithm:
     needs_advantage: bool  # advantages from the value estimate
     summary: str
     token_reference: bool = False  # per-token reference log-probs as well
+    unit: str = "best"  # what one batch item is: best | all (one response), pair (DPO), ranking (PRO)
 
 
 def _table() -> dict[str, Algorithm]:
@@ -47,6 +48,12 @@ def _table() -> dict[str, Algorithm]:
                   "A-LoL with per-token ratios: A⁺ · Σ_t clip(r_t) · (−log π_θ(y_t))", token_reference=True),
         Algorithm("a_lol_kl", losses.a_lol_kl, any_kind, True, False, True, True,
                   "A-LoL with a KL term instead of the ratio: A⁺ · ℓ_θ + β(ℓ_ref − ℓ_θ)"),
+        Algorithm("dpo", losses.dpo, ("preference", "ranking"), False, False, True, False,
+                  "DPO: −log σ(β Δ) over (chosen, rejected) pairs (sigmoid / ipo / label smoothing / reference-free)",
+                  unit="pair"),
+        Algorithm("pro", losses.pro, ("ranking", "preference"), True, False, False, False,
+                  "PRO: listwise ranking of the candidates by reward + sft_weight · (n−1)² · ℓ_θ(best)",
+                  unit="ranking"),
     ]
     return {a.name: a for a in rows}
 

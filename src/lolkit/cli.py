@@ -169,18 +169,174 @@ def preprocess_jsonl(
     _console().print(f"wrote {output}: {info['records']} {info['kind']} records")
 
 
-@app.command()
+# --- corpus recipes (src/lolkit/data/recipes; documented in data_recipes/<name>.md) -----------------------
+OutDir = Annotated[str, typer.Option("--output-dir", "-o", help="Directory for <split>.jsonl + stats.json (replaced as a whole).")]
+HistWords = Annotated[int | None, typer.Option(help="Trim the oldest history turns to fit this many words (A-LoL: 400 DialoGPT tokens).")]
+HistTurns = Annotated[int | None, typer.Option(help="Keep at most this many history turns.")]
+Sep = Annotated[str, typer.Option(help="Separator between knowledge and turns in the prompt (DialoGPT's EOS in A-LoL).")]
+
+
+def _recipe(name: str):
+    from .data.recipes import get_recipe
+
+    return get_recipe(name)
+
+
+def _wrote(output_dir: str, counts: dict[str, int]) -> None:
+    _console().print(f"wrote {output_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " (see stats.json)")
+
+
+@preprocess_app.command("hh")
+def preprocess_hh_cmd(
+    input_dir: Annotated[str, typer.Argument(help="PRO's unzipped data/ folder (hh_train_len2/, hh_dev/, hh_test/).")],
+    output_dir: OutDir,
+    kind: Annotated[str, typer.Option(help="ranking (all responses + rewards) | preference (best vs worst) | response (best).")] = "ranking",
+    format: Annotated[str, typer.Option("--format", help="Prompt format: alol (### Human/### Assistant) | hh (\\n\\nHuman:) | messages.")] = "alol",
+    reward_transform: Annotated[str, typer.Option(help="sigmoid (A-LoL) | raw (PRO's reward-model logits).")] = "sigmoid",
+    clean: Annotated[bool, typer.Option(help="Drop train rows whose responses end with ':' (A-LoL's cleaning).")] = True,
+) -> None:
+    """HH-RLHF as distributed by PRO / A-LoL → ranking, preference or response records."""
+    _wrote(output_dir, _recipe("hh")(input_dir, output_dir, kind=kind, fmt=format, reward_transform=reward_transform, clean=clean))
+
+
+@preprocess_app.command("reddit")
+def preprocess_reddit_cmd(
+    output_dir: OutDir,
+    input_dir: Annotated[str | None, typer.Argument(help="Folder with comments_positive.csv and comments_negative.csv.")] = None,
+    positive: Annotated[str | None, typer.Option(help="Upvoted comments CSV (default: INPUT_DIR/comments_positive.csv).")] = None,
+    negative: Annotated[str | None, typer.Option(help="Downvoted comments CSV (default: INPUT_DIR/comments_negative.csv).")] = None,
+    sample_size: Annotated[int, typer.Option(help="Rows sampled per file before filtering (A-LoL: 102000).")] = 102_000,
+    test_size: Annotated[int, typer.Option(help="Test rows per file (A-LoL: 1000).")] = 1000,
+    val_size: Annotated[int, typer.Option(help="Validation rows per file (A-LoL: 1000).")] = 1000,
+    max_words: Annotated[int, typer.Option(help="Drop rows whose parent or comment has more words (A-LoL: 100).")] = 100,
+    seed: Annotated[int, typer.Option(help="Sampling seed (A-LoL: 901).")] = 901,
+) -> None:
+    """Kaggle Reddit upvoted / downvoted comments → test, val, pos_train, neg_train."""
+    _wrote(output_dir, _recipe("reddit")(input_dir, output_dir, positive=positive, negative=negative, sample_size=sample_size,
+                                         test_size=test_size, val_size=val_size, max_words=max_words, seed=seed))
+
+
+@preprocess_app.command("wow")
+def preprocess_wow_cmd(
+    input_dir: Annotated[str, typer.Argument(help="Unpacked wizard_of_wikipedia folder (train.json, valid_topic_split.json, ...).")],
+    output_dir: OutDir,
+    faithdial_dir: Annotated[str | None, typer.Option(help="FaithDial folder: also write faithdial_test.jsonl (A-LoL).")] = None,
+    max_history_words: HistWords = 300,
+    max_history_turns: HistTurns = None,
+    sep: Sep = "<|endoftext|>",
+) -> None:
+    """Wizard of Wikipedia → knowledge + history prompts, wizard responses."""
+    _wrote(output_dir, _recipe("wow")(input_dir, output_dir, faithdial_dir=faithdial_dir, max_history_words=max_history_words,
+                                      max_history_turns=max_history_turns, sep=sep))
+
+
+@preprocess_app.command("faithdial")
+def preprocess_faithdial_cmd(
+    input_dir: Annotated[str, typer.Argument(help="FaithDial folder (train.json, valid.json, test.json).")],
+    output_dir: OutDir,
+    max_history_words: HistWords = 300,
+    max_history_turns: HistTurns = None,
+    sep: Sep = "<|endoftext|>",
+) -> None:
+    """FaithDial → knowledge + history prompts, faithful responses."""
+    _wrote(output_dir, _recipe("faithdial")(input_dir, output_dir, max_history_words=max_history_words,
+                                            max_history_turns=max_history_turns, sep=sep))
+
+
+@preprocess_app.command("faithdial_wow")
+def preprocess_faithdial_wow_cmd(
+    wow_dir: Annotated[str, typer.Option(help="Unpacked wizard_of_wikipedia folder.")],
+    faithdial_dir: Annotated[str, typer.Option(help="FaithDial folder.")],
+    output_dir: OutDir,
+    max_history_words: HistWords = 300,
+    max_history_turns: HistTurns = None,
+    sep: Sep = "<|endoftext|>",
+    seed: Annotated[int, typer.Option(help="Shuffle seed of the merged train split (A-LoL: 901).")] = 901,
+) -> None:
+    """WoW + FaithDial train and val, FaithDial test (A-LoL's faithdial_wow task)."""
+    _wrote(output_dir, _recipe("faithdial_wow")(wow_dir, faithdial_dir, output_dir, max_history_words=max_history_words,
+                                                max_history_turns=max_history_turns, sep=sep, seed=seed))
+
+
+@preprocess_app.command("comet")
+def preprocess_comet_cmd(
+    output_dir: OutDir,
+    atomic10x: Annotated[str | None, typer.Option(help="ATOMIC10X.jsonl (SKD release).")] = None,
+    atomic2020: Annotated[str | None, typer.Option(help="ATOMIC-2020 test.tsv (head, relation, tail).")] = None,
+    group_test: Annotated[bool, typer.Option(help="One ATOMIC-2020 record per (head, relation), all tails in meta.references.")] = True,
+    min_p_valid: Annotated[float | None, typer.Option(help="Drop ATOMIC-10X triples with a lower critic score.")] = None,
+) -> None:
+    """ATOMIC-10X / ATOMIC-2020 → COMET prompts ({head} {relation} [GEN]), tails, critic rewards."""
+    _wrote(output_dir, _recipe("comet")(atomic10x, output_dir, atomic2020=atomic2020, group_test=group_test,
+                                        min_p_valid=min_p_valid))
+
+
+@preprocess_app.command("tldr")
+def preprocess_tldr_cmd(
+    output_dir: OutDir,
+    comparisons: Annotated[list[str] | None, typer.Option(help="comparisons/ folder or batch*.json file (repeatable).")] = None,
+    sft_dir: Annotated[str | None, typer.Option(help="tldr_3_filtered folder (train/valid/test.jsonl).")] = None,
+    val_size: Annotated[int | None, typer.Option(help="Keep this many valid1 comparisons as val, the rest to train (PRO: 1000).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --val-size sample.")] = 42,
+) -> None:
+    """OpenAI TL;DR: human comparisons → preferences; filtered SFT data → responses."""
+    _wrote(output_dir, _recipe("tldr")(output_dir, comparisons=comparisons, sft_dir=sft_dir, val_size=val_size, seed=seed))
+
+
+@preprocess_app.command("imdb")
+def preprocess_imdb_cmd(
+    input_dir: Annotated[str, typer.Argument(help="The aclImdb folder (train/{pos,neg}, test/{pos,neg}).")],
+    output_dir: OutDir,
+    val_fraction: Annotated[float, typer.Option(help="Share of train reviews held out as val (RL4LMs: 0.2).")] = 0.2,
+    test_size: Annotated[int, typer.Option(help="Test reviews kept after a seeded shuffle (RL4LMs: 5000).")] = 5000,
+    prompt_fraction: Annotated[float, typer.Option(help="Share of a review's words in the prompt (RL4LMs: 0.5).")] = 0.5,
+    sentiment: Annotated[str, typer.Option(help="all | pos | neg reviews.")] = "all",
+    strip_html: Annotated[bool, typer.Option(help="Replace <br /> tags by spaces.")] = False,
+    seed: Annotated[int, typer.Option(help="Shuffle seed.")] = 0,
+) -> None:
+    """IMDB reviews → review-prefix prompts and their continuations."""
+    _wrote(output_dir, _recipe("imdb")(input_dir, output_dir, val_fraction=val_fraction, test_size=test_size,
+                                       prompt_fraction=prompt_fraction, sentiment=sentiment, strip_html=strip_html, seed=seed))
+
+
+@preprocess_app.command("ultrafeedback")
+def preprocess_ultrafeedback_cmd(
+    inputs: Annotated[list[str], typer.Argument(help="JSONL files, e.g. train_prefs.jsonl test_prefs.jsonl.")],
+    output_dir: OutDir,
+    plain: Annotated[bool, typer.Option(help="Prompt as the plain 'prompt' string instead of messages.")] = False,
+    keep_ties: Annotated[bool, typer.Option(help="Keep pairs with equal scores.")] = False,
+) -> None:
+    """UltraFeedback binarized → preference records with scores."""
+    _wrote(output_dir, _recipe("ultrafeedback")(inputs, output_dir, plain=plain, keep_ties=keep_ties))
+
+
+_REWARD_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "rewards" / "presets").glob("*.yaml")))
+
+
+@app.command(help=(
+    "Score every response of a records file: writes [bold]reward[/bold] (the weighted sum) and [bold]rewards[/bold] "
+    "(each component, unweighted).\n\nResumable: progress is saved after every batch, a re-run after an "
+    "interruption scores only the missing rows, and the output appears only when complete.\n\nA reward is a "
+    f"built-in task (colours), a preset ({_REWARD_PRESETS}) or a YAML reward config (docs/rewards.md); "
+    "--set components.NAME.KEY=VALUE overrides any setting, e.g. a model path."))
 def reward(
     input: Annotated[str, typer.Option(help="Records to score (JSONL).")],
     output: Annotated[str, typer.Option(help="Scored records (JSONL), written when complete.")],
-    reward: Annotated[str, typer.Option("--reward", "-r", help="Reward name (built-in: colours).")] = "colours",
+    reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours), preset ({_REWARD_PRESETS}) or YAML path.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML reward config (same as --reward PATH).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Responses per scoring step (default: the config's, 64).")] = None,
+    sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
-    """Score every response of a records file; writes reward and per-component rewards."""
+    from .config import parse_overrides
     from .scoring import score_file
 
-    info = score_file(reward, input, output, quiet=quiet)
-    _console().print(f"wrote {output}: {info['responses']} responses scored, mean reward {info['reward_mean']:.4f}")
+    if reward and config:
+        raise LolkitError("give --reward or --config, not both")
+    info = score_file(config or reward or "colours", input, output, batch_size=batch_size, quiet=quiet,
+                      overrides=parse_overrides(sets or []))
+    resumed = f" ({info['resumed_responses']} resumed)" if info["resumed_responses"] else ""
+    _console().print(f"wrote {output}: {info['responses']} responses scored{resumed}, mean reward {info['reward_mean']:.4f}")
 
 
 @app.command()

@@ -57,6 +57,11 @@ class AlgoConfig:
     value_holdout: float = 0.1
     value_folds: int = 5  # K of the cross-fitting (value_source data)
     cache_dir: str | None = None  # engine cache; default $LOLKIT_CACHE/engine
+    beta: float = 0.1  # DPO's β
+    dpo_loss: str = "sigmoid"  # sigmoid | ipo
+    label_smoothing: float = 0.0  # cDPO's ε (sigmoid loss only)
+    reference_free: bool = False  # DPO without the reference terms
+    sft_weight: float = 0.05  # PRO: weight of the best response's NLL
 
 
 @dataclass

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .config import TrainConfig, build
 
-DEMO_ALGOS = ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
+DEMO_ALGOS = ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl", "dpo", "pro")
+# the data file each algorithm trains on (default: the scored responses)
+TRAIN_FILE = {"dpo": "train_pairs.jsonl", "pro": "train_rankings.jsonl"}
 DEMO_TRAIN = {
     "batch_size": 16, "max_steps": 400, "eval_every": 100, "save_every": 100, "eval_prompts": 32,
     "optim": {"lr": 3e-3, "scheduler": "cosine", "warmup_steps": 10},
@@ -19,13 +21,31 @@ DEMO_TRAIN = {
 }
 
 
+# DPO starts from the behaviour-cloned model (SFT → DPO, as usual): from a random model it has no
+# likelihood term to keep the text fluent, and at the offline family's learning rate it unlearns it.
+STARTS_FROM_NLL = {"dpo": {"optim": {"lr": 3e-5}}}
+
+
 def demo_config(out: Path, algo: str, seed: int, model: str = "tiny") -> TrainConfig:
     data = out / "data"
-    return build(TrainConfig, DEMO_TRAIN, {
+    if algo in STARTS_FROM_NLL:
+        model = str(out / "runs" / f"nll-seed{seed}" / "final")
+    return build(TrainConfig, DEMO_TRAIN, STARTS_FROM_NLL.get(algo, {}), {
         "output_dir": str(out / "runs" / f"{algo}-seed{seed}"), "seed": seed, "reward": "colours",
         "model": {"name": model}, "algo": {"name": algo},
-        "data": {"train": str(data / "train.jsonl"), "val": str(data / "val.jsonl")},
+        "data": {"train": str(data / TRAIN_FILE.get(algo, "train.jsonl")), "val": str(data / "val.jsonl")},
     })
+
+
+def _preference_files(data: Path) -> dict[str, int]:
+    """Pairs and rankings from the scored training responses (several answers per prompt)."""
+    from .data.pairs import preference_pairs, rankings
+    from .data.schema import load_records
+    from .io import write_jsonl
+
+    records = load_records(data / "train.jsonl")
+    return {"pairs": write_jsonl(data / "train_pairs.jsonl", preference_pairs(records)),
+            "rankings": write_jsonl(data / "train_rankings.jsonl", rankings(records))}
 
 
 def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[int, ...] = (0,),
@@ -36,11 +56,13 @@ def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[
     from .train import train
 
     out = Path(output_dir)
-    if not (out / "data" / "test.jsonl").exists():
+    if not (out / "data" / "train_rankings.jsonl").exists():
         counts = preprocess_builtin("colours", str(out / "data"))
+        counts.update(_preference_files(out / "data"))
         log(f"preprocess: built-in colours task → {out / 'data'} ({counts})")
     for seed in seeds:
-        for algo in algos:
+        needed = ("nll",) if any(a in STARTS_FROM_NLL for a in algos) and "nll" not in algos else ()
+        for algo in needed + tuple(algos):
             cfg = demo_config(out, algo, seed, model)
             run = Path(cfg.output_dir)
             if (run / "eval" / "summary.json").exists():

@@ -3,6 +3,10 @@
 * ``builtin``: writes a built-in task's train / val / test splits;
 * ``jsonl``: validates any contract or TRL-format file (standard or conversational) and writes it
   back with the contract's field names (``completion`` → ``response``, ids filled in).
+
+The corpus recipes (``hh``, ``reddit``, ``wow``, ``faithdial``, ``faithdial_wow``, ``comet``, ``tldr``,
+``imdb``, ``ultrafeedback``) live in :mod:`lolkit.data.recipes`, one module each; ``data_recipes/``
+documents them.
 """
 
 from __future__ import annotations

@@ -1,31 +1,181 @@
-"""``lolkit reward``: add rewards to every response of a records file."""
+"""``lolkit reward``: add rewards to every response of a records file — batched, resumable, atomic.
+
+* The whole input is read and validated first: a bad line fails (file, line, field named) before
+  anything is written.
+* The records are cut into fixed chunks of about ``batch_size`` responses (a function of the file
+  alone). After each chunk its scores are appended, as one JSON line, to a hidden progress file next
+  to the output, ``.<output name>.progress-<fingerprint>.jsonl``; the fingerprint hashes the input
+  file's bytes and the reward's full configuration, so a changed input or reward never reuses stale
+  scores.
+* A re-run after a kill reads that file, skips the chunks already there (a torn last line is
+  ignored) and scores the rest. Chunks are the same in both runs, so every model sees the same
+  batches and the final file is byte-identical to an uninterrupted run's.
+* The output is written to a temporary file and renamed into place only when every row is scored;
+  then the progress file is removed.
+"""
 
 from __future__ import annotations
 
-from .data.schema import load_records
-from .data.tokenize import prompt_text
-from .io import write_jsonl
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+from .data.schema import Record, parse_record
+from .errors import LolkitError, data_error
+from .io import dumps, iter_jsonl, write_jsonl
+
+FORMAT = "lolkit-reward-progress/1"
 
 
-def score_file(reward_name: str, input_path: str, output_path: str, batch_size: int = 256, quiet: bool = False) -> dict:
+def _flat_prompt(prompt) -> str:
+    """Same text as :func:`lolkit.data.tokenize.prompt_text` (which imports torch; scoring need not)."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_input(path: str, reward) -> tuple[list[Record], list[list[str]]]:
+    """Validated records and each record's reference texts (errors name file, line and field)."""
+    records: list[Record] = []
+    refs: list[list[str]] = []
+    seen: dict[str, int] = {}
+    kind = None
+    for line, obj in iter_jsonl(path):
+        rec = parse_record(path, line, obj, kind)
+        kind = rec.kind
+        if rec.id in seen:
+            raise data_error(path, line, "id", f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
+        seen[rec.id] = line
+        try:
+            refs.append(reward.references_of(obj))
+        except LolkitError as e:
+            raise LolkitError(f"{path}:{line}: {e}") from None
+        records.append(rec)
+    return records, refs
+
+
+def chunks(records: list[Record], batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) record ranges of about ``batch_size`` responses each; depends on the file only."""
+    out, start, n = [], 0, 0
+    for i, rec in enumerate(records):
+        n += len(rec.responses)
+        if n >= batch_size:
+            out.append((start, i + 1))
+            start, n = i + 1, 0
+    if start < len(records):
+        out.append((start, len(records)))
+    return out
+
+
+def progress_path(output: Path, fingerprint: str) -> Path:
+    return output.with_name(f".{output.name}.progress-{fingerprint[:16]}.jsonl")
+
+
+def _read_progress(path: Path, fingerprint: str, spans: list[tuple[int, int]], records: list[Record]) -> dict:
+    """Chunk index → list (per record) of [[reward, components], ...]; unreadable lines are ignored
+    (only a kill mid-write can produce one, and that chunk is simply scored again)."""
+    done: dict[int, list] = {}
+    if not path.is_file():
+        return done
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(obj, dict) or obj.get("fingerprint", fingerprint) != fingerprint:
+                continue
+            j, scores = obj.get("chunk"), obj.get("scores")
+            if not isinstance(j, int) or not 0 <= j < len(spans) or not isinstance(scores, list):
+                continue
+            a, b = spans[j]
+            if len(scores) == b - a and all(isinstance(s, list) and len(s) == len(records[a + k].responses)
+                                            for k, s in enumerate(scores)):
+                done[j] = scores
+    return done
+
+
+def score_file(reward_spec, input_path: str, output_path: str, batch_size: int | None = None, quiet: bool = False,
+               overrides: dict | None = None) -> dict:
+    """Score ``input_path`` with a reward spec (task / preset / YAML path / dict) into ``output_path``."""
     from .progress import CountProgress
     from .rewards import get_reward
+    from .rewards.base import Batch
 
-    reward = get_reward(reward_name)
-    records = load_records(input_path)
+    reward = get_reward(reward_spec, overrides)
+    input_path = str(input_path)
+    records, refs = read_input(input_path, reward)
+    out = Path(output_path)
+    if out.resolve() == Path(input_path).resolve():
+        raise LolkitError(f"{out}: the output must not be the input file")
+    size = batch_size or reward.batch_size
+    if size < 1:
+        raise LolkitError(f"--batch-size must be positive, got {size}")
+    spans = chunks(records, size)
+    fingerprint = hashlib.sha256(json.dumps({"format": FORMAT, "input": _file_digest(input_path),
+                                             "reward": reward.fingerprint(), "batch_size": size}).encode()).hexdigest()
+    side = progress_path(out, fingerprint)
+
+    def batch_of(a: int, b: int) -> Batch:
+        items = [(rec, refs[i], resp) for i, rec in enumerate(records[a:b], start=a) for resp in rec.responses]
+        return Batch(prompts=[_flat_prompt(r.prompt) for r, _, _ in items], responses=[x for _, _, x in items],
+                     references=[f for _, f, _ in items], metas=[r.meta for r, _, _ in items],
+                     messages=[r.prompt for r, _, _ in items], where=[f"{input_path}:{r.line}" for r, _, _ in items])
+
+    reward.prepare(batch_of(0, len(records)))
+    done = _read_progress(side, fingerprint, spans, records)
     total = sum(len(r.responses) for r in records)
-    scored = []
-    with CountProgress("score", total, disable=quiet) as bar:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start : start + batch_size]
-            pairs = [(prompt_text(r.prompt), resp) for r in chunk for resp in r.responses]
-            results = iter(reward.score([p for p, _ in pairs], [x for _, x in pairs]))
-            for rec in chunk:
-                out = [next(results) for _ in rec.responses]
-                rec.rewards = [t for t, _ in out]
-                rec.components = [c for _, c in out]
-                scored.append(rec)
-            bar.advance(len(pairs))
-    write_jsonl(output_path, (r.to_json() for r in scored))
-    values = [v for r in scored for v in r.rewards]
-    return {"records": len(scored), "responses": len(values), "reward_mean": sum(values) / max(1, len(values))}
+    reused = sum(len(records[k].responses) for j in done for k in range(*spans[j]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fh = None
+    try:
+        with CountProgress("score", total, disable=quiet) as bar:
+            bar.advance(reused)
+            for j, (a, b) in enumerate(spans):
+                if j in done:
+                    continue
+                batch = batch_of(a, b)
+                scored = reward.score_batch(batch)
+                for (value, _), where in zip(scored, batch.where, strict=True):
+                    if not math.isfinite(value):
+                        raise LolkitError(f"{where}: reward {reward.name!r} gave {value} (not a finite number)")
+                it = iter(scored)
+                per_record = [[list(next(it)) for _ in rec.responses] for rec in records[a:b]]
+                # the scores go through JSON either way, so resumed and fresh runs write the same bytes
+                done[j] = json.loads(dumps(per_record))
+                if fh is None:  # opened lazily: a run that fails before its first chunk leaves nothing
+                    fh = open(side, "a", encoding="utf-8")
+                    if fh.tell() == 0:
+                        fh.write(dumps({"format": FORMAT, "fingerprint": fingerprint, "input": input_path}) + "\n")
+                    elif not side.read_bytes().endswith(b"\n"):
+                        fh.write("\n")  # end a line torn by a kill so the next chunk starts clean
+                fh.write(dumps({"chunk": j, "scores": per_record}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.advance(len(batch))
+    finally:
+        if fh is not None:
+            fh.close()
+    rows = []
+    values: list[float] = []
+    for j, (a, b) in enumerate(spans):
+        for rec, scores in zip(records[a:b], done[j], strict=True):
+            rec.rewards = [s[0] for s in scores]
+            rec.components = [s[1] for s in scores]
+            values += rec.rewards
+            rows.append(rec.to_json())
+    write_jsonl(out, rows)
+    for stale in out.parent.glob(f".{out.name}.progress-*.jsonl"):
+        stale.unlink(missing_ok=True)
+    return {"records": len(rows), "responses": len(values), "reward_mean": sum(values) / max(1, len(values)),
+            "resumed_responses": reused, "reward": reward.name, "components": list(reward.components)}

@@ -56,6 +56,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise LolkitError(f"unknown sampling strategy {cfg.algo.sampling!r} ({', '.join(STRATEGIES)})")
     if cfg.algo.value_source not in ("reference", "data"):
         raise LolkitError(f"unknown value source {cfg.algo.value_source!r} (reference, data, auto)")
+    if cfg.algo.dpo_loss not in ("sigmoid", "ipo"):
+        raise LolkitError(f"unknown DPO loss {cfg.algo.dpo_loss!r} (sigmoid, ipo)")
+    if get_algorithm(cfg.algo.name).unit in ("pair", "ranking") and cfg.algo.sampling != "none":
+        raise LolkitError(f"--sampling {cfg.algo.sampling} applies to the offline reward family, not {cfg.algo.name}")
     if cfg.algo.clip is not None and cfg.algo.clip < 0:
         raise LolkitError(f"clip must be >= 0, or off for no clip (got {cfg.algo.clip})")
     get_algorithm(cfg.algo.name)
@@ -216,7 +220,7 @@ def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, tok
     inp = LossInputs(seq_logps, token_logps, batch.response_mask)
     if algo.needs_reward:
         inp.rewards = torch.tensor([data.examples[i].reward for i in batch.indices], dtype=torch.float32, device=dev)
-    if algo.needs_reference:
+    if engine.ref_seq is not None and algo.needs_reference:
         inp.ref_logps = engine.ref_seq[idx].to(dev)
         if algo.token_reference:
             inp.ref_token_logps = engine.reference.token_matrix(batch.indices, batch.response_mask)
@@ -227,11 +231,12 @@ def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, tok
 
 def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: TrainData, engine, micro: list[list[int]],
                          pad_id: int, device, normaliser: float, backward, no_sync):
-    """Forward, loss and backward for one optimizer step's micro-batches (the whole training step but
-    the optimizer update). Returns (summed per-example metrics as tensors, pad tokens, all tokens)."""
+    """Forward, loss and backward for one optimizer step's micro-batches of units (the whole training
+    step but the optimizer update). Returns (summed per-unit metrics as tensors, pad tokens, all tokens)."""
     sums: dict[str, torch.Tensor] = {}
     pad = tokens = 0
-    for m, idx in enumerate(micro):
+    for m, units in enumerate(micro):
+        idx = data.rows(units)
         batch = collate([data.examples[i].encoded for i in idx], idx, pad_id).to(device)
         pad, tokens = pad + batch.pad_tokens, tokens + batch.total_tokens
         with contextlib.nullcontext() if m == len(micro) - 1 else no_sync(model):
@@ -259,7 +264,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
-    data = load_train_data(cfg.data, tokenizer, algo, which="all" if cfg.algo.sampling == "all_priority" else "best")
+    unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
+    data = load_train_data(cfg.data, tokenizer, algo, which=unit)
     world, rank = accelerator.num_processes, accelerator.process_index
     log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
     from .engine import prepare_engine
@@ -274,7 +280,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     validator = Validator(cfg, data, tokenizer)
-    params = LossParams(clip=cfg.algo.clip, kl_beta=cfg.algo.kl_beta, gold_u=cfg.algo.gold_u)
+    a = cfg.algo
+    params = LossParams(clip=a.clip, kl_beta=a.kl_beta, gold_u=a.gold_u, beta=a.beta, dpo_loss=a.dpo_loss,
+                        label_smoothing=a.label_smoothing, reference_free=a.reference_free, sft_weight=a.sft_weight,
+                        group_size=data.group_size)
 
     ckpt_dir = run / "checkpoints"
     metrics_path = run / "metrics.jsonl"
@@ -288,6 +297,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         total, trainable = count_parameters(unwrapped)
         write_json(run / "run.json", {
             "algo": algo.name, "model_path": model_path, "data": data.source, "examples": len(data.examples),
+            "units": len(data.units),
             "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
             "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,

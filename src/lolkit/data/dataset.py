@@ -24,6 +24,9 @@ class Example:
 
 @dataclass
 class TrainData:
+    """Encoded examples, and the units a batch is made of: one example for the offline family, a
+    (chosen, rejected) pair for DPO, a reward-sorted ranking for PRO."""
+
     source: str  # file path, or "builtin:<task>"
     records: list[Record]
     examples: list[Example]
@@ -31,10 +34,21 @@ class TrainData:
     val_raw_prompts: list[str]  # tokenizer-free text, for rewards
     val_records: list[Record] = field(default_factory=list)
     reward_shift: float = 0.0
+    units: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def lengths(self) -> list[int]:
-        return [len(e.encoded) for e in self.examples]
+        """Length of each unit: its longest example (what its batch rows are padded to)."""
+        return [max(len(self.examples[i].encoded) for i in u) for u in self.units]
+
+    @property
+    def group_size(self) -> int:
+        return len(self.units[0]) if self.units else 1
+
+    def rows(self, units: list[int]) -> list[int]:
+        """Example indices of a micro-batch of units, response-major (all first responses, then all
+        second ones, …), the layout the preference losses expect."""
+        return [self.units[u][j] for j in range(self.group_size) for u in units]
 
 
 def builtin_records(task: str, split: str) -> list[Record]:
@@ -50,19 +64,35 @@ def _is_val(prompt: str, fraction: float) -> bool:
     return h / 0xFFFFFFFF < fraction
 
 
-def expand(records: list[Record], which: str = "best") -> list[tuple[int, int]]:
-    """(record, response) pairs to train on: ``best`` takes the response of a response record, the
-    chosen one of a pair, the top-rewarded one of a ranking (first on ties); ``all`` takes every one."""
-    pairs = []
+def _ranked(rec: Record) -> list[int]:
+    """Response indices by reward, best first; ties keep the input order (a stable sort)."""
+    return sorted(range(len(rec.responses)), key=lambda j: -rec.rewards[j])  # type: ignore[operator]
+
+
+def expand(records: list[Record], which: str = "best") -> list[list[tuple[int, int]]]:
+    """Units of (record, response) pairs to train on.
+
+    ``best``: one per record — the response of a response record, the chosen one of a pair, the
+    top-rewarded one of a ranking (first on ties). ``all``: every response, one unit each.
+    ``pair``: (chosen, rejected) of a preference record, (best, worst) of a ranking.
+    ``ranking``: every response of a record, sorted by reward (best first, stable)."""
+    units: list[list[tuple[int, int]]] = []
     for i, rec in enumerate(records):
-        if which == "all" or len(rec.responses) == 1:
-            pairs += [(i, j) for j in range(len(rec.responses))]
-        elif rec.kind == "preference":
-            pairs.append((i, 0))
-        else:
-            best = max(range(len(rec.responses)), key=lambda j: (rec.rewards[j], -j))
-            pairs.append((i, best))
-    return pairs
+        if which == "all" or (which == "best" and len(rec.responses) == 1):
+            units += [[(i, j)] for j in range(len(rec.responses))]
+        elif which == "best":
+            units.append([(i, 0 if rec.kind == "preference" else _ranked(rec)[0])])
+        elif which == "pair":
+            if rec.kind == "preference":
+                units.append([(i, 0), (i, 1)])
+            else:
+                order = _ranked(rec)
+                if rec.rewards[order[0]] == rec.rewards[order[-1]]:
+                    continue  # no preference among equal rewards
+                units.append([(i, order[0]), (i, order[-1])])
+        else:  # ranking
+            units.append([(i, j) for j in _ranked(rec)])
+    return units
 
 
 def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainData:
@@ -97,14 +127,29 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
         elif not data_cfg.shift_rewards:
             check_nonnegative(records, source, algo.name)
     examples = []
+    units: list[tuple[int, ...]] = []
     rendered: dict[int, str] = {}
-    for i, j in expand(records, which):
-        rec = records[i]
-        if i not in rendered:
-            rendered[i] = render_prompt(tokenizer, rec.prompt)
-        enc = encode_pair(tokenizer, rendered[i], rec.responses[j], data_cfg.max_prompt_len, data_cfg.max_response_len)
-        reward = None if rec.rewards[j] is None else rec.rewards[j] + shift
-        examples.append(Example(i, j, rendered[i], rec.responses[j], reward, enc))
+    expanded = expand(records, which)
+    for unit in expanded:
+        if which == "ranking" and len(unit) != len(expanded[0]):
+            raise LolkitError(f"{source}:{records[unit[0][0]].line}: field 'responses': {len(unit)} candidates, but "
+                              f"the first record has {len(expanded[0])}; {algo.name} needs the "
+                              "same number of candidates in every record")
+        if which == "ranking" and len(unit) < 2:
+            raise LolkitError(f"{source}:{records[unit[0][0]].line}: field 'responses': {algo.name} needs at least "
+                              "2 candidates per record")
+        ids = []
+        for i, j in unit:
+            rec = records[i]
+            if i not in rendered:
+                rendered[i] = render_prompt(tokenizer, rec.prompt)
+            enc = encode_pair(tokenizer, rendered[i], rec.responses[j], data_cfg.max_prompt_len, data_cfg.max_response_len)
+            reward = None if rec.rewards[j] is None else rec.rewards[j] + shift
+            ids.append(len(examples))
+            examples.append(Example(i, j, rendered[i], rec.responses[j], reward, enc))
+        units.append(tuple(ids))
+    if not units:
+        raise LolkitError(f"{source}: no training units (every ranking had equal rewards)")
     seen: set[str] = set()
     val_prompts, val_raw = [], []
     for rec in val_records:
@@ -113,4 +158,4 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
             seen.add(raw)
             val_prompts.append(render_prompt(tokenizer, rec.prompt))
             val_raw.append(raw)
-    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift)
+    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units)

@@ -36,7 +36,9 @@ def max_reward(cfg, rewards: list[float]) -> float:
     if cfg.reward:
         from ..rewards import get_reward
 
-        return get_reward(cfg.reward).max_value
+        top = get_reward(cfg.reward).max_value
+        if top is not None:  # None: a component's range is unknown (raw logit, …): use the data's maximum
+            return top
     top = max(rewards)
     if top <= 0:
         raise LolkitError("the value head predicts in (0, max_reward) and every reward is <= 0; "
@@ -54,15 +56,16 @@ def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_
     n = len(data.examples)
     rewards = [e.reward for e in data.examples]
     needs_adv = algo.needs_advantage or cfg.algo.sampling in ("good_random", "all_priority")
+    needs_ref = algo.needs_reference and not (algo.unit == "pair" and cfg.algo.reference_free)
     engine_info: dict = {}
     ref = adv = None
-    if algo.needs_reference or needs_adv:
+    if needs_ref or needs_adv:
         from .reference import load_or_compute, reference_key
 
         root = cache_root(cfg)
         mdig = model_digest(model_path)
         dtype = str(next(model.parameters()).dtype)
-        if algo.needs_reference:
+        if needs_ref:
             key = reference_key(mdig, [e.encoded for e in data.examples], dtype, fresh_adapter)
             for turn in ("main", "others"):
                 if (turn == "main") == is_main:
@@ -102,9 +105,12 @@ def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_
             dropped = stats["dropped"] if algo.needs_advantage else 0
             log(f"advantages ({source} value, {'cached' if adv.cached else 'computed'}): mean {stats['mean']:.3f}, "
                 f"{stats['kept']}/{n} positive" + (f", {dropped} dropped from the pool" if dropped else ""))
-    advantages = adv.advantages.tolist() if adv is not None else None
-    pool, weights = build_pool(n, advantages, rewards if algo.needs_reward else None, cfg.algo.sampling,
-                               drop_nonpositive=algo.needs_advantage)
+    if algo.unit in ("pair", "ranking"):  # DPO / PRO: every unit, plain epochs
+        pool, weights = list(range(len(data.units))), None
+    else:  # one example per unit, in example order
+        advantages = adv.advantages.tolist() if adv is not None else None
+        pool, weights = build_pool(n, advantages, rewards if algo.needs_reward else None, cfg.algo.sampling,
+                                   drop_nonpositive=algo.needs_advantage)
     engine_info["pool"] = {"size": len(pool), "examples": n, "sampling": cfg.algo.sampling}
     if is_main:
         write_json(run / "engine.json", engine_info)

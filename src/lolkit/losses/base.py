@@ -36,11 +36,19 @@ class LossParams:
     clip     ε of the importance-ratio clamp [1−ε, 1+ε]; None = no clip (never 0: ε = 0 clamps to 1)
     kl_beta  β of a_lol_kl's term β(ℓ_ref − ℓ_θ)
     gold_u   lower bound u of r_gold's per-token weight max(π_θ(y_t|·), u)
+    beta, dpo_loss, label_smoothing, reference_free   DPO (spec §2)
+    sft_weight, group_size                             PRO (spec §2)
     """
 
     clip: float | None = 0.9
     kl_beta: float = 0.1
     gold_u: float = 0.1
+    beta: float = 0.1  # DPO's β
+    dpo_loss: str = "sigmoid"  # sigmoid | ipo
+    label_smoothing: float = 0.0  # cDPO's ε
+    reference_free: bool = False
+    sft_weight: float = 0.05  # PRO's weight of the NLL of the best response
+    group_size: int = 1  # responses per unit: 2 for DPO pairs, k for PRO rankings
 
 
 @dataclass
