@@ -92,3 +92,21 @@ def test_preprocess_reward_train_eval_aggregate(tmp_path, cli, tiny_model):
 def test_other_user_errors(args, cli):
     res = cli(*args)
     assert res.code == 2 and res.err.startswith("error: ")
+
+
+def test_generate_builds_an_offline_dataset(tmp_path, cli, tiny_model):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What colour is a lime?", "meta": {"k": 1}},
+                                                 {"id": "x", "prompt": [{"role": "user", "content": "hi"}]}])
+    out = tmp_path / "gen.jsonl"
+    res = cli("generate", "--model", "tiny", "--data", prompts, "--output", out, "--num-samples", "3",
+              "--max-new-tokens", "6", "--quiet")
+    assert res.code == 0, res
+    rows = read_jsonl(out)
+    assert 0 < len(rows) <= 6 and all(r["meta"]["sample"] in (0, 1, 2) for r in rows)
+    assert {r["meta"]["source_id"] for r in rows} <= {"line-1", "x"}
+    res = cli("reward", "--input", out, "--output", tmp_path / "scored.jsonl", "--quiet")
+    assert res.code == 0, res
+    assert all("reward" in r for r in read_jsonl(tmp_path / "scored.jsonl"))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "no prompt"}])
+    res = cli("generate", "--model", "tiny", "--data", bad, "--output", tmp_path / "o.jsonl")
+    assert res.code == 2 and "bad.jsonl:1: field 'prompt': missing field" in res.err

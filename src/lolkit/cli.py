@@ -340,6 +340,34 @@ def reward(
 
 
 @app.command()
+def generate(
+    model: Annotated[str, typer.Option(help="Model directory, short name (tiny, smollm2) or run's final/ directory.")],
+    data: Annotated[str, typer.Option(help="JSONL with a 'prompt' on each line (any record kind works).")],
+    output: Annotated[str, typer.Option(help="Response records (JSONL), written when complete.")],
+    num_samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
+    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample (default) or decode greedily.")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Maximum response length in tokens.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    max_prompt_len: Annotated[int, typer.Option(help="Prompt tokens kept (from the end).")] = 256,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Sample responses from a model for every prompt: builds an offline dataset to score and train on."""
+    from .generation import GenerationConfig, generate_file
+
+    if num_samples < 1 or (not sample and num_samples > 1):
+        raise LolkitError("--num-samples must be >= 1, and 1 with --greedy")
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
+                           num_samples=num_samples, batch_size=batch_size, max_prompt_len=max_prompt_len, seed=seed)
+    info = generate_file(model, data, output, cfg, trust_remote_code=trust_remote_code, quiet=quiet)
+    _console().print(f"wrote {output}: {info['responses']} responses for {info['prompts']} prompts"
+                     + (f" ({info['empty']} empty ones dropped)" if info["empty"] else ""))
+
+
+@app.command()
 def aggregate(
     dirs: Annotated[list[str], typer.Argument(help="Directories to search for eval summary.json files.")],
     output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the plots.")],

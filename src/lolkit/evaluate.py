@@ -22,9 +22,11 @@ def run_dir_of(model: str) -> Path | None:
 
 
 def score_prompts(model, tokenizer, prompts: list[str], raw_prompts: list[str], reward_name: str | None, cfg,
-                  *, sample: bool, progress=None) -> list[dict]:
+                  *, sample: bool, progress=None, records=None) -> list[dict]:
     """Generate for ``prompts`` (rendered) and score against ``raw_prompts`` (tokenizer-free text).
-    ``cfg`` is a TrainConfig (its ``eval`` section sets the generation)."""
+    ``cfg`` is a TrainConfig (its ``eval`` section sets the generation). ``records`` (one per prompt)
+    give the reward its references (``references`` / ``meta.reference`` fields, else the record's own
+    responses) and ``meta``."""
     from .rewards import get_reward
 
     e = cfg.eval
@@ -32,14 +34,21 @@ def score_prompts(model, tokenizer, prompts: list[str], raw_prompts: list[str], 
                             temperature=e.temperature, top_p=e.top_p, num_samples=e.num_samples if sample else 1,
                             batch_size=e.batch_size, max_prompt_len=cfg.data.max_prompt_len, seed=cfg.seed)
     outs = generate(model, tokenizer, prompts, gcfg, progress=progress)
-    reward = get_reward(reward_name) if reward_name else None
-    rows = []
-    for raw, gens in zip(raw_prompts, outs, strict=True):
-        scores = reward.score([raw] * len(gens), [g.text for g in gens]) if reward else [(None, {})] * len(gens)
-        for s, (g, (total, comps)) in enumerate(zip(gens, scores, strict=True)):
-            rows.append({"prompt": raw, "response": g.text, "reward": total, "rewards": comps,
-                         "num_tokens": g.num_tokens, "finished": g.finished, "sample": s})
-    return rows
+    flat = [(k, s, g) for k, gens in enumerate(outs) for s, g in enumerate(gens)]
+    scores: list = [(None, {})] * len(flat)
+    if reward_name:
+        reward = get_reward(reward_name)
+        refs = metas = None
+        if records is not None:
+            raw = [r.to_json() for r in records]
+            per_prompt = [reward.references_of(obj) or list(rec.responses) for obj, rec in zip(raw, records, strict=True)]
+            refs = [per_prompt[k] for k, _, _ in flat]
+            metas = [raw[k].get("meta", {}) for k, _, _ in flat]
+        scores = reward.score([raw_prompts[k] for k, _, _ in flat], [g.text for _, _, g in flat],
+                              references=refs, metas=metas)
+    return [{"prompt": raw_prompts[k], "response": g.text, "reward": total, "rewards": comps,
+             "num_tokens": g.num_tokens, "finished": g.finished, "sample": s}
+            for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -112,7 +121,8 @@ def evaluate(opts: EvalOptions, quiet: bool = False) -> dict:
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
     raw = [prompt_text(r.prompt) for r in records]
     with CountProgress("generate", len(prompts), disable=quiet) as bar:
-        rows = score_prompts(model, tokenizer, prompts, raw, reward, cfg, sample=cfg.eval.do_sample, progress=bar.advance)
+        rows = score_prompts(model, tokenizer, prompts, raw, reward, cfg, sample=cfg.eval.do_sample, progress=bar.advance,
+                             records=records)
     for row, rec in zip(rows, _repeat(records, cfg), strict=True):
         row["id"] = rec.id
     summary = summarise(rows)

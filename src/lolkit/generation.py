@@ -75,3 +75,27 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
     finally:
         model.train(was_training)
     return results
+
+
+def generate_file(model_name: str, prompts_path: str, output: str, cfg: GenerationConfig, *,
+                  trust_remote_code: bool = False, quiet: bool = False) -> dict:
+    """``lolkit generate``: ``num_samples`` responses per prompt of a file, written as response
+    records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``."""
+    from .data.schema import load_prompts
+    from .data.tokenize import render_prompt
+    from .io import write_jsonl
+    from .models import ModelConfig, load_model
+    from .progress import CountProgress
+
+    records = load_prompts(prompts_path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code),
+                                     trainable=False, device=device)
+    prompts = [render_prompt(tokenizer, r.prompt) for r in records]
+    with CountProgress("generate", len(prompts), disable=quiet) as bar:
+        outs = generate(model, tokenizer, prompts, cfg, progress=bar.advance)
+    rows = [{"id": f"{rec.id}-{s}", "prompt": rec.prompt, "response": g.text,
+             "meta": {**rec.meta, "source_id": rec.id, "sample": s, "finished": g.finished}}
+            for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
+    n = write_jsonl(output, rows)
+    return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n}

@@ -182,7 +182,7 @@ class Validator:
 
             n = self.cfg.eval_prompts
             rows = score_prompts(model, self.tokenizer, self.data.val_prompts[:n], self.data.val_raw_prompts[:n],
-                                 self.cfg.reward, self.cfg, sample=False)
+                                 self.cfg.reward, self.cfg, sample=False, records=self.data.val_unique[:n])
             return {"val_reward": sum(r["reward"] for r in rows) / max(1, len(rows))}
         return {"val_nll": self._val_nll(model)}
 

@@ -35,6 +35,7 @@ class TrainData:
     val_records: list[Record] = field(default_factory=list)
     reward_shift: float = 0.0
     units: list[tuple[int, ...]] = field(default_factory=list)
+    val_unique: list[Record] = field(default_factory=list)  # one validation record per val prompt
 
     @property
     def lengths(self) -> list[int]:
@@ -151,11 +152,12 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
     if not units:
         raise LolkitError(f"{source}: no training units (every ranking had equal rewards)")
     seen: set[str] = set()
-    val_prompts, val_raw = [], []
+    val_prompts, val_raw, val_unique = [], [], []
     for rec in val_records:
         raw = prompt_text(rec.prompt)
         if raw not in seen:
             seen.add(raw)
             val_prompts.append(render_prompt(tokenizer, rec.prompt))
             val_raw.append(raw)
-    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units)
+            val_unique.append(rec)
+    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units, val_unique)

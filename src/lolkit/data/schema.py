@@ -240,3 +240,22 @@ def as_kind_error(path: str, records: list[Record], kinds: tuple[Kind, ...], alg
     if records and records[0].kind not in kinds:
         raise LolkitError(f"{path}: holds {records[0].kind} records, but --algo {algo} trains on "
                           f"{' or '.join(kinds)} records")
+
+
+def load_prompts(path: str | Path) -> list[Record]:
+    """Prompts to generate for: any record of the contract, or lines holding only a ``prompt``."""
+    p = str(path)
+    out: list[Record] = []
+    for line, obj in iter_jsonl(p):
+        if detect_kind(obj) is not None:
+            out.append(parse_record(p, line, obj))
+            continue
+        if "prompt" not in obj:
+            raise data_error(p, line, "prompt", "missing field")
+        meta = obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise data_error(p, line, "meta", f"expected an object, got {_tname(meta)}")
+        rid = obj.get("id")
+        out.append(Record("response", _prompt(p, line, obj["prompt"]), [], [], [], str(rid) if rid is not None
+                          else f"line-{line}", meta, line))
+    return out

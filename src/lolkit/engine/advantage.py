@@ -104,7 +104,8 @@ def estimate_advantages(*, source: str, model, tokenizer, data, rewards: list[fl
 
         log(f"value: reference policy answers {len(data.val_prompts)} validation prompts")
         with reference_context(model, disable_adapter):
-            rows = score_prompts(model, tokenizer, data.val_prompts, data.val_raw_prompts, reward_name, cfg, sample=False)
+            rows = score_prompts(model, tokenizer, data.val_prompts, data.val_raw_prompts, reward_name, cfg, sample=False,
+                                 records=data.val_unique)
         targets = [r["reward"] for r in rows]
         feats = prompt_features(model, tokenizer, data.val_prompts, mpl, disable_adapter=disable_adapter)
         head, hist = fit_value_head(feats, targets, max_value, seed=cfg.seed, holdout=algo_cfg.value_holdout, **fit)
