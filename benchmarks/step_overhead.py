@@ -59,8 +59,7 @@ def main() -> None:
     model, tok, path = load_model(cfg.model, trainable=True)
     data = load_train_data(cfg.data, tok, algo)
     (tmp / "run").mkdir()
-    engine = prepare_engine(cfg, algo, model, tok, data, path, fresh_adapter=False, is_main=True, wait=lambda: None,
-                            log=lambda m: None, run=tmp / "run")
+    engine = prepare_engine(cfg, algo, model, tok, data, path, fresh_adapter=False, log=lambda m: None, run=tmp / "run")
     idx = engine.pool[: args.batch_size]
     params = LossParams()
     reference = copy.deepcopy(model).eval().requires_grad_(False)

@@ -160,7 +160,7 @@ def test_dpo_matches_trl(tiny_model, tiny_tokenizer, tmp_path):
     assert set(trl_rows) == set(ours_by_ids)
     enc = [ours_by_ids[ids] for ids in trl_rows]
     assert trl_rows[:3] == [e.prompt_ids + e.response_ids for e in enc[:3]]
-    ref_seq, _ = compute_reference(ref, enc, tok.pad_token_id, 8, tokens=False, disable_adapter=False)
+    ref_seq, _ = compute_reference(ref, enc, tok.pad_token_id, 8, disable_adapter=False)
     b = collate(enc, list(range(6)), tok.pad_token_id)
     seq, toks, _ = forward_logprobs(ours, b)
     out = dpo(LossInputs(seq, toks, b.response_mask, ref_logps=ref_seq), LossParams(beta=0.1))

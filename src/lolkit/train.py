@@ -192,9 +192,7 @@ class Validator:
         from .logprobs import forward_logprobs
 
         dev = next(model.parameters()).device
-        recs = self.data.val_records[: self.cfg.eval_prompts]
-        if not recs:
-            return float("nan")
+        recs = [r for r in self.data.val_records if r.responses][: self.cfg.eval_prompts]
         from .data.tokenize import render_prompt
 
         enc = [encode_pair(self.tokenizer, render_prompt(self.tokenizer, r.prompt), r.responses[0],
@@ -251,6 +249,12 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     """Train per ``cfg``; returns the run directory. See the README for its layout."""
+    from .algorithms import is_online
+
+    if is_online(cfg.algo.name):  # PPO / NLPO: their own loop (lolkit.online)
+        from . import online
+
+        return online.train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -266,13 +270,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit)
+    if not cfg.reward and not any(r.responses for r in data.val_records):
+        raise LolkitError("validation without a reward needs validation records with responses (their NLL is the "
+                          "validation metric): pass --reward, or --val-data with records")
     world, rank = accelerator.num_processes, accelerator.process_index
     log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
-    from .engine import prepare_engine
+    from .engine import Dist, prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
+    dist = Dist(rank, world, accelerator.wait_for_everyone, lambda t: accelerator.reduce(t, reduction="sum"))
     engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
-                            is_main=main, wait=accelerator.wait_for_everyone, log=log, run=run)
+                            log=log, run=run, dist=dist)
     plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool, engine.weights)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
     optimizer = make_optimizer(cfg, model)
@@ -312,6 +320,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             sums, pad, tokens = accumulate_gradients(
                 model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
                 cfg.batch_size / world, accelerator.backward, accelerator.no_sync)
+            if world > 1:  # every process saw part of the step: add up their sums
+                keys = list(sums)
+                total = accelerator.reduce(torch.stack([sums[k] for k in keys] + [torch.tensor(float(pad)).to(
+                    accelerator.device), torch.tensor(float(tokens)).to(accelerator.device)]), reduction="sum")
+                sums = dict(zip(keys, total[: len(keys)], strict=True))
+                pad, tokens = int(total[-2].item()), int(total[-1].item())
             grad_norm = None
             if cfg.optim.max_grad_norm:
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
@@ -321,7 +335,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             optimizer.zero_grad(set_to_none=True)
             now = time.perf_counter()
             row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
-                   **{k: v.item() / (cfg.batch_size / world) for k, v in sums.items()},
+                   **{k: v.item() / cfg.batch_size for k, v in sums.items()},
                    "lr": lr, "grad_norm": grad_norm, "pad_fraction": round(pad / max(tokens, 1), 4),
                    "step_time": round(now - t_last, 4)}
             t_last = now

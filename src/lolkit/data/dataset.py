@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import LolkitError
-from .schema import Record, check_nonnegative, load_records, parse_record, require_rewards
+from .schema import Record, check_nonnegative, load_prompts, load_records, parse_record, require_rewards
 from .tokenize import Encoded, encode_pair, prompt_text, render_prompt
 
 
@@ -106,7 +106,7 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
         source = data_cfg.train
         records = load_records(source)
         if data_cfg.val:
-            val_records = load_records(data_cfg.val)
+            val_records = load_prompts(data_cfg.val)  # records, or lines holding only a prompt
         else:
             val_records = [r for r in records if _is_val(prompt_text(r.prompt), data_cfg.val_fraction)]
             held = {id(r) for r in val_records}

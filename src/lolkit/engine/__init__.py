@@ -13,6 +13,20 @@ from ..io import write_json
 
 
 @dataclass
+class Dist:
+    """The process group as the engine sees it (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    wait: object = lambda: None  # barrier
+    reduce_sum: object = None  # all-reduce (sum) of a tensor, returning the result
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
 class Engine:
     """What the training step reads (by example index); never recomputed during training."""
 
@@ -46,10 +60,12 @@ def max_reward(cfg, rewards: list[float]) -> float:
     return top
 
 
-def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_adapter: bool, is_main: bool,
-                   wait, log, run: Path) -> Engine:
-    """Reference pass, value estimate, advantages and the pool for ``algo`` (main process computes,
-    the others read the cache)."""
+def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_adapter: bool, log, run: Path,
+                   dist: Dist | None = None) -> Engine:
+    """Reference pass (sharded across processes), value estimate and advantages (main process
+    computes, the others read the cache), and the pool for ``algo``."""
+    dist = dist or Dist()
+    is_main, wait = dist.is_main, dist.wait
     from .fingerprint import digest, model_digest
     from .sampling import build_pool
 
@@ -67,12 +83,9 @@ def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_
         dtype = str(next(model.parameters()).dtype)
         if needs_ref:
             key = reference_key(mdig, [e.encoded for e in data.examples], dtype, fresh_adapter)
-            for turn in ("main", "others"):
-                if (turn == "main") == is_main:
-                    ref = load_or_compute(root, key, model, [e.encoded for e in data.examples], tokenizer.pad_token_id,
-                                          cfg.micro_batch_size, tokens=algo.token_reference,
-                                          disable_adapter=fresh_adapter)
-                wait()
+            ref = load_or_compute(root, key, model, [e.encoded for e in data.examples], tokenizer.pad_token_id,
+                                  cfg.micro_batch_size, tokens=algo.token_reference, disable_adapter=fresh_adapter,
+                                  dist=dist)
             engine_info["reference"] = {"key": ref.key, "cached": ref.cached, "seconds": round(ref.seconds, 3),
                                         "examples": n}
             log(f"reference pass: {'cached' if ref.cached else f'computed in {ref.seconds:.1f} s'} "

@@ -54,12 +54,16 @@ def reference_context(model, disable_adapter: bool):
 
 
 @torch.no_grad()
-def compute_reference(model, examples: list[Encoded], pad_id: int, batch_size: int, *, tokens: bool,
-                      disable_adapter: bool, progress=None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+def compute_reference(model, examples: list[Encoded], pad_id: int, batch_size: int, *, disable_adapter: bool,
+                      progress=None, rank: int = 0, world: int = 1, reduce_sum=None
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Sequence and per-token reference log-probs of every example. With several processes each
+    scores a strided shard and ``reduce_sum`` (an all-reduce) assembles the whole on every rank."""
     device = next(model.parameters()).device
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
-    seq = torch.zeros(len(examples), dtype=torch.float32)
-    per_token: list[torch.Tensor | None] = [None] * len(examples)
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))[rank::world]
+    width = max((len(e.response_ids) for e in examples), default=0)
+    seq = torch.zeros(len(examples), dtype=torch.float32, device=device)
+    tok = torch.zeros((len(examples), width), dtype=torch.float32, device=device)
     was = model.training
     model.eval()
     try:
@@ -68,22 +72,28 @@ def compute_reference(model, examples: list[Encoded], pad_id: int, batch_size: i
                 idx = order[s : s + batch_size]
                 batch = collate([examples[i] for i in idx], idx, pad_id).to(device)
                 seq_lp, tok_lp, _ = forward_logprobs(model, batch)
-                seq[idx] = seq_lp.float().cpu()
-                if tokens:
-                    for b, i in enumerate(idx):
-                        per_token[i] = tok_lp[b][batch.response_mask[b].bool()].float().cpu()
+                seq[idx] = seq_lp.float()
+                for b, i in enumerate(idx):
+                    row = tok_lp[b][batch.response_mask[b].bool()].float()
+                    tok[i, : len(row)] = row
                 if progress is not None:
                     progress(len(idx))
     finally:
         model.train(was)
-    return seq, (per_token if tokens else None)  # type: ignore[return-value]
+    if world > 1:
+        seq, tok = reduce_sum(seq), reduce_sum(tok)
+    seq, tok = seq.cpu(), tok.cpu()
+    return seq, [tok[i, : len(e.response_ids)].clone() for i, e in enumerate(examples)]
 
 
 def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], pad_id: int, batch_size: int, *,
-                    tokens: bool, disable_adapter: bool, progress=None) -> ReferenceScores:
-    """Return cached reference scores when the key matches, else compute and cache them."""
+                    tokens: bool, disable_adapter: bool, dist=None, progress=None) -> ReferenceScores:
+    """Return cached reference scores when the key matches, else compute (sharded across processes
+    when ``dist`` has several) and cache them. Every process gets the same scores."""
     folder = cache_root / f"ref-{key[:24]}"
     meta_path = folder / "meta.json"
+    if dist is not None:
+        dist.wait()  # every process looks at the cache before any of them writes it
     if meta_path.is_file():
         meta = read_json(meta_path)
         if meta.get("key") == key and meta.get("count") == len(examples) and (meta.get("tokens") or not tokens):
@@ -94,12 +104,16 @@ def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], 
                 tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(len(examples))]
             return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)
     t = time.perf_counter()
-    seq, tok = compute_reference(model, examples, pad_id, batch_size, tokens=True, disable_adapter=disable_adapter,
-                                 progress=progress)
+    shard = {"rank": dist.rank, "world": dist.world, "reduce_sum": dist.reduce_sum} if dist is not None else {}
+    seq, tok = compute_reference(model, examples, pad_id, batch_size, disable_adapter=disable_adapter,
+                                 progress=progress, **shard)
     seconds = time.perf_counter() - t
-    lengths = torch.tensor([0] + [len(x) for x in tok], dtype=torch.long)
-    with atomic_path(folder, is_dir=True) as tmp:
-        save_file({"seq_logps": seq, "token_logps": torch.cat(tok) if tok else torch.zeros(0),
-                   "offsets": lengths.cumsum(0)}, tmp / "reference.safetensors")
-        write_json(tmp / "meta.json", {"key": key, "count": len(examples), "tokens": True, "seconds": seconds})
+    if dist is None or dist.is_main:
+        lengths = torch.tensor([0] + [len(x) for x in tok], dtype=torch.long)
+        with atomic_path(folder, is_dir=True) as tmp:
+            save_file({"seq_logps": seq, "token_logps": torch.cat(tok) if tok else torch.zeros(0),
+                       "offsets": lengths.cumsum(0)}, tmp / "reference.safetensors")
+            write_json(tmp / "meta.json", {"key": key, "count": len(examples), "tokens": True, "seconds": seconds})
+    if dist is not None:
+        dist.wait()
     return ReferenceScores(seq, tok if tokens else None, key, False, seconds)

@@ -7,6 +7,7 @@ component and the key. Heavy models load lazily on the first ``score`` and are r
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class Batch:
         return len(self.responses)
 
 
-class Component:
+class Component(abc.ABC):
     """Base class. Subclasses set ``TYPE``, ``OPTIONS`` (name → default; ``REQUIRED`` for none) and
     implement :meth:`score`. ``outputs`` are the names written into ``rewards`` (one by default: the
     component's name); ``value_range`` is (min, max) of each output, or None when unbounded/unknown."""
@@ -75,7 +76,7 @@ class Component:
         self.setup()
 
     # -- to override -------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 (an optional hook)
         """Check option values (cheap; no model loading here)."""
 
     @property
@@ -92,15 +93,16 @@ class Component:
         r = self.value_range
         return None if r is None else (r[0] * len(self.outputs), r[1] * len(self.outputs))
 
-    def prepare(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> None:  # noqa: B027 (an optional hook)
         """Called once with every response of the input file before scoring (e.g. to fit TF-IDF)."""
 
     def fingerprint(self) -> dict:
         """What identifies this component's numbers (for resumable scoring)."""
         return {"type": self.TYPE, "weight": self.weight, **self.opts}
 
+    @abc.abstractmethod
     def score(self, batch: Batch) -> list[float] | dict[str, list[float]]:
-        raise NotImplementedError
+        """One value per response (or one list per output name for multi-output components)."""
 
     # -- helpers -----------------------------------------------------------------------------------
     def error(self, message: str) -> LolkitError:
