@@ -103,3 +103,17 @@ def test_val_nll_without_reward(tmp_path, tiny_model):
     run = train(cfg_for(tmp_path, "nr", max_steps=3, save_every=0, data={"train": str(data), "val": str(val)}), quiet=True)
     last = read_metrics(run)[-1]
     assert "val_nll" in last and last["val_nll"] > 0 and "val_reward" not in last
+
+
+def test_a_lol_same_seed_same_metrics_and_weights(tmp_path, tiny_model):
+    """Determinism on CPU for the full engine (reference pass, value estimate, advantages): each run
+    has its own engine cache, so both compute everything from scratch."""
+    runs = [train(cfg_for(tmp_path, f"d{i}", max_steps=3, save_every=0,
+                          algo={"name": "a_lol", "cache_dir": str(tmp_path / f"cache{i}")}), quiet=True) for i in (0, 1)]
+    a, b = weights(runs[0]), weights(runs[1])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(runs[0])) == strip(read_metrics(runs[1]))
+    assert (runs[0] / "advantage_stats.json").read_text() == (runs[1] / "advantage_stats.json").read_text()

@@ -58,10 +58,22 @@ def _table() -> dict[str, Algorithm]:
     return {a.name: a for a in rows}
 
 
+# Online algorithms have their own loop (lolkit.online): rollouts, rewards and PPO updates, no offline
+# loss row. train() dispatches on is_online() before touching the offline table.
+ONLINE = {
+    "ppo": "PPO on a token-level MDP: per-token KL penalty, GAE, clipped policy + value loss, adaptive KL",
+    "nlpo": "NLPO: PPO with actions masked to the top-p nucleus of a periodically refreshed mask policy",
+}
+
+
+def is_online(name: str) -> bool:
+    return name in ONLINE
+
+
 def get_algorithm(name: str) -> Algorithm:
     table = _table()
     if name not in table:
-        raise LolkitError(f"unknown algorithm {name!r} (available: {', '.join(table)})")
+        raise LolkitError(f"unknown algorithm {name!r} (available: {', '.join([*table, *ONLINE])})")
     return table[name]
 
 

@@ -68,7 +68,8 @@ def train(
 ) -> None:
     """Train a policy offline on records (default: the built-in task with the tiny model).
 
-    Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl."""
+    Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl (offline, reward);
+    dpo, pro (preferences, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`)."""
     from .config import TrainConfig, build, load_yaml, parse_overrides
 
     flags: dict = {}
@@ -116,10 +117,15 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing evaluation.")] = False,
+    metrics: Annotated[str, typer.Option(help="Optional metrics, comma-separated: self_bleu, qd, ppl, rouge, bleu, chrf, "
+                                              "meteor, coverage; 'default' (all that apply but meteor, which "
+                                              "loads WordNet: ~15 s), 'all' or 'none'.")] = "default",
+    ppl_model: Annotated[str | None, typer.Option(help="Model scoring the perplexity of the responses (default: the evaluated one).")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
-    """Generate for every test prompt, score the answers, write generations.jsonl and summary.json."""
+    """Generate for every test prompt, score the answers, compute the metrics (docs/evaluation.md), write
+    generations.jsonl and summary.json. Resumable: a re-run after an interruption reuses the finished batches."""
     from .config import parse_overrides
     from .evaluate import EvalOptions, evaluate
 
@@ -128,7 +134,8 @@ def eval_(
     ev.update({"do_sample": sample, "num_samples": num_samples, "temperature": temperature, "top_p": top_p})
     if max_new_tokens is not None:
         ev["max_new_tokens"] = max_new_tokens
-    summary = evaluate(EvalOptions(model, output_dir, data, reward, checkpoint, overwrite, ov), quiet=quiet)
+    summary = evaluate(EvalOptions(model, output_dir, data, reward, checkpoint, overwrite, ov, metrics, ppl_model),
+                       quiet=quiet, log=lambda m: _console().print(f"[dim]{m}[/dim]"))
     _print_summary(summary)
 
 
@@ -371,13 +378,38 @@ def generate(
 def aggregate(
     dirs: Annotated[list[str], typer.Argument(help="Directories to search for eval summary.json files.")],
     output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the plots.")],
+    metric: Annotated[str, typer.Option(help="Main metric of the bar chart (a summary.json key, e.g. reward_mean, rougeL, qd).")] = "reward_mean",
 ) -> None:
-    """Tables (Markdown, CSV, LaTeX) and plots from many evaluated runs."""
+    """Tables (Markdown, CSV, LaTeX) and plots from many evaluated runs, grouped by data, algorithm and model:
+    mean ± std over seeds, bootstrap 95% intervals, best/worst validation checkpoints (docs/evaluation.md)."""
     from .aggregate import aggregate as run
 
-    rows = run(dirs, output_dir)
+    rows = run(dirs, output_dir, metric)
     _results_table(rows)
-    _console().print(f"wrote {output_dir}/results.md, results.csv, results.tex, reward.png")
+    chart = "reward.png" if metric == "reward_mean" else f"{metric.replace('/', '_')}.png"
+    _console().print(f"wrote {output_dir}/results.md, results.csv, results.tex, {chart}, curves.png")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Eval directory (or generations.jsonl) of run A.")],
+    run_b: Annotated[str, typer.Argument(help="Eval directory (or generations.jsonl) of run B.")],
+    judge: Annotated[str, typer.Option(help="reward:SPEC (task, preset or reward YAML) or llm:MODEL (a local instruction model, e.g. smollm2).")],
+    output_dir: Annotated[str, typer.Option(help="Where to write comparison.json and pairs.jsonl.")],
+    tie_margin: Annotated[float, typer.Option(help="Reward judge: |r_A - r_B| <= this is a tie.")] = 0.0,
+    max_pairs: Annotated[int | None, typer.Option(help="Judge only the first N pairs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="LLM judge: sequences per forward pass.")] = 8,
+) -> None:
+    """Pairwise comparison of two runs' generations (paired by prompt id and sample): win/tie/loss rates of A
+    against B with 95% Wilson intervals. An LLM judge compares log p("A") with log p("B") in both orders."""
+    from .compare import compare as run
+
+    res = run(run_a, run_b, judge, output_dir, max_pairs=max_pairs, tie_margin=tie_margin, batch_size=batch_size)
+    con = _console()
+    for name, plural in (("win", "wins"), ("tie", "ties"), ("loss", "losses")):
+        lo, hi = res[f"{name}_rate_ci95"]
+        con.print(f"{name:>4}: {res[plural]:>5} / {res['pairs']}  {res[name + '_rate']:.3f}  [{lo:.3f}, {hi:.3f}]")
+    con.print(f"wrote {output_dir}/comparison.json and pairs.jsonl (judge {res['judge']})")
 
 
 def _results_table(rows: list[dict]) -> None:
@@ -398,6 +430,7 @@ def demo(
     algos: Annotated[str | None, typer.Option(help="Comma-separated algorithms (default: the demo's set).")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     model: Annotated[str, typer.Option(help="Model (default: the tiny random model).")] = "tiny",
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per run (default 400; fewer for a quick look).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run preprocess → train → eval → aggregate on the built-in task and print the results table."""
@@ -412,7 +445,8 @@ def demo(
         raise LolkitError(f"--seeds {seeds!r}: expected comma-separated integers") from None
     algo_list = tuple(a.strip() for a in algos.split(",")) if algos else DEMO_ALGOS
     con = _console()
-    rows = run_demo(output_dir, algo_list, seed_list, model, quiet, log=lambda m: con.print(f"[dim]{m}[/dim]"))
+    rows = run_demo(output_dir, algo_list, seed_list, model, quiet, log=lambda m: con.print(f"[dim]{m}[/dim]"),
+                    max_steps=max_steps)
     _results_table(rows)
     con.print(f"wrote {output_dir}/results.md and results.csv ({time.perf_counter() - t0:.0f} s)")
 

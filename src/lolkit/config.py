@@ -76,6 +76,35 @@ class EvalConfig:
 
 
 @dataclass
+class PPOConfig:
+    """Online RL (``--algo ppo|nlpo``; docs/online.md). One iteration = one rollout of
+    ``batch_size`` prompts × ``samples_per_prompt`` then ``epochs`` PPO epochs over it."""
+
+    samples_per_prompt: int = 1
+    max_new_tokens: int = 20
+    temperature: float = 1.0
+    epochs: int = 4  # PPO epochs per rollout
+    minibatch_size: int = 8  # sequences per optimizer step
+    clip: float = 0.2  # ε of clip(ρ, 1−ε, 1+ε)
+    value_clip: float | None = None  # clip V around the rollout's values; null: no value clipping
+    vf_coef: float = 0.5  # c_v
+    ent_coef: float = 0.0  # c_ent
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    kl_beta: float = 0.05  # initial β_kl of the per-token KL penalty
+    kl_target: float | None = 0.5  # adaptive controller's target; null: fixed β_kl
+    kl_horizon_factor: float = 0.1  # β ← β(1 + factor·e)
+    reward_scale: float = 1.0  # R ← scale · R (after normalisation)
+    reward_norm: str = "none"  # none | batch (whiten R over the rollout) | running (running mean/std)
+    reward_clip: float | None = None  # clip R to [−c, c] after scaling
+    critic: str = "shared"  # shared (value head on the policy trunk) | separate (a copy of the model)
+    top_p: float = 0.9  # NLPO: nucleus of the mask policy
+    mask_update_every: int = 5  # NLPO: rollouts between refreshes of the mask policy
+    rollout_samples: int = 8  # rows per iteration written to rollouts.jsonl (0: all)
+
+
+@dataclass
 class TrainConfig:
     output_dir: str | None = None  # default: runs/<algo>-<data>-seed<seed>
     seed: int = 0
@@ -94,6 +123,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
 def to_dict(cfg: Any) -> dict:

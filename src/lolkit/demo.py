@@ -26,11 +26,14 @@ DEMO_TRAIN = {
 STARTS_FROM_NLL = {"dpo": {"optim": {"lr": 3e-5}}}
 
 
-def demo_config(out: Path, algo: str, seed: int, model: str = "tiny") -> TrainConfig:
+def demo_config(out: Path, algo: str, seed: int, model: str = "tiny", max_steps: int | None = None) -> TrainConfig:
     data = out / "data"
     if algo in STARTS_FROM_NLL:
         model = str(out / "runs" / f"nll-seed{seed}" / "final")
-    return build(TrainConfig, DEMO_TRAIN, STARTS_FROM_NLL.get(algo, {}), {
+    # a shorter demo (--max-steps) validates and checkpoints four times, like the full one
+    short = {"max_steps": max_steps, "eval_every": max(1, max_steps // 4), "save_every": max(1, max_steps // 4)} \
+        if max_steps else {}
+    return build(TrainConfig, DEMO_TRAIN, short, STARTS_FROM_NLL.get(algo, {}), {
         "output_dir": str(out / "runs" / f"{algo}-seed{seed}"), "seed": seed, "reward": "colours",
         "model": {"name": model}, "algo": {"name": algo},
         "data": {"train": str(data / TRAIN_FILE.get(algo, "train.jsonl")), "val": str(data / "val.jsonl")},
@@ -49,7 +52,7 @@ def _preference_files(data: Path) -> dict[str, int]:
 
 
 def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[int, ...] = (0,),
-             model: str = "tiny", quiet: bool = False, log=print) -> list[dict]:
+             model: str = "tiny", quiet: bool = False, log=print, max_steps: int | None = None) -> list[dict]:
     from .aggregate import aggregate
     from .evaluate import EvalOptions, evaluate
     from .preprocess import preprocess_builtin
@@ -63,7 +66,7 @@ def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[
     for seed in seeds:
         needed = ("nll",) if any(a in STARTS_FROM_NLL for a in algos) and "nll" not in algos else ()
         for algo in needed + tuple(algos):
-            cfg = demo_config(out, algo, seed, model)
+            cfg = demo_config(out, algo, seed, model, max_steps)
             run = Path(cfg.output_dir)
             if (run / "eval" / "summary.json").exists():
                 log(f"{algo} seed {seed}: done earlier, reusing {run}")

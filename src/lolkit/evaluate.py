@@ -1,24 +1,63 @@
-"""``lolkit eval``: generate for every test prompt, score with the task reward, summarise.
+"""``lolkit eval``: generate for every test prompt, score with the task reward, compute text metrics.
 
-Writes ``generations.jsonl`` (one row per sample: prompt, response, reward, components, length) and
-``summary.json`` (reward mean/std, per-component means, mean length, distinct-1/2/3, and the run's
-identity — algorithm, seed, data, model — for ``lolkit aggregate``).
+Writes ``generations.jsonl`` (one row per sample: id, prompt, sample index, response, reward,
+components, length, and the per-response ``metrics``) and ``summary.json`` (reward mean/std,
+per-component means, length, distinct-1/2/3, self-BLEU, quality-diversity, perplexity, reference
+metrics, extractive coverage/density, and the run's identity for ``lolkit aggregate``).
+Every metric is defined in docs/evaluation.md.
+
+Resumable and atomic: prompts are generated in the same batches as one :func:`generate` call would
+use (sorted by length, batch ``b`` seeded with ``seed + b``); after each batch its generations and
+rewards go, as one JSON line, to a hidden progress file ``.generations.progress-<fingerprint>.jsonl``
+in the output directory (the fingerprint covers the model, prompts, generation settings and
+reward). A re-run after a kill reuses the batches there and generates the rest; the metrics are then
+computed from the generations alone, so the final files are byte-identical to an uninterrupted
+run's. Outputs are written atomically, ``summary.json`` last; the progress file is removed at the end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import LolkitError
 from .generation import GenerationConfig, generate
-from .io import read_json, write_json, write_jsonl
-from .metrics import distinct_n, mean_std
+from .io import dumps, read_json, write_json, write_jsonl
+from .metrics import corpus_perplexity, coverage_density, distinct_n, mean_std, quality_diversity
+
+# optional metrics (``--metrics``); reward, length and distinct-n are always computed
+METRICS = ("self_bleu", "qd", "ppl", "rouge", "bleu", "chrf", "meteor", "coverage")
+REFERENCE_METRICS = ("rouge", "bleu", "chrf", "meteor")
+# METEOR is off by default: loading WordNet takes 15-20 s of CPU per process
+DEFAULT_METRICS = ("self_bleu", "qd", "ppl", "rouge", "bleu", "chrf", "coverage")
+# the per-response values averaged into the summary (perplexity is pooled over tokens instead)
+ROW_MEANS = ("self_bleu", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "meteor", "coverage", "density")
+SELF_BLEU_MAX_REFS = 256  # with one sample per prompt: at most this many other responses per hypothesis
+PROGRESS_FORMAT = "lolkit-eval-progress/1"
 
 
 def run_dir_of(model: str) -> Path | None:
     p = Path(model)
     return p if (p / "config.yaml").is_file() and (p / "run.json").is_file() else None
+
+
+def generation_config(cfg, sample: bool) -> GenerationConfig:
+    e = cfg.eval
+    return GenerationConfig(max_new_tokens=e.max_new_tokens, do_sample=sample and e.do_sample,
+                            temperature=e.temperature, top_p=e.top_p, num_samples=e.num_samples if sample else 1,
+                            batch_size=e.batch_size, max_prompt_len=cfg.data.max_prompt_len, seed=cfg.seed)
+
+
+def _reward_inputs(reward, records, flat_k: list[int]):
+    if records is None:
+        return None, None
+    raw = [r.to_json() if r.responses else {"meta": r.meta} for r in records]
+    per_prompt = [reward.references_of(obj) or list(rec.responses) for obj, rec in zip(raw, records, strict=True)]
+    return [per_prompt[k] for k in flat_k], [raw[k].get("meta", {}) for k in flat_k]
 
 
 def score_prompts(model, tokenizer, prompts: list[str], raw_prompts: list[str], reward_name: str | None, cfg,
@@ -29,21 +68,12 @@ def score_prompts(model, tokenizer, prompts: list[str], raw_prompts: list[str], 
     responses) and ``meta``."""
     from .rewards import get_reward
 
-    e = cfg.eval
-    gcfg = GenerationConfig(max_new_tokens=e.max_new_tokens, do_sample=sample and e.do_sample,
-                            temperature=e.temperature, top_p=e.top_p, num_samples=e.num_samples if sample else 1,
-                            batch_size=e.batch_size, max_prompt_len=cfg.data.max_prompt_len, seed=cfg.seed)
-    outs = generate(model, tokenizer, prompts, gcfg, progress=progress)
+    outs = generate(model, tokenizer, prompts, generation_config(cfg, sample), progress=progress)
     flat = [(k, s, g) for k, gens in enumerate(outs) for s, g in enumerate(gens)]
     scores: list = [(None, {})] * len(flat)
     if reward_name:
         reward = get_reward(reward_name)
-        refs = metas = None
-        if records is not None:
-            raw = [r.to_json() for r in records]
-            per_prompt = [reward.references_of(obj) or list(rec.responses) for obj, rec in zip(raw, records, strict=True)]
-            refs = [per_prompt[k] for k, _, _ in flat]
-            metas = [raw[k].get("meta", {}) for k, _, _ in flat]
+        refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
         scores = reward.score([raw_prompts[k] for k, _, _ in flat], [g.text for _, _, g in flat],
                               references=refs, metas=metas)
     return [{"prompt": raw_prompts[k], "response": g.text, "reward": total, "rewards": comps,
@@ -51,9 +81,16 @@ def score_prompts(model, tokenizer, prompts: list[str], raw_prompts: list[str], 
             for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
 
 
-def summarise(rows: list[dict]) -> dict:
+# --------------------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------------------
+def summarise(rows: list[dict], extra: dict | None = None) -> dict:
+    """Summary of generation rows: reward mean/std and per-component means, mean length (tokens),
+    finished fraction, distinct-1/2/3, the mean of every per-response metric in ``ROW_MEANS`` (over
+    the responses that have it) and the token-pooled perplexity; ``extra`` (corpus-level values such
+    as quality-diversity) is merged in."""
     texts = [r["response"] for r in rows]
-    out: dict = {"num_generations": len(rows), "num_prompts": len({r["prompt"] for r in rows})}
+    out: dict = {"num_generations": len(rows), "num_prompts": len({r.get("id", r["prompt"]) for r in rows})}
     rewards = [r["reward"] for r in rows if r["reward"] is not None]
     if rewards:
         out["reward_mean"], out["reward_std"] = mean_std(rewards)
@@ -63,9 +100,248 @@ def summarise(rows: list[dict]) -> dict:
     out["finished_fraction"] = sum(r["finished"] for r in rows) / max(1, len(rows))
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n(texts, n)
+    metrics = [r.get("metrics") or {} for r in rows]
+    for key in ROW_MEANS:
+        vals = [m[key] for m in metrics if m.get(key) is not None]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    if any("nll" in m for m in metrics):
+        nll = [m["nll"] for m in metrics if "nll" in m]
+        count = [m["ppl_tokens"] for m in metrics if "nll" in m]
+        out["ppl"] = corpus_perplexity(nll, count)
+        out["ppl_tokens"] = sum(count)
+    out.update(extra or {})
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# metrics on generations
+# --------------------------------------------------------------------------------------------------
+def self_bleu(texts: list[str], groups: list[list[int]]) -> list[float | None]:
+    """Self-BLEU of each response (sacrebleu sentence BLEU / 100, 13a tokens, exp smoothing).
+
+    With several samples per prompt (any group of ≥ 2), each response is scored against the other
+    responses of its own prompt (singleton groups get None). With one sample per prompt, each
+    response is scored against the other responses of the file — all of them up to
+    ``SELF_BLEU_MAX_REFS``, else a random subset of that size seeded by the response's position."""
+    from .rewards.base import Batch
+    from .rewards.reference import Bleu
+
+    refs: list[list[str]] = [[] for _ in texts]
+    if any(len(g) >= 2 for g in groups):
+        for g in groups:
+            for i in g:
+                refs[i] = [texts[j] for j in g if j != i] if len(g) >= 2 else []
+    else:
+        for i in range(len(texts)):
+            others = [j for j in range(len(texts)) if j != i]
+            if len(others) > SELF_BLEU_MAX_REFS:
+                others = sorted(random.Random(i).sample(others, SELF_BLEU_MAX_REFS))
+            refs[i] = [texts[j] for j in others]
+    todo = [i for i in range(len(texts)) if refs[i]]
+    out: list[float | None] = [None] * len(texts)
+    if todo:
+        bleu = Bleu("self_bleu", {"type": "bleu"}, "eval")
+        vals = bleu.score(Batch([""] * len(todo), [texts[i] for i in todo], [refs[i] for i in todo]))
+        for i, v in zip(todo, vals, strict=True):
+            out[i] = v
+    return out
+
+
+def reference_metrics(names: list[str], texts: list[str], refs: list[list[str]]) -> dict[str, list[float | None]]:
+    """ROUGE-1/2/L F1, BLEU, chrF and METEOR (the reward components of rewards/reference.py, all in
+    [0, 1], best or multi-reference over a response's references); None where a response has none."""
+    from .rewards.base import Batch
+    from .rewards.reference import Bleu, Chrf, Meteor, Rouge
+
+    parts = []
+    for name in names:
+        if name == "rouge":
+            parts += [Rouge(v, {"type": "rouge", "variant": v}, "eval") for v in ("rouge1", "rouge2", "rougeL")]
+        else:
+            parts.append({"bleu": Bleu, "chrf": Chrf, "meteor": Meteor}[name](name, {"type": name}, "eval"))
+    todo = [i for i in range(len(texts)) if refs[i]]
+    batch = Batch([""] * len(todo), [texts[i] for i in todo], [refs[i] for i in todo])
+    out: dict[str, list[float | None]] = {}
+    for p in parts:
+        vals = p.score(batch) if todo else []
+        col: list[float | None] = [None] * len(texts)
+        for i, v in zip(todo, vals, strict=True):
+            col[i] = float(v)
+        out[p.name] = col
+    return out
+
+
+def embed_texts(texts: list[str]):
+    """MiniLM-L6 sentence embeddings (mean-pooled, L2-normalised; rewards/embedding.py)."""
+    from .rewards.embedding import EmbeddingSimilarity
+
+    return EmbeddingSimilarity("qd", {"type": "embedding_similarity"}, "eval").embed(texts)
+
+
+def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int,
+                 batch_size: int = 16) -> list[tuple[float, int]]:
+    """``(Σ −log p(y_t | x, y_<t), number of tokens)`` of each response under ``model``: the response's
+    tokens (the scorer's tokenizer, no special tokens, no EOS), conditioned on the prompt (its last
+    ``max_prompt_len`` tokens). An empty response gives (0, 0)."""
+    import torch
+
+    from .data.tokenize import Encoded, collate, encode_prompt
+    from .logprobs import forward_logprobs
+
+    enc = [Encoded(tuple(encode_prompt(tokenizer, p, max_prompt_len)),
+                   tuple(tokenizer(r, add_special_tokens=False)["input_ids"]), False)
+           for p, r in zip(prompts, responses, strict=True)]
+    device = next(model.parameters()).device
+    out: list[tuple[float, int]] = []
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(enc), batch_size):
+                items = enc[s : s + batch_size]
+                b = collate(items, range(s, s + len(items)), tokenizer.pad_token_id).to(device)
+                seq, _, _ = forward_logprobs(model, b)
+                out += [(-float(v), len(e.response_ids)) for v, e in zip(seq.tolist(), items, strict=True)]
+    finally:
+        model.train(was)
+    return out
+
+
+def _knowledge(meta: dict):
+    k = meta.get("knowledge") if isinstance(meta, dict) else None
+    if isinstance(k, str) and k.strip():
+        return k
+    if isinstance(k, list) and k and all(isinstance(x, str) for x in k):
+        return k
+    return None
+
+
+def metric_references(rec) -> list[str]:
+    """Reference texts of a record for the reference metrics: its ``references`` / ``reference`` /
+    ``meta.references`` / ``meta.reference`` field, else its response (the chosen one of a
+    preference, the best-rewarded one of a ranking)."""
+    from .rewards import REFERENCE_AUTO
+
+    obj = rec.to_json() if rec.responses else {"meta": rec.meta}
+    for f in REFERENCE_AUTO:
+        node = obj
+        for part in f.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            return [node]
+        if isinstance(node, list) and node and all(isinstance(x, str) for x in node):
+            return list(node)
+    if not rec.responses:
+        return []
+    if rec.kind == "ranking" and all(r is not None for r in rec.rewards):
+        return [rec.responses[max(range(len(rec.responses)), key=lambda j: rec.rewards[j])]]
+    return [rec.responses[0]]
+
+
+def parse_metrics(spec: str | list[str] | None) -> tuple[list[str], bool]:
+    """``--metrics``: a comma-separated list of METRICS, ``default`` (all but METEOR), ``all`` or ``none``.
+    Returns (names, explicit): explicitly listed metrics fail loudly when they cannot be computed;
+    under ``default`` / ``all`` an inapplicable one is skipped and its reason recorded in
+    ``metrics_skipped``."""
+    items = [x.strip() for x in (spec.split(",") if isinstance(spec, str) else spec or []) if x.strip()]
+    if spec is None or items == ["default"]:
+        return list(DEFAULT_METRICS), False
+    if items == ["all"]:
+        return list(METRICS), False
+    if items == ["none"] or not items:
+        return [], True
+    bad = [x for x in items if x not in METRICS]
+    if bad:
+        raise LolkitError(f"--metrics: unknown metric {bad[0]!r} (choose from: {', '.join(METRICS)}, default, all, none)")
+    return [m for m in METRICS if m in items], True
+
+
+def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool, *, ppl_scorer=None,
+                    max_prompt_len: int = 256, log=None) -> tuple[dict, dict]:
+    """Adds per-response values to ``rows[i]['metrics']``; returns (corpus-level values, skipped).
+    ``rows[i]['_k']`` is the row's prompt index into ``records``; ``ppl_scorer`` is
+    (model, tokenizer, name) or None."""
+    from .data.tokenize import prompt_text, render_prompt
+
+    texts = [r["response"] for r in rows]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r["_k"], []).append(i)
+        r.setdefault("metrics", {})
+    extra: dict = {}
+    skipped: dict[str, str] = {}
+
+    def skip(name: str, why: str) -> None:
+        if explicit:
+            raise LolkitError(f"--metrics {name}: {why}")
+        skipped[name] = why
+
+    def put(key: str, values) -> None:
+        for r, v in zip(rows, values, strict=True):
+            if v is not None:
+                r["metrics"][key] = v
+
+    if "self_bleu" in names:
+        if len(texts) < 2:
+            skip("self_bleu", "needs at least two responses")
+        else:
+            put("self_bleu", self_bleu(texts, list(groups.values())))
+    if "qd" in names:
+        if not any(len(g) >= 2 for g in groups.values()):
+            skip("qd", "needs several samples per prompt (--sample --num-samples M, M >= 2)")
+        else:
+            emb = embed_texts(texts)
+            s, qd, n = quality_diversity([[emb[i].tolist() for i in g] for g in groups.values()])
+            extra.update({"qd_similarity": s, "qd": qd, "qd_groups": n})
+            if qd is None:
+                extra["qd_note"] = "undefined: the mean pairwise similarity S is <= 0"
+    if "ppl" in names:
+        if ppl_scorer is None:
+            skip("ppl", "no scorer model")
+        else:
+            model, tok, name = ppl_scorer
+            prompts = []
+            for r in rows:
+                p = records[r["_k"]].prompt
+                try:
+                    prompts.append(render_prompt(tok, p))
+                except LolkitError:  # a conversation and a scorer without a chat template
+                    prompts.append(prompt_text(p))
+            for r, (nll, n) in zip(rows, response_nll(model, tok, prompts, texts, max_prompt_len), strict=True):
+                r["metrics"]["nll"], r["metrics"]["ppl_tokens"] = nll, n
+            extra["ppl_model"] = name
+    wanted = [m for m in REFERENCE_METRICS if m in names]
+    if wanted:
+        refs = [metric_references(records[r["_k"]]) for r in rows]
+        if not any(refs):
+            for m in wanted:
+                skip(m, "the test records have no references (references / meta.reference / response)")
+        else:
+            if "meteor" in wanted and not explicit:
+                try:
+                    from .rewards.reference import load_wordnet
+
+                    load_wordnet()
+                except LolkitError as e:
+                    skip("meteor", str(e))
+                    wanted.remove("meteor")
+            for key, vals in reference_metrics(wanted, texts, refs).items():
+                put(key, vals)
+    if "coverage" in names:
+        know = [_knowledge(records[r["_k"]].meta) for r in rows]
+        if not any(k is not None for k in know):
+            skip("coverage", "the test records have no meta.knowledge")
+        else:
+            cd = [coverage_density(k, t) if k is not None else None for k, t in zip(know, texts, strict=True)]
+            put("coverage", [x[0] if x else None for x in cd])
+            put("density", [x[1] if x else None for x in cd])
+    return extra, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------------
 @dataclass
 class EvalOptions:
     model: str  # run directory, model directory or short name
@@ -75,18 +351,103 @@ class EvalOptions:
     checkpoint: str = "final"  # final | best (for run directories)
     overwrite: bool = False
     overrides: dict = field(default_factory=dict)  # eval.* / data.* settings
+    metrics: str | list[str] | None = None  # see parse_metrics
+    ppl_model: str | None = None  # default: the evaluated model
 
 
-def evaluate(opts: EvalOptions, quiet: bool = False) -> dict:
+def _model_identity(path: str) -> list:
+    """A model directory's files with sizes and modification times (a hub id: its name)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [path]
+    return [path] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(p.iterdir()) if f.is_file()]
+
+
+def _batches(tokenizer, prompts: list[str], gcfg: GenerationConfig) -> list[list[int]]:
+    """The prompt batches of one :func:`generate` call (longest first, ``batch_size`` each)."""
+    from .data.tokenize import encode_prompt
+
+    lengths = [len(encode_prompt(tokenizer, p, gcfg.max_prompt_len)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    return [order[s : s + gcfg.batch_size] for s in range(0, len(order), gcfg.batch_size)]
+
+
+def _read_progress(path: Path, fingerprint: str, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
+    done: dict[int, list] = {}
+    if not path.is_file():
+        return done
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a line torn by a kill: that batch is generated again
+            if not isinstance(obj, dict) or obj.get("fingerprint", fingerprint) != fingerprint:
+                continue
+            b, rows = obj.get("batch"), obj.get("rows")
+            if isinstance(b, int) and 0 <= b < len(batches) and isinstance(rows, list) \
+                    and len(rows) == len(batches[b]) * per_prompt:
+                done[b] = rows
+    return done
+
+
+def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], records, reward, gcfg: GenerationConfig,
+                       side: Path, fingerprint: str, progress=None) -> tuple[list[dict], int]:
+    """Generate batch by batch (the batches and seeds of one :func:`generate` call), score each batch
+    with ``reward`` and append it to the progress file ``side``; batches already there are reused.
+    Returns the rows in (prompt, sample) order and the number of prompts reused."""
+    batches = _batches(tokenizer, prompts, gcfg)
+    done = _read_progress(side, fingerprint, batches, gcfg.num_samples)
+    reused = sum(len(batches[b]) for b in done)
+    if progress is not None and reused:
+        progress(reused)
+    fh = None
+    try:
+        for b, idx in enumerate(batches):
+            if b in done:
+                continue
+            outs = generate(model, tokenizer, [prompts[i] for i in idx], replace(gcfg, seed=gcfg.seed + b))
+            flat = [(k, s, g) for k, gens in zip(idx, outs, strict=True) for s, g in enumerate(gens)]
+            scores: list = [(None, {})] * len(flat)
+            if reward is not None:
+                refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
+                scores = reward.score([raw[k] for k, _, _ in flat], [g.text for _, _, g in flat],
+                                      references=refs, metas=metas)
+            rows = [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
+                     "num_tokens": g.num_tokens, "finished": g.finished}
+                    for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
+            line = dumps({"batch": b, "rows": rows})
+            done[b] = json.loads(line)["rows"]  # through JSON either way: fresh and resumed runs agree
+            if fh is None:
+                fh = open(side, "a", encoding="utf-8")
+                if fh.tell() == 0:
+                    fh.write(dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint}) + "\n")
+                elif not side.read_bytes().endswith(b"\n"):
+                    fh.write("\n")
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            if progress is not None:
+                progress(len(idx))
+    finally:
+        if fh is not None:
+            fh.close()
+    rows = sorted((r for b in done.values() for r in b), key=lambda r: (r["k"], r["sample"]))
+    return rows, reused
+
+
+def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     import torch
 
     from .config import TrainConfig, build, load_yaml
     from .data.dataset import builtin_records
-    from .data.schema import load_records
+    from .data.schema import load_prompts
     from .data.tokenize import prompt_text, render_prompt
     from .models import ModelConfig, load_model
     from .progress import CountProgress
+    from .rewards import get_reward
 
+    names, explicit = parse_metrics(opts.metrics)
     run = run_dir_of(opts.model)
     if run is not None:
         cfg = build(TrainConfig, load_yaml(run / "config.yaml"), source=str(run / "config.yaml"))
@@ -106,37 +467,68 @@ def evaluate(opts: EvalOptions, quiet: bool = False) -> dict:
     if (out_dir / "summary.json").exists() and not opts.overwrite:
         raise LolkitError(f"{out_dir}: evaluation exists; pass --overwrite to replace it")
     if opts.data:
-        records = load_records(opts.data)
+        records = load_prompts(opts.data)
         source = opts.data
     elif cfg.data.train is None:
         records = builtin_records(cfg.data.task, "test")
         source = f"builtin:{cfg.data.task}/test"
     else:
         raise LolkitError("--data is required: the run was trained on a file, and lolkit cannot guess its test split")
-    reward = opts.reward or cfg.reward or (cfg.data.task if cfg.data.train is None and not opts.data else None)
+    reward_name = opts.reward or cfg.reward or (cfg.data.task if cfg.data.train is None and not opts.data else None)
     if cfg.eval.max_prompts:
         records = records[: cfg.eval.max_prompts]
+    if not records:
+        raise LolkitError(f"{source}: no prompts to evaluate")
+    reward = get_reward(reward_name) if reward_name else None
     torch.manual_seed(cfg.seed)
-    model, tokenizer, _ = load_model(mcfg, trainable=False, device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer, _ = load_model(mcfg, trainable=False, device=device)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
     raw = [prompt_text(r.prompt) for r in records]
+    gcfg = generation_config(cfg, cfg.eval.do_sample)
+    fingerprint = hashlib.sha256(dumps({
+        "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
+        "ids": [r.id for r in records], "generation": gcfg.__dict__,
+        "reward": reward.fingerprint() if reward else None}, sort_keys=True).encode()).hexdigest()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    side = out_dir / f".generations.progress-{fingerprint[:16]}.jsonl"
     with CountProgress("generate", len(prompts), disable=quiet) as bar:
-        rows = score_prompts(model, tokenizer, prompts, raw, reward, cfg, sample=cfg.eval.do_sample, progress=bar.advance,
-                             records=records)
-    for row, rec in zip(rows, _repeat(records, cfg), strict=True):
-        row["id"] = rec.id
-    summary = summarise(rows)
+        rows, reused = generate_and_score(model, tokenizer, prompts, raw, records, reward, gcfg, side, fingerprint,
+                                          progress=bar.advance)
+    if reused and log is not None:
+        log(f"resumed: {reused} of {len(prompts)} prompts were generated by an earlier, interrupted run")
+    for r in rows:
+        r["_k"] = r.pop("k")
+    ppl_scorer = None
+    ppl_name = opts.ppl_model or mcfg.name
+    if "ppl" in names:
+        if opts.ppl_model is None or opts.ppl_model == mcfg.name:
+            ppl_scorer = (model, tokenizer, opts.model if opts.ppl_model is None else opts.ppl_model)
+        else:
+            pm, ptok, _ = load_model(ModelConfig(name=opts.ppl_model), trainable=False, device=device)
+            ppl_scorer = (pm, ptok, ppl_name)
+    extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
+                                     max_prompt_len=cfg.data.max_prompt_len)
+    out_rows = [{"id": records[r["_k"]].id, "prompt": raw[r["_k"]], "sample": r["sample"], "response": r["response"],
+                 "reward": r["reward"], "rewards": r["rewards"], "num_tokens": r["num_tokens"],
+                 "finished": r["finished"], "metrics": r["metrics"]} for r in rows]
+    summary = summarise(out_rows, extra)
+    summary["metrics_computed"] = [m for m in names if m not in skipped]
+    if skipped:
+        summary["metrics_skipped"] = skipped
     info = read_json(run / "run.json") if run else {}
     summary["run"] = {
         "run_dir": str(run) if run else None, "algo": info.get("algo"), "seed": cfg.seed if run else None,
         "data": info.get("data"), "model": cfg.model.name if run else opts.model, "checkpoint": opts.checkpoint,
-        "test_data": source, "reward": reward,
+        "test_data": source, "reward": reward_name,
     }
-    summary["generation"] = {"do_sample": cfg.eval.do_sample, "num_samples": cfg.eval.num_samples,
+    summary["generation"] = {"do_sample": cfg.eval.do_sample, "num_samples": gcfg.num_samples,
                              "max_new_tokens": cfg.eval.max_new_tokens, "temperature": cfg.eval.temperature,
-                             "top_p": cfg.eval.top_p}
-    write_jsonl(out_dir / "generations.jsonl", rows)
+                             "top_p": cfg.eval.top_p, "batch_size": gcfg.batch_size, "seed": gcfg.seed}
+    write_jsonl(out_dir / "generations.jsonl", out_rows)
     write_json(out_dir / "summary.json", summary)
+    for stale in out_dir.glob(".generations.progress-*.jsonl"):
+        stale.unlink(missing_ok=True)
     return summary
 
 
@@ -144,9 +536,3 @@ def _as_dict(cfg) -> dict:
     from .config import to_dict
 
     return to_dict(cfg)
-
-
-def _repeat(records, cfg):
-    n = cfg.eval.num_samples if cfg.eval.do_sample else 1
-    for r in records:
-        yield from [r] * n

@@ -99,3 +99,46 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
             for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
     n = write_jsonl(output, rows)
     return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n}
+
+
+@torch.no_grad()
+def sample_tokens(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
+                  do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
+                  seed: int = 0, logits_processor=None) -> list[tuple[list[int], bool]]:
+    """Token-level sampling for online RL: ``(response token ids, finished)`` per prompt, in order.
+
+    Unlike :func:`generate`, tokens are returned as sampled (no decode / re-encode round trip), with
+    the EOS token kept at the end of a finished response (it is an action too). Batches are taken in
+    the given order, left-padded; batch ``b`` samples with seed ``seed + b``. ``logits_processor``,
+    when given, is called as ``logits_processor(attention_mask)`` per batch and returns an HF logits
+    processor (NLPO's action mask) — it sees the batch's left-padded attention mask.
+    """
+    from transformers import LogitsProcessorList
+
+    device = next(model.parameters()).device
+    out_rows: list[tuple[list[int], bool]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for b, start in enumerate(range(0, len(prompt_ids), batch_size)):
+            chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            attn = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, p in enumerate(chunk):
+                ids[row, width - len(p):] = torch.tensor(p)
+                attn[row, width - len(p):] = 1
+            ids, attn = ids.to(device), attn.to(device)
+            torch.manual_seed(seed + b)
+            kw = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
+            if logits_processor is not None:
+                kw["logits_processor"] = LogitsProcessorList([logits_processor(attn)])
+            out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
+                                 do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True, **kw)
+            for toks in out[:, width:].tolist():
+                finished = eos_id in toks
+                toks = toks[: toks.index(eos_id) + 1] if finished else toks
+                out_rows.append((toks, finished))
+    finally:
+        model.train(was_training)
+    return out_rows

@@ -19,6 +19,9 @@ from typing import Any
 
 from .errors import LolkitError, data_error
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
@@ -35,6 +38,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     try:
         yield tmp
         if is_dir:
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
                 os.replace(dest, old)
@@ -45,6 +49,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual mode
             os.replace(tmp, dest)
     except BaseException:
         if tmp.is_dir():
@@ -52,6 +57,46 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def child_path(root: str | os.PathLike, name: str | os.PathLike, what: str | None = None) -> Path:
+    """``root / name`` for a ``name`` taken from a config or an option, refusing absolute names and any
+    ``..`` that would climb out of ``root`` — a config value never decides where a write lands outside
+    the directory it is meant for."""
+    raw = str(name)
+    p = Path(raw)
+    parts = p.parts
+    if not raw.strip() or p.is_absolute() or raw.startswith("~") or ".." in parts or "\\" in raw:
+        label = what or repr(raw)
+        raise LolkitError(f"{label} would escape the {Path(root).as_posix()}/ directory: "
+                          "use a plain relative name (no '..', no absolute path)")
+    return Path(root) / p
+
+
+def recover_partial(folder: str | os.PathLike) -> list[str]:
+    """Tidy ``folder`` after a killed writer: remove the temporaries of :func:`atomic_path`, and put back
+    a directory that a kill caught between its two renames (old moved aside, new not yet in place).
+    Only for a folder no live process is writing to (a resumed run). Returns what it changed."""
+    root = Path(folder)
+    done: list[str] = []
+    if not root.is_dir():
+        return done
+    for p in sorted(root.iterdir()):
+        name = p.name
+        if not name.startswith(".") or (".tmp-" not in name and ".old-" not in name):
+            continue
+        if ".old-" in name:
+            dest = root / name[1 : name.rindex(".old-")]
+            if not dest.exists():
+                os.replace(p, dest)
+                done.append(f"restored {dest.name}")
+                continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        done.append(f"removed {name}")
+    return done
 
 
 def _json_default(obj: Any) -> Any:

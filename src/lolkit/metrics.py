@@ -1,8 +1,15 @@
-"""Text statistics shared by evaluation and reports."""
+"""Text statistics shared by evaluation, comparison and reports: pure functions, no models.
+
+Every definition is written out in docs/evaluation.md; the tests pin hand-worked values.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -23,3 +30,111 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     m = sum(values) / len(values)
     return m, (sum((v - m) ** 2 for v in values) / len(values)) ** 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# quality-diversity (CoLA; shared/spec/algorithms.md §4)
+# --------------------------------------------------------------------------------------------------
+def cosine(u: Sequence[float], v: Sequence[float]) -> float:
+    nu = math.sqrt(sum(x * x for x in u))
+    nv = math.sqrt(sum(x * x for x in v))
+    if nu == 0.0 or nv == 0.0:
+        return 0.0
+    return sum(a * b for a, b in zip(u, v, strict=True)) / (nu * nv)
+
+
+def mean_pairwise_similarity(group: Sequence[Sequence[float]]) -> float:
+    """Mean cosine over the ordered pairs (i, j), i ≠ j, of one group's embeddings (M ≥ 2).
+    Cosine is symmetric, so this equals the mean over the M(M-1)/2 unordered pairs."""
+    m = len(group)
+    if m < 2:
+        raise ValueError("a group needs at least two samples")
+    sims = [cosine(group[i], group[j]) for i in range(m) for j in range(i + 1, m)]
+    return sum(sims) / len(sims)
+
+
+def quality_diversity(groups: Sequence[Sequence[Sequence[float]]]) -> tuple[float | None, float | None, int]:
+    """``(S, QD, groups used)``: S = mean over groups (of ≥ 2 samples) of the mean pairwise cosine
+    within the group; QD = 1 / S, undefined (None) when S ≤ 0. Groups of one sample are skipped;
+    with none left S is None too."""
+    sims = [mean_pairwise_similarity(g) for g in groups if len(g) >= 2]
+    if not sims:
+        return None, None, 0
+    s = sum(sims) / len(sims)
+    return s, (1.0 / s if s > 0 else None), len(sims)
+
+
+# --------------------------------------------------------------------------------------------------
+# extractive fragments (Grusky, Naaman & Artzi 2018, "Newsroom", §4.1)
+# --------------------------------------------------------------------------------------------------
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens: runs of word characters, or one punctuation mark."""
+    return _WORDS.findall(text.lower())
+
+
+def extractive_fragments(article: Sequence, summary: Sequence) -> list[list]:
+    """Greedy extractive fragments F(A, S): walk the summary left to right; at each position take the
+    longest token run that also occurs in the article (ties: the first found), then jump past it;
+    a token found nowhere advances by one and makes no fragment. ``article`` may hold separators
+    (any non-string object) that never match, so fragments do not cross passage boundaries."""
+    frags: list[list] = []
+    i = 0
+    while i < len(summary):
+        best: list = []
+        j = 0
+        while j < len(article):
+            if summary[i] == article[j]:
+                a, b = i, j
+                while a < len(summary) and b < len(article) and summary[a] == article[b]:
+                    a, b = a + 1, b + 1
+                if a - i > len(best):
+                    best = list(summary[i:a])
+                j = b
+            else:
+                j += 1
+        i += max(len(best), 1)
+        if best:
+            frags.append(best)
+    return frags
+
+
+def coverage_density(knowledge: str | Sequence[str], response: str) -> tuple[float, float] | None:
+    """Extractive coverage = Σ|f| / |S| and density = Σ|f|² / |S| of a response S against the
+    knowledge A (a text or a list of passages); None when the response has no tokens."""
+    summary = tokens(response)
+    if not summary:
+        return None
+    passages = [knowledge] if isinstance(knowledge, str) else list(knowledge)
+    article: list = []
+    for k, p in enumerate(passages):
+        if k:
+            article.append(object())  # a separator equal to nothing
+        article.extend(tokens(p))
+    frags = extractive_fragments(article, summary)
+    n = len(summary)
+    return sum(len(f) for f in frags) / n, sum(len(f) ** 2 for f in frags) / n
+
+
+# --------------------------------------------------------------------------------------------------
+# perplexity and proportions
+# --------------------------------------------------------------------------------------------------
+def corpus_perplexity(nlls: Sequence[float], counts: Sequence[int]) -> float | None:
+    """Token-level perplexity exp(Σ NLL / Σ tokens) over responses (NLL in nats, summed per response)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    return math.exp(sum(nlls) / total)
+
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95 % by default); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

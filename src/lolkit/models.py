@@ -172,7 +172,12 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
     adapter_dir = None
     if (Path(path) / "adapter_config.json").is_file():
         adapter_dir = path
-        path = resolve_model(adapter_base(path))
+        base = adapter_base(path)
+        try:
+            path = resolve_model(base)
+        except LolkitError as e:
+            raise LolkitError(f"{Path(adapter_dir) / 'adapter_config.json'}: field 'base_model_name_or_path': "
+                              f"base model {e}") from None
     dtype = choose_dtype(cfg.dtype)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.qlora:
@@ -185,13 +190,19 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise LolkitError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
-    tokenizer = load_tokenizer(adapter_dir or path, cfg.trust_remote_code)
+    # an adapter directory holds a tokenizer when lolkit saved it; one saved by peft alone does not
+    tok_dir = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").is_file() else path
+    tokenizer = load_tokenizer(tok_dir, cfg.trust_remote_code)
     if device is not None and not cfg.qlora:
         model.to(device)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+        try:
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # shapes or module names of another base
+            detail = " ".join(str(e).split())[:300]
+            raise LolkitError(f"{adapter_dir}: the adapter does not fit its base model {path} ({detail})") from None
     elif trainable and (cfg.lora or cfg.qlora):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -213,9 +224,16 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
 
 
 def adapter_base(adapter_dir: str) -> str:
-    import json
+    """The base model an adapter was trained on (its ``adapter_config.json``), validated."""
+    from .errors import data_error
+    from .io import read_json
 
-    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    path = Path(adapter_dir) / "adapter_config.json"
+    cfg = read_json(path)
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if not isinstance(base, str) or not base.strip():
+        raise data_error(str(path), None, "base_model_name_or_path", "missing: the adapter names no base model")
+    return base
 
 
 def is_peft(model) -> bool:

@@ -25,7 +25,7 @@ from .config import TrainConfig, dump_yaml, load_yaml, to_dict
 from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, group_by_length, micro_batches
 from .errors import LolkitError
-from .io import read_json, write_json, write_text
+from .io import child_path, read_json, recover_partial, write_json, write_text
 from .logprobs import forward_logprobs
 from .losses import LossInputs, LossParams
 from .models import count_parameters, load_model
@@ -39,9 +39,14 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         cfg.micro_batch_size = cfg.batch_size
     if cfg.reward is None and cfg.data.train is None:
         cfg.reward = cfg.data.task
-    if cfg.output_dir is None:
+    get_algorithm(cfg.algo.name)
+    if cfg.output_dir is None:  # config values become a path: they must not climb out of runs/
         data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
-        cfg.output_dir = f"runs/{cfg.algo.name}-{data}-seed{cfg.seed}"
+        name = f"{cfg.algo.name}-{data}-seed{cfg.seed}"  # the algorithm is checked above, a file stem is safe
+        cfg.output_dir = str(child_path("runs", name, f"data.task {cfg.data.task!r}").as_posix())
+    for key in ("max_prompt_len", "max_response_len"):
+        if getattr(cfg.data, key) < 1:
+            raise LolkitError(f"data.{key} must be at least 1, got {getattr(cfg.data, key)}")
     if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
         raise LolkitError("batch_size and micro_batch_size must be at least 1")
     if cfg.optim.scheduler not in ("cosine", "linear", "constant"):
@@ -129,8 +134,12 @@ def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
+def check_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> bool:
+    """Refuse to touch an existing run without --resume / --overwrite (writes nothing); returns
+    whether the run directory holds anything."""
     run = Path(cfg.output_dir)
+    if run.exists() and not run.is_dir():
+        raise LolkitError(f"{run}: exists and is not a directory")
     existing = run.exists() and any(run.iterdir())
     if existing and resume:
         saved = run / "config.yaml"
@@ -143,7 +152,13 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
                                   "use the same settings, or --overwrite to start again")
     elif existing and not overwrite:
         raise LolkitError(f"{run}: run directory exists; pass --resume to continue it or --overwrite to replace it")
-    elif existing and overwrite:
+    return existing
+
+
+def prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    """Create (or, with --overwrite, replace) the run directory; called once the inputs are valid."""
+    run = Path(cfg.output_dir)
+    if check_run_dir(cfg, resume, overwrite) and overwrite and not resume:
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     write_text(run / "config.yaml", dump_yaml(cfg))
@@ -264,24 +279,39 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     algo = get_algorithm(cfg.algo.name)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
-    run = prepare_run_dir(cfg, resume, overwrite) if main else Path(cfg.output_dir)
-    accelerator.wait_for_everyone()
+    # Everything a user can get wrong is checked before the run directory is created, so a bad input
+    # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
+    check_run_dir(cfg, resume, overwrite)
     set_seed(cfg.seed)
     model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
+    _check_context(cfg, model, model_path)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit)
     if not cfg.reward and not any(r.responses for r in data.val_records):
         raise LolkitError("validation without a reward needs validation records with responses (their NLL is the "
                           "validation metric): pass --reward, or --val-data with records")
+    if cfg.reward:
+        from .rewards import get_reward
+
+        get_reward(cfg.reward)  # an unknown reward or a bad reward config fails here, not at the first validation
+    fresh_run = not (Path(cfg.output_dir).is_dir() and any(Path(cfg.output_dir).iterdir())) or (overwrite and not resume)
+    run = prepare_run_dir(cfg, resume, overwrite) if main else Path(cfg.output_dir)
+    accelerator.wait_for_everyone()
     world, rank = accelerator.num_processes, accelerator.process_index
     log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
     from .engine import Dist, prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
     dist = Dist(rank, world, accelerator.wait_for_everyone, lambda t: accelerator.reduce(t, reduction="sum"))
-    engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
-                            log=log, run=run, dist=dist)
-    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool, engine.weights)
+    try:
+        engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
+                                log=log, run=run, dist=dist)
+        plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool,
+                        engine.weights)
+    except LolkitError:
+        if main and fresh_run:  # failed before training started: leave no half-made run directory
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -296,6 +326,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     ckpt_dir = run / "checkpoints"
     metrics_path = run / "metrics.jsonl"
     start, best = 0, None
+    if resume and main:  # leftovers of the killed run: half-written temporaries, a directory between renames
+        for folder in (run, ckpt_dir):
+            for change in recover_partial(folder):
+                log(f"resume: {change} in {folder}")
+    accelerator.wait_for_everyone()
     done = ckpt.step_checkpoints(ckpt_dir) if resume else []
     if done:
         state = ckpt.load_checkpoint(done[-1][1], unwrapped, optimizer, scheduler)
@@ -367,6 +402,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             tb.close()
     accelerator.wait_for_everyone()
     return run
+
+
+def _check_context(cfg: TrainConfig, model, model_path: str) -> None:
+    """A prompt truncated to max_prompt_len must leave room for a max_response_len response."""
+    conf = getattr(model, "config", None)
+    window = getattr(conf, "max_position_embeddings", None) or getattr(conf, "n_positions", None)
+    need = cfg.data.max_prompt_len + cfg.data.max_response_len
+    if isinstance(window, int) and need > window:
+        raise LolkitError(f"data.max_prompt_len + data.max_response_len = {need} tokens exceed the model's context "
+                          f"of {window} ({model_path}): a prompt that long leaves no room for the response; "
+                          "lower data.max_prompt_len")
 
 
 def _log(message: str, quiet: bool) -> None:

@@ -45,6 +45,8 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 def encode_prompt(tokenizer, text: str, max_prompt_len: int) -> list[int]:
+    if max_prompt_len < 1:  # ids[-0:] would silently keep the whole prompt
+        raise LolkitError(f"max_prompt_len must be at least 1, got {max_prompt_len}")
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:
         raise LolkitError(f"prompt {text[:40]!r} encodes to no tokens")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import colours
+from . import colours, dates, numbers
 
-TASKS = {"colours": colours}
+TASKS = {"colours": colours, "numbers": numbers, "dates": dates}
 
 
 def get_task(name: str):

@@ -1,0 +1,15 @@
+"""Online RL for language models: PPO and NLPO (spec §3; docs/online.md).
+
+* :mod:`lolkit.online.core`    — pure functions: GAE, whitening, clipped losses, KL controller, nucleus mask
+* :mod:`lolkit.online.policy`  — value head, reference, rollout batches, the policy forward pass
+* :mod:`lolkit.online.nlpo`    — NLPO's mask policy (really refreshed) and its logits processor
+* :mod:`lolkit.online.trainer` — the loop: rollout → reward → GAE → PPO epochs → KL controller
+"""
+
+from __future__ import annotations
+
+
+def train(cfg, *, resume: bool = False, overwrite: bool = False, quiet: bool = False):
+    from .trainer import train as _train
+
+    return _train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)

@@ -1,0 +1,66 @@
+"""NLPO (RL4LMs): at every generation step the policy may only choose among the top-p nucleus of a
+*mask policy* — a frozen copy of the policy that is refreshed every ``mask_update_every`` rollouts.
+
+The published code kept a stale copy; here :class:`MaskPolicy` really copies the current weights on
+refresh, counts refreshes and reports a checksum of its weights, so the refresh shows in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .core import nucleus_mask
+from .policy import checksum, frozen_copy
+
+
+class MaskPolicy:
+    def __init__(self, policy, names: list[str], top_p: float, update_every: int):
+        self.model = frozen_copy(policy)
+        self.names = names  # the policy's trainable parameters: the only ones that can differ
+        self.top_p = top_p
+        self.update_every = update_every
+        self.refreshes = 0
+
+    def due(self, iteration: int) -> bool:
+        """A refresh is due before rollout ``iteration`` (0-based) when it is a positive multiple of
+        ``update_every``: rollouts 0..k−1 use the initial copy, k..2k−1 the first refresh, …"""
+        return iteration > 0 and self.update_every > 0 and iteration % self.update_every == 0
+
+    @torch.no_grad()
+    def refresh(self, policy) -> None:
+        source = dict(policy.named_parameters())
+        target = dict(self.model.named_parameters())
+        for n in self.names:
+            target[n].copy_(source[n].detach())
+        self.refreshes += 1
+
+    def checksum(self) -> float:
+        return checksum(self.model, self.names)
+
+    def processor(self, attention_mask: torch.Tensor):
+        return NucleusLogitsProcessor(self.model, attention_mask, self.top_p)
+
+
+class NucleusLogitsProcessor:
+    """An HF logits processor: −inf outside the mask policy's top-p nucleus. Runs the mask policy
+    incrementally beside ``generate`` with its own KV cache (one new token per step)."""
+
+    def __init__(self, mask_model, attention_mask: torch.Tensor, top_p: float):
+        self.model, self.attn, self.top_p = mask_model, attention_mask, top_p
+        self.past = None
+        self.seen = 0
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.past is None:
+            new, attn = input_ids, self.attn
+        else:
+            new = input_ids[:, self.seen :]
+            ones = torch.ones((input_ids.shape[0], new.shape[1]), dtype=self.attn.dtype, device=self.attn.device)
+            attn = self.attn = torch.cat([self.attn, ones], dim=1)
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)[:, -new.shape[1] :]
+        out = self.model(input_ids=new, attention_mask=attn, position_ids=pos, past_key_values=self.past,
+                         use_cache=True)
+        self.past, self.seen = out.past_key_values, input_ids.shape[1]
+        keep = nucleus_mask(out.logits[:, -1], self.top_p)
+        return scores.masked_fill(~keep, float("-inf"))
