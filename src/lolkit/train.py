@@ -287,9 +287,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     _check_context(cfg, model, model_path)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit)
-    if not cfg.reward and not any(r.responses for r in data.val_records):
-        raise LolkitError("validation without a reward needs validation records with responses (their NLL is the "
-                          "validation metric): pass --reward, or --val-data with records")
+    # validation: the reward of greedy answers, else the NLL of validation responses, else none
+    validate = bool(cfg.reward) or any(r.responses for r in data.val_records)
+    if not validate and cfg.data.val:
+        raise LolkitError(f"{cfg.data.val}: validation without a reward needs records with responses (their NLL is "
+                          "the validation metric): pass --reward, or --val-data with records")
     if cfg.reward:
         from .rewards import get_reward
 
@@ -375,7 +377,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                    "step_time": round(now - t_last, 4)}
             t_last = now
             last = step + 1 == total_steps
-            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+            if validate and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
                 val = validator.run(unwrapped)
                 row.update(val)
                 if main and validator.better(val[validator.metric], best):
