@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import LolkitError
 from .generation import GenerationConfig, generate
-from .io import dumps, read_json, write_json, write_jsonl
+from .io import dumps, iter_progress, read_json, write_json, write_jsonl
 from .metrics import corpus_perplexity, coverage_density, distinct_n, mean_std, quality_diversity
 
 # optional metrics (``--metrics``); reward, length and distinct-n are always computed
@@ -374,20 +374,11 @@ def _batches(tokenizer, prompts: list[str], gcfg: GenerationConfig) -> list[list
 
 def _read_progress(path: Path, fingerprint: str, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
     done: dict[int, list] = {}
-    if not path.is_file():
-        return done
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a line torn by a kill: that batch is generated again
-            if not isinstance(obj, dict) or obj.get("fingerprint", fingerprint) != fingerprint:
-                continue
-            b, rows = obj.get("batch"), obj.get("rows")
-            if isinstance(b, int) and 0 <= b < len(batches) and isinstance(rows, list) \
-                    and len(rows) == len(batches[b]) * per_prompt:
-                done[b] = rows
+    for obj in iter_progress(path, fingerprint):
+        b, rows = obj.get("batch"), obj.get("rows")
+        if isinstance(b, int) and 0 <= b < len(batches) and isinstance(rows, list) \
+                and len(rows) == len(batches[b]) * per_prompt:
+            done[b] = rows
     return done
 
 

@@ -183,3 +183,18 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
     return list(iter_jsonl(path))
+
+
+def iter_progress(path: Path, fingerprint: str) -> Iterator[dict]:
+    """The entries of a resumable command's progress sidecar written for ``fingerprint``; a line torn
+    by a kill is skipped (its piece of work is simply done again)."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(obj, dict) and obj.get("fingerprint", fingerprint) == fingerprint:
+                yield obj

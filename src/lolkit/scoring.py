@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .data.schema import Record, parse_record
 from .errors import LolkitError, data_error
-from .io import dumps, iter_jsonl, write_jsonl
+from .io import dumps, iter_jsonl, iter_progress, write_jsonl
 
 FORMAT = "lolkit-reward-progress/1"
 
@@ -85,23 +85,14 @@ def _read_progress(path: Path, fingerprint: str, spans: list[tuple[int, int]], r
     """Chunk index → list (per record) of [[reward, components], ...]; unreadable lines are ignored
     (only a kill mid-write can produce one, and that chunk is simply scored again)."""
     done: dict[int, list] = {}
-    if not path.is_file():
-        return done
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if not isinstance(obj, dict) or obj.get("fingerprint", fingerprint) != fingerprint:
-                continue
-            j, scores = obj.get("chunk"), obj.get("scores")
-            if not isinstance(j, int) or not 0 <= j < len(spans) or not isinstance(scores, list):
-                continue
-            a, b = spans[j]
-            if len(scores) == b - a and all(isinstance(s, list) and len(s) == len(records[a + k].responses)
-                                            for k, s in enumerate(scores)):
-                done[j] = scores
+    for obj in iter_progress(path, fingerprint):
+        j, scores = obj.get("chunk"), obj.get("scores")
+        if not isinstance(j, int) or not 0 <= j < len(spans) or not isinstance(scores, list):
+            continue
+        a, b = spans[j]
+        if len(scores) == b - a and all(isinstance(s, list) and len(s) == len(records[a + k].responses)
+                                        for k, s in enumerate(scores)):
+            done[j] = scores
     return done
 
 

@@ -94,15 +94,20 @@ def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], 
     meta_path = folder / "meta.json"
     if dist is not None:
         dist.wait()  # every process looks at the cache before any of them writes it
+    hit = False
     if meta_path.is_file():
         meta = read_json(meta_path)
-        if meta.get("key") == key and meta.get("count") == len(examples) and (meta.get("tokens") or not tokens):
-            data = load_file(folder / "reference.safetensors")
-            tok = None
-            if tokens:
-                offsets = data["offsets"].tolist()
-                tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(len(examples))]
-            return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)
+        hit = meta.get("key") == key and meta.get("count") == len(examples) and bool(meta.get("tokens") or not tokens)
+    if dist is not None and dist.world > 1:  # all processes must agree (node-local caches may differ)
+        flag = torch.tensor([float(hit)], device=next(model.parameters()).device)
+        hit = int(dist.reduce_sum(flag).item()) == dist.world
+    if hit:
+        data = load_file(folder / "reference.safetensors")
+        tok = None
+        if tokens:
+            offsets = data["offsets"].tolist()
+            tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(len(examples))]
+        return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)
     t = time.perf_counter()
     shard = {"rank": dist.rank, "world": dist.world, "reduce_sum": dist.reduce_sum} if dist is not None else {}
     seq, tok = compute_reference(model, examples, pad_id, batch_size, disable_adapter=disable_adapter,
