@@ -117,3 +117,16 @@ def test_a_lol_same_seed_same_metrics_and_weights(tmp_path, tiny_model):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
     assert strip(read_metrics(runs[0])) == strip(read_metrics(runs[1]))
     assert (runs[0] / "advantage_stats.json").read_text() == (runs[1] / "advantage_stats.json").read_text()
+
+
+@pytest.mark.slow
+def test_adamw8bit_trains_and_resumes(tmp_path, tiny_model):
+    cfg = {"max_steps": 2, "save_every": 1, "optim": {"lr": 3e-3, "optimizer": "adamw8bit"}}
+    run = train(cfg_for(tmp_path, "bnb", **cfg), quiet=True)
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
+    import shutil
+
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step-2")
+    again = train(cfg_for(tmp_path, "bnb", **cfg), resume=True, quiet=True)
+    assert [r["step"] for r in read_metrics(again)] == [1, 2]

@@ -24,6 +24,7 @@ from .io import atomic_path, read_json, write_json
 from .models import is_peft
 
 STEP_PREFIX = "step-"
+ALIAS = "__same_tensor_as__"
 
 
 def save_model(model, tokenizer, out: Path) -> None:
@@ -33,22 +34,44 @@ def save_model(model, tokenizer, out: Path) -> None:
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state → (tensors for safetensors, the rest for JSON). Nested dicts (bitsandbytes keeps
+    its quantisation state in one) are flattened with '/' in the key: ``"3.exp_avg"``,
+    ``"3.__bnb_optimizer_quant_state__/absmax1"``."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
+    first: dict[tuple, str] = {}  # shared tensors (bitsandbytes' quantisation maps) are stored once
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            ident = (value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+            if ident in first:
+                scalars[key] = {ALIAS: first[ident]}
+                return
+            first[ident] = key
+            tensors[key] = value.detach().cpu().contiguous()
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                put(f"{key}/{k}", v)
+        else:
+            scalars[key] = value
+
     for pid, st in sd["state"].items():
         for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
+            put(f"{pid}.{k}", v)
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for key, v in list(tensors.items()) + list(meta["scalars"].items()):
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
+        if isinstance(v, dict) and ALIAS in v:
+            v = tensors[v[ALIAS]]
+        pid, path = key.split(".", 1)
+        node = state.setdefault(int(pid), {})
+        *parents, leaf = path.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = v
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
