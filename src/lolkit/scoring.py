@@ -22,18 +22,11 @@ import math
 import os
 from pathlib import Path
 
-from .data.schema import Record, parse_record
-from .errors import LolkitError, data_error
-from .io import dumps, iter_jsonl, iter_progress, write_jsonl
+from .data.schema import Record, iter_records, prompt_text
+from .errors import LolkitError
+from .io import dumps, iter_progress, write_jsonl
 
 FORMAT = "lolkit-reward-progress/1"
-
-
-def _flat_prompt(prompt) -> str:
-    """Same text as :func:`lolkit.data.tokenize.prompt_text` (which imports torch; scoring need not)."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
 def _file_digest(path: str) -> str:
@@ -48,18 +41,11 @@ def read_input(path: str, reward) -> tuple[list[Record], list[list[str]]]:
     """Validated records and each record's reference texts (errors name file, line and field)."""
     records: list[Record] = []
     refs: list[list[str]] = []
-    seen: dict[str, int] = {}
-    kind = None
-    for line, obj in iter_jsonl(path):
-        rec = parse_record(path, line, obj, kind)
-        kind = rec.kind
-        if rec.id in seen:
-            raise data_error(path, line, "id", f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
-        seen[rec.id] = line
+    for obj, rec in iter_records(path):
         try:
             refs.append(reward.references_of(obj))
         except LolkitError as e:
-            raise LolkitError(f"{path}:{line}: {e}") from None
+            raise LolkitError(f"{path}:{rec.line}: {e}") from None
         records.append(rec)
     return records, refs
 
@@ -119,7 +105,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
 
     def batch_of(a: int, b: int) -> Batch:
         items = [(rec, refs[i], resp) for i, rec in enumerate(records[a:b], start=a) for resp in rec.responses]
-        return Batch(prompts=[_flat_prompt(r.prompt) for r, _, _ in items], responses=[x for _, _, x in items],
+        return Batch(prompts=[prompt_text(r.prompt) for r, _, _ in items], responses=[x for _, _, x in items],
                      references=[f for _, f, _ in items], metas=[r.meta for r, _, _ in items],
                      messages=[r.prompt for r, _, _ in items], where=[f"{input_path}:{r.line}" for r, _, _ in items])
 

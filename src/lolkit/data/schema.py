@@ -18,6 +18,7 @@ this module trusts its input.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,13 @@ class Record:
         if self.meta:
             out["meta"] = self.meta
         return out
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """A tokenizer-free text of a prompt, for rewards and logs."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
 def _messages(path: str, line: int, name: str, value: Any) -> list[dict[str, str]]:
@@ -201,10 +209,9 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None) -> R
     return Record("ranking", prompt, texts, rewards, [{} for _ in texts], rec_id, meta, line)
 
 
-def load_records(path: str | Path, kind: Kind | None = None) -> list[Record]:
-    """Read and validate a whole JSONL file. All records must be of one kind; ids must be unique."""
+def iter_records(path: str | Path, kind: Kind | None = None) -> Iterator[tuple[dict, Record]]:
+    """``(raw object, validated record)`` per line; all records of one kind, ids unique."""
     p = str(path)
-    records: list[Record] = []
     seen: dict[str, int] = {}
     for line, obj in iter_jsonl(p):
         rec = parse_record(p, line, obj, kind)
@@ -212,8 +219,12 @@ def load_records(path: str | Path, kind: Kind | None = None) -> list[Record]:
         if rec.id in seen:
             raise data_error(p, line, "id", f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
         seen[rec.id] = line
-        records.append(rec)
-    return records
+        yield obj, rec
+
+
+def load_records(path: str | Path, kind: Kind | None = None) -> list[Record]:
+    """Read and validate a whole JSONL file. All records must be of one kind; ids must be unique."""
+    return [rec for _, rec in iter_records(path, kind)]
 
 
 def require_rewards(records: list[Record], path: str, what: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LolkitError
-from .schema import Prompt
+from .schema import Prompt, prompt_text  # noqa: F401 (prompt_text: re-exported)
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,6 @@ def render_prompt(tokenizer, prompt: Prompt) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise LolkitError("conversational records need a tokenizer with a chat template, and this one has none")
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-
-
-def prompt_text(prompt: Prompt) -> str:
-    """A tokenizer-free text of a prompt, for rewards and logs."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
 def encode_prompt(tokenizer, text: str, max_prompt_len: int) -> list[int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import re
 
+from ._crowd import crowd_records
+
 MAX_REWARD = 1.0
 COMPONENTS = ("date",)
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -44,17 +46,7 @@ def _answer(who: str, rng: random.Random) -> str:
 def records(split: str, seed: int = 0, per_prompt: int = 8) -> list[dict]:
     """Records in the data contract: ``train`` holds ``per_prompt`` scored annotator answers per
     prompt; ``val``/``test`` one dated reference each."""
-    rng = random.Random(f"dates-{split}-{seed}")
-    rows = []
-    for k, prompt in enumerate(split_prompts()[split]):
-        crowd = [ANNOTATORS[i % len(ANNOTATORS)] for i in range(per_prompt)] if split == "train" else ["dated"]
-        for n, who in enumerate(crowd):
-            response = _answer(who, rng)
-            comps = score(prompt, response)
-            rows.append({"id": f"{split}-{k}-{n}", "prompt": prompt, "response": response,
-                         "reward": round(sum(comps.values()), 6), "rewards": comps,
-                         "meta": {"task": "dates", "annotator": who}})
-    return rows
+    return crowd_records("dates", split, seed, split_prompts()[split], ANNOTATORS, "dated", _answer, score, per_prompt)
 
 
 def corpus() -> list[str]:

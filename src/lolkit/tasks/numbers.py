@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import random
 
+from ._crowd import crowd_records
+
 MIN_TOKENS = 20
 MAX_REWARD = 1.0
 COMPONENTS = ("increasing",)
@@ -71,17 +73,7 @@ def _answer(who: str, rng: random.Random) -> str:
 def records(split: str, seed: int = 0, per_prompt: int = 8) -> list[dict]:
     """Records in the data contract: ``train`` holds ``per_prompt`` scored annotator answers per
     prompt (one round of ANNOTATORS after another); ``val``/``test`` one increasing reference each."""
-    rng = random.Random(f"numbers-{split}-{seed}")
-    rows = []
-    for k, prompt in enumerate(split_prompts()[split]):
-        crowd = [ANNOTATORS[i % len(ANNOTATORS)] for i in range(per_prompt)] if split == "train" else ["increasing"]
-        for n, who in enumerate(crowd):
-            response = _answer(who, rng)
-            comps = score(prompt, response)
-            rows.append({"id": f"{split}-{k}-{n}", "prompt": prompt, "response": response,
-                         "reward": round(sum(comps.values()), 6), "rewards": comps,
-                         "meta": {"task": "numbers", "annotator": who}})
-    return rows
+    return crowd_records("numbers", split, seed, split_prompts()[split], ANNOTATORS, "increasing", _answer, score, per_prompt)
 
 
 def corpus() -> list[str]:
