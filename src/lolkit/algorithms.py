@@ -70,10 +70,25 @@ def is_online(name: str) -> bool:
     return name in ONLINE
 
 
+# Learning from feedback (lolkit.feedback): an iterative driver — sample, get feedback, update a data
+# pool, train — with its own losses (lolkit.losses.feedback). train() dispatches on is_iterative().
+FEEDBACK = {
+    "quark": "Quark: reward-quantile control tokens, balanced data pool, NLL − η·entropy + β·KL to the reference",
+    "alt_rm": "ALT-RM: Quark with the quantiles as words (Excellent. … Horrible.) in the input",
+    "alt_lmu": "ALT-LMU: free-text feedback + score (critic model, rule or file) as the condition",
+    "alt_lmc": "ALT-LMC: a feedback category (critic model, rule or file) as the condition",
+    "selm": "SELM: iterative online DPO on {greedy answer, dataset candidates} + α·β optimism term",
+}
+
+
+def is_iterative(name: str) -> bool:
+    return name in FEEDBACK
+
+
 def get_algorithm(name: str) -> Algorithm:
     table = _table()
     if name not in table:
-        raise LolkitError(f"unknown algorithm {name!r} (available: {', '.join([*table, *ONLINE])})")
+        raise LolkitError(f"unknown algorithm {name!r} (available: {', '.join([*table, *ONLINE, *FEEDBACK])})")
     return table[name]
 
 

@@ -69,7 +69,9 @@ def train(
     """Train a policy offline on records (default: the built-in task with the tiny model).
 
     Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl (offline, reward);
-    dpo, pro (preferences, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`)."""
+    dpo, pro (preferences, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`);
+    quark, alt_rm, alt_lmu, alt_lmc, selm (iterative learning from feedback, `--set feedback.*`,
+    docs/feedback.md)."""
     from .config import TrainConfig, build, load_yaml, parse_overrides
 
     flags: dict = {}

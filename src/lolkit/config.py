@@ -105,6 +105,33 @@ class PPOConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """Learning from feedback (``--algo quark|alt_rm|alt_lmu|alt_lmc|selm``; docs/feedback.md). One
+    iteration = sample → feedback → data pool → ``steps`` optimizer steps of ``batch_size``."""
+
+    iterations: int = 4
+    steps: int = 20  # optimizer steps per iteration
+    prompts_per_iteration: int = 0  # 0: every prompt (quark/alt); selm: the slice size, 0 = prompts / iterations
+    samples_per_prompt: int = 4  # quark/alt: k samples per prompt
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    quantiles: int = 5  # quark, alt_rm, alt_lmu: reward (score) quantiles
+    binning: str = "per_prompt"  # per_prompt | global
+    words: list[str] = field(default_factory=lambda: ["Excellent.", "Good.", "Mediocre.", "Bad.", "Horrible."])
+    categories: list[str] = field(default_factory=lambda: ["good", "fair", "bad"])  # alt_lmc, best first
+    flush_factor: float = 0.0  # pool keeps the newest flush_factor × one iteration's samples; 0: keeps all
+    quota: int | None = None  # at most this many per bin and prompt (default: the smallest bin's size)
+    eta: float = 0.06  # entropy bonus η
+    kl_beta: float = 0.05  # β of KL(π_ref ‖ π_θ); 0: no KL term, no reference model
+    provider: str = "rule"  # alt_lmu / alt_lmc feedback: rule | model | file
+    critic_model: str = "smollm2"  # provider model: the instruction model prompted as a critic
+    critic_max_new_tokens: int = 40
+    file: str | None = None  # provider file: JSONL of human feedback {prompt, response, feedback, score|category}
+    selm_alpha: float = 1e-3  # α of SELM's optimism term (0: DPO)
+    selm_beta: float = 0.01  # β of SELM's DPO term
+
+
+@dataclass
 class TrainConfig:
     output_dir: str | None = None  # default: runs/<algo>-<data>-seed<seed>
     seed: int = 0
@@ -124,6 +151,7 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
 
 def to_dict(cfg: Any) -> dict:

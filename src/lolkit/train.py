@@ -264,12 +264,16 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     """Train per ``cfg``; returns the run directory. See the README for its layout."""
-    from .algorithms import is_online
+    from .algorithms import is_iterative, is_online
 
     if is_online(cfg.algo.name):  # PPO / NLPO: their own loop (lolkit.online)
         from . import online
 
         return online.train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+    if is_iterative(cfg.algo.name):  # Quark / ALT / SELM: the iterative feedback driver (lolkit.feedback)
+        from . import feedback
+
+        return feedback.train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 

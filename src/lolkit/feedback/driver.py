@@ -1,0 +1,486 @@
+"""The iterative driver of learning from feedback: Quark, ALT-RM / LMU / LMC and SELM (spec §3).
+
+Quark / ALT, iteration K (1-based; one row of metrics.jsonl):
+
+1. sample ``samples_per_prompt`` responses per prompt from the current policy — unconditioned in
+   iteration 1, conditioned on the best feedback from iteration 2 on;
+2. score them with the reward and get the feedback (quantile token / word; or text + score,
+   or a category, from the provider);
+3. add (feedback, prompt, response) to the data pool, flush the oldest entries (``flush_factor``),
+   re-bin the whole pool (score quantiles per prompt or globally; LMC: the category);
+4. rejection-sample a training set with equal quotas per bin and prompt, untruncated responses first;
+5. ``steps`` optimizer steps of conditional NLL − η·entropy + β·KL(π_ref ‖ π_θ) on it
+   (:func:`lolkit.losses.conditional_nll`); for Quark the reference sees the prompt without the
+   control token;
+6. write ``iter-K/{samples,feedback,pool}.jsonl``, then the checkpoint ``iter-K/checkpoint/``.
+
+SELM, iteration K: a fresh slice of prompts; the current model's greedy answer y_ref; the reward ranks
+{y_ref, the dataset's candidates}; chosen = best, rejected = worst (prompts whose candidates all tie are
+skipped); the reference log-probs are those of the model at the start of the iteration, i.e. the model
+iteration K−1 produced; ``steps`` optimizer steps of :func:`lolkit.losses.selm`.
+
+An iteration is complete when its checkpoint exists (written atomically, last). ``--resume`` restarts
+after the last complete iteration, from its weights, optimizer, scheduler and pool; everything random
+is seeded from (seed, iteration), so the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..config import TrainConfig
+from ..errors import LolkitError
+from ..io import child_path, read_jsonl, write_json, write_jsonl
+from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
+from ..models import count_parameters, is_peft, load_model
+from ..online.policy import _run, build_batch, eval_dropout, frozen_copy, token_logps
+from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
+from . import pool as P
+from .providers import QUARK_TOKEN, add_control_tokens, condition_text, make_provider
+
+ALGOS = ("quark", "alt_rm", "alt_lmu", "alt_lmc", "selm")
+ITER_PREFIX = "iter-"
+
+
+def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
+    """Defaults that depend on other settings, and every check a user's config can fail."""
+    f, algo = cfg.feedback, cfg.algo.name
+    if cfg.optim.lr is None:
+        cfg.optim.lr = 2e-3 if cfg.model.name == "tiny" else 2e-4 if (cfg.model.lora or cfg.model.qlora) else 1e-5
+    if cfg.micro_batch_size is None:
+        cfg.micro_batch_size = cfg.batch_size
+    signal_from_provider = algo in ("alt_lmu", "alt_lmc") and f.provider in ("model", "file")
+    if cfg.reward is None:
+        if cfg.data.train is not None and not signal_from_provider:
+            raise LolkitError(f"--algo {algo} needs a reward: --reward SPEC (a task, preset, YAML file or module:function)")
+        if cfg.data.train is None:
+            cfg.reward = cfg.data.task
+    if cfg.output_dir is None:
+        data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
+        cfg.output_dir = str(child_path("runs", f"{algo}-{data}-seed{cfg.seed}", f"data.task {cfg.data.task!r}").as_posix())
+    checks = [
+        (cfg.batch_size >= 1 and cfg.micro_batch_size >= 1, "batch_size and micro_batch_size must be at least 1"),
+        (f.iterations >= 1 and f.steps >= 1, "feedback.iterations and feedback.steps must be at least 1"),
+        (f.samples_per_prompt >= 1, "feedback.samples_per_prompt must be at least 1"),
+        (f.prompts_per_iteration >= 0, "feedback.prompts_per_iteration must be >= 0 (0: all prompts)"),
+        (f.max_new_tokens >= 1, "feedback.max_new_tokens must be at least 1"),
+        (f.temperature > 0, f"feedback.temperature must be > 0, got {f.temperature}"),
+        (f.quantiles >= 1, "feedback.quantiles must be at least 1"),
+        (f.binning in ("per_prompt", "global"), f"unknown feedback.binning {f.binning!r} (per_prompt, global)"),
+        (algo != "alt_rm" or len(f.words) == f.quantiles,
+         f"alt_rm needs one word per quantile: feedback.words has {len(f.words)}, feedback.quantiles is {f.quantiles}"),
+        (len(f.categories) >= 1 and len(set(f.categories)) == len(f.categories),
+         "feedback.categories must be a non-empty list of distinct names"),
+        (f.flush_factor >= 0, f"feedback.flush_factor must be >= 0 (0: keep the whole pool), got {f.flush_factor}"),
+        (f.quota is None or f.quota >= 1, "feedback.quota must be at least 1, or null"),
+        (f.eta >= 0 and f.kl_beta >= 0, "feedback.eta and feedback.kl_beta must be >= 0"),
+        (f.selm_alpha >= 0 and f.selm_beta > 0, "feedback.selm_alpha must be >= 0 and feedback.selm_beta > 0"),
+        (f.provider in ("rule", "model", "file"), f"unknown feedback.provider {f.provider!r} (rule, model, file)"),
+        (f.provider != "file" or bool(f.file), "feedback.provider file needs feedback.file (a JSONL of human feedback)"),
+        (f.provider != "rule" or cfg.reward is not None, "feedback.provider rule derives feedback from a reward: pass --reward"),
+        (not (algo == "quark" and (cfg.model.lora or cfg.model.qlora)),
+         "quark adds control tokens to the vocabulary, whose embeddings must train: use full fine-tuning, or alt_rm "
+         "(the quantiles as words) with --lora"),
+        (cfg.optim.scheduler in ("cosine", "linear", "constant"), f"unknown scheduler {cfg.optim.scheduler!r}"),
+        (cfg.optim.optimizer in ("adamw", "adamw8bit"), f"unknown optimizer {cfg.optim.optimizer!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LolkitError(message)
+    return cfg
+
+
+def completed_iterations(run: Path) -> list[tuple[int, Path]]:
+    """Iterations whose checkpoint was written (the last thing an iteration writes), oldest first."""
+    out = []
+    for d in run.glob(f"{ITER_PREFIX}*"):
+        num = d.name[len(ITER_PREFIX):]
+        if num.isdigit() and (d / "checkpoint" / "trainer" / "state.json").is_file():
+            out.append((int(num), d))
+    return sorted(out)
+
+
+def selm_slice(n_prompts: int, size: int, seed: int, iteration: int) -> list[int]:
+    """SELM's prompts of ``iteration`` (1-based): consecutive slices of one seeded permutation, so each
+    iteration sees fresh prompts (wrapping around once all have been used)."""
+    perm = list(range(n_prompts))
+    random.Random(f"lolkit-selm-{seed}").shuffle(perm)
+    start = (iteration - 1) * size
+    return [perm[(start + j) % n_prompts] for j in range(size)]
+
+
+@dataclass
+class Example:
+    cond: list[int]  # prompt ids the policy sees (with the condition)
+    ref: list[int]  # prompt ids the reference sees (Quark: without the control token)
+    response: list[int]
+
+
+class Driver:
+    """Holds the run's models and state; :meth:`run` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool, overwrite: bool, quiet: bool):
+        from ..data.tokenize import encode_prompt, render_prompt
+        from ..train import check_run_dir, make_optimizer, make_scheduler
+
+        self.cfg = cfg = resolve_feedback_config(cfg)
+        self.f, self.algo, self.quiet = cfg.feedback, cfg.algo.name, quiet
+        check_run_dir(cfg, resume, overwrite)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.policy, self.tok, self.model_path = load_model(cfg.model, trainable=True, device=self.device)
+        # Quark / ALT: β·KL to the initial model; SELM: the reference is the model at the start of each
+        # iteration, so its log-probs are taken from the policy itself before the iteration trains.
+        self.use_kl = self.algo != "selm" and self.f.kl_beta > 0
+        self.reference = frozen_copy(self.policy) if self.use_kl and not is_peft(self.policy) else None
+        self.control = add_control_tokens(self.policy, self.tok, self.f.quantiles, cfg.seed) if self.algo == "quark" else []
+        self.records = load_prompt_records(cfg)
+        self.prompt_ids = [encode_prompt(self.tok, render_prompt(self.tok, r[0]), cfg.data.max_prompt_len)
+                           for r in self.records]
+        self.reward = make_reward(cfg.reward) if cfg.reward else None
+        self.provider = make_provider(cfg, self.reward) if self.algo in ("alt_lmu", "alt_lmc") else None
+        self.candidates = self._candidates() if self.algo == "selm" else None
+        self.total_steps = self.f.iterations * self.f.steps
+        self.optimizer = make_optimizer(cfg, self.policy)
+        self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
+        self.resume, self.overwrite = resume, overwrite
+        self.pool: list[P.Entry] = []
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def _candidates(self) -> list[list[str]]:
+        """SELM's dataset candidates of each prompt: every response the training records give it."""
+        from ..data.tokenize import prompt_text
+
+        by_prompt: dict[str, list[str]] = {}
+        if self.cfg.data.train:
+            from ..data.schema import load_prompts
+
+            for r in load_prompts(self.cfg.data.train):
+                by_prompt.setdefault(prompt_text(r.prompt), []).extend(r.responses)
+        else:
+            from ..tasks import get_task
+
+            for row in get_task(self.cfg.data.task).records("train", self.cfg.seed):
+                by_prompt.setdefault(prompt_text(row["prompt"]), []).append(row["response"])
+        out = [list(dict.fromkeys(by_prompt.get(r[1], []))) for r in self.records]
+        if not any(out):
+            raise LolkitError(f"{self.cfg.data.train or self.cfg.data.task}: selm ranks the model's answer against the "
+                              "dataset's candidate responses, and the data holds none (records need responses)")
+        return out
+
+    def conditioned(self, i: int, cond) -> list[int]:
+        """Prompt ``i``'s ids with a condition before it: None (none), a token id (Quark) or feedback text (ALT).
+        The prompt keeps its end when the whole exceeds max_prompt_len; a BOS token stays first."""
+        base = self.prompt_ids[i]
+        if cond is None:
+            return base
+        prefix = [cond] if isinstance(cond, int) else self.tok(condition_text(self.algo, cond), add_special_tokens=False)["input_ids"]
+        bos = self.tok.bos_token_id
+        head = [base[0]] if bos is not None and base and base[0] == bos else []
+        body = base[len(head):]
+        room = max(1, self.cfg.data.max_prompt_len - len(prefix) - len(head))
+        return head + prefix + body[-room:]
+
+    def condition_of(self, e: P.Entry):
+        """What entry ``e`` is trained under: its bin's token / word, its text (LMU), its category (LMC)."""
+        if self.algo == "quark":
+            return self.control[e.bin]
+        if self.algo == "alt_rm":
+            return self.f.words[e.bin]
+        if self.algo == "alt_lmc":
+            return self.f.categories[e.bin]
+        return e.feedback
+
+    def best_condition(self):
+        if not self.pool:  # iteration 1: the unconditioned policy
+            return None
+        if self.algo == "alt_lmu":
+            return P.best_feedback(self.pool)
+        return self.condition_of(P.Entry(0, 0, 0, "", [], True, 0.0, 0.0, bin=0))
+
+    def condition_label(self, cond) -> str | None:
+        return self.tok.convert_ids_to_tokens(cond) if isinstance(cond, int) else cond
+
+    # -- model passes ---------------------------------------------------------------------------------
+    def sample(self, ids: list[list[int]], seed: int, greedy: bool = False):
+        from ..generation import sample_tokens
+
+        processor = None
+        if self.control:  # the control tokens are conditions, never actions
+            from transformers import SuppressTokensLogitsProcessor
+
+            processor = lambda attn: SuppressTokensLogitsProcessor(self.control, device=attn.device)  # noqa: E731
+        return sample_tokens(self.policy, ids, pad_id=self.tok.pad_token_id, eos_id=self.tok.eos_token_id,
+                             max_new_tokens=self.f.max_new_tokens, do_sample=not greedy, temperature=self.f.temperature,
+                             batch_size=self.cfg.eval.batch_size, seed=seed, logits_processor=processor)
+
+    def decode(self, toks: list[int], finished: bool) -> str:
+        return self.tok.decode(toks[:-1] if finished else toks, skip_special_tokens=True)
+
+    def score(self, idx: list[int], texts: list[str]) -> list[tuple[float, dict]] | None:
+        if self.reward is None:
+            return None
+        return self.reward.score([self.records[i][1] for i in idx], texts, metas=[self.records[i][2] for i in idx])
+
+    def ref_logits(self, batch):
+        with torch.no_grad():
+            if self.reference is not None:
+                return _run(self.reference, batch, hidden=False)[0].float()
+            with self.policy.disable_adapter():
+                return _run(self.policy, batch, hidden=False)[0].float()
+
+    def seq_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _ = _run(self.policy, batch, hidden=False)
+        logits = logits.float()
+        tl = token_logps(logits, batch.actions) * batch.mask
+        return logits, tl
+
+    def fit(self, n_items: int, micro_step, normaliser, it: int) -> dict[str, float]:
+        """``steps`` optimizer steps; batches of ``batch_size`` items drawn from shuffled passes over the
+        items (seeded by iteration), split in micro-batches; returns the metrics averaged over steps.
+        ``micro_step(items, normaliser)`` backpropagates Σ losses / normaliser, the normaliser being the
+        whole step's (tokens or units), so accumulation over micro-batches is exact."""
+        rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
+        queue: list[int] = []
+        sums: dict[str, float] = {}
+        eval_dropout(self.policy)
+        for _ in range(self.f.steps):
+            batch: list[int] = []
+            while len(batch) < self.cfg.batch_size:
+                if not queue:
+                    queue = list(range(n_items))
+                    rng.shuffle(queue)
+                batch.append(queue.pop())
+            norm = normaliser(batch)
+            stats: dict[str, float] = {}
+            for s in range(0, len(batch), self.cfg.micro_batch_size):
+                for k, v in micro_step(batch[s : s + self.cfg.micro_batch_size], norm).items():
+                    stats[k] = stats.get(k, 0.0) + v
+            if self.cfg.optim.max_grad_norm:
+                stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                    [q for q in self.policy.parameters() if q.requires_grad], self.cfg.optim.max_grad_norm))
+            stats["lr"] = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: v / self.f.steps for k, v in sums.items()}
+
+    # -- Quark / ALT -----------------------------------------------------------------------------------
+    def pool_iteration(self, it: int, out: Path) -> dict:
+        f = self.f
+        n = len(self.records)
+        prompts = list(range(n)) if f.prompts_per_iteration == 0 else iteration_prompts(n, f.prompts_per_iteration, self.cfg.seed, it)
+        chosen = [i for i in prompts for _ in range(f.samples_per_prompt)]
+        cond = self.best_condition()
+        label = self.condition_label(cond)
+        sampled = self.sample([self.conditioned(i, cond) for i in chosen], seed=self.cfg.seed * 1_000_003 + it * 1_009)
+        texts = [self.decode(t, fin) for t, fin in sampled]
+        scored = self.score(chosen, texts)
+        rewards = [s for s, _ in scored] if scored else [None] * len(chosen)
+        write_jsonl(out / "samples.jsonl", (
+            {"iteration": it, "sample": j, "prompt_index": i, "prompt": self.records[i][1], "condition": label,
+             "response": texts[j], "tokens": len(sampled[j][0]), "finished": sampled[j][1], "reward": rewards[j]}
+            for j, i in enumerate(chosen)))
+        if self.provider is not None:
+            fbs = self.provider([self.records[i][1] for i in chosen], texts, rewards,
+                                [c for _, c in scored] if scored else [{}] * len(chosen))
+        else:
+            fbs = None
+        new = []
+        for j, i in enumerate(chosen):
+            fb = fbs[j] if fbs else None
+            new.append(P.Entry(it, i, j, texts[j], list(sampled[j][0]), bool(sampled[j][1]), rewards[j],
+                               fb.score if fb else float(rewards[j]), fb.text if fb else "",
+                               fb.category if fb else None, fb.parsed if fb else True))
+        self.pool = P.flush(self.pool + new, f.flush_factor, len(new))
+        n_bins = len(f.categories) if self.algo == "alt_lmc" else f.quantiles
+        P.assign_bins(self.pool, n_bins, f.binning, by_category=self.algo == "alt_lmc")
+        picked = P.select_balanced(self.pool, f.quota, random.Random(f"lolkit-feedback-pool-{self.cfg.seed}-{it}"))
+        write_jsonl(out / "feedback.jsonl", (
+            {"iteration": it, "sample": e.sample, "prompt_index": e.prompt_index, "reward": e.reward, "score": e.score,
+             "bin": e.bin, "feedback": self.condition_label(self.condition_of(e)), "category": e.category,
+             "parsed": e.parsed} for e in new))
+        sel = set(picked)
+        write_jsonl(out / "pool.jsonl", ({**e.to_json(), "selected": k in sel} for k, e in enumerate(self.pool)))
+
+        examples = []
+        for k in picked:
+            e = self.pool[k]
+            c = self.conditioned(e.prompt_index, self.condition_of(e))
+            examples.append(Example(c, self.prompt_ids[e.prompt_index] if self.algo == "quark" else c, e.response_ids))
+        params = FeedbackParams(eta=f.eta, kl_coef=f.kl_beta if self.use_kl else 0.0)
+        pad = self.tok.pad_token_id
+
+        def micro(idx: list[int], norm: float) -> dict[str, float]:
+            exs = [examples[i] for i in idx]
+            b = build_batch([x.cond for x in exs], [x.response for x in exs], pad, self.device)
+            logits, tl = self.seq_logps(b)
+            ref = self.ref_logits(build_batch([x.ref for x in exs], [x.response for x in exs], pad, self.device)) \
+                if params.kl_coef else None
+            o = conditional_nll(FeedbackInputs(tl.sum(-1), tl, b.mask, logits=logits, ref_logits=ref), params)
+            (o.losses.sum() / norm).backward()
+            return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
+
+        stats = self.fit(len(examples), micro, lambda batch: float(sum(len(examples[i].response) for i in batch)), it)
+        valid = [r for r in rewards if r is not None]
+        counts = P.bin_counts(self.pool, picked, n_bins)
+        row = {**stats, "condition": label, "samples": len(chosen), "pool_size": len(self.pool),
+               "train_examples": len(picked), **counts,
+               "finished": sum(fin for _, fin in sampled) / len(sampled),
+               "response_len": sum(len(t) for t, _ in sampled) / len(sampled)}
+        if self.provider is not None:
+            row["feedback_score_mean"] = sum(fb.score for fb in fbs) / len(fbs)
+            row["feedback_parsed"] = sum(fb.parsed for fb in fbs) / len(fbs)
+        if valid:
+            mean = sum(valid) / len(valid)
+            row.update(reward_mean=mean, reward_std=math.sqrt(sum((r - mean) ** 2 for r in valid) / len(valid)),
+                       reward_max=max(valid))
+        return row
+
+    # -- SELM ------------------------------------------------------------------------------------------
+    def selm_iteration(self, it: int, out: Path) -> dict:
+        from ..data.tokenize import encode_pair, render_prompt
+
+        f, cfg = self.f, self.cfg
+        n = len(self.records)
+        size = f.prompts_per_iteration or max(1, math.ceil(n / f.iterations))
+        prompts = selm_slice(n, size, cfg.seed, it)
+        greedy = self.sample([self.prompt_ids[i] for i in prompts], seed=cfg.seed * 1_000_003 + it * 1_009, greedy=True)
+        y_texts = [self.decode(t, fin) for t, fin in greedy]
+        write_jsonl(out / "samples.jsonl", (
+            {"iteration": it, "prompt_index": i, "prompt": self.records[i][1], "y_ref": y_texts[j],
+             "tokens": len(greedy[j][0]), "finished": greedy[j][1]} for j, i in enumerate(prompts)))
+        # Rank {y_ref} ∪ candidates with the reward (y_ref first, so it wins ties for best).
+        flat_idx, flat_txt, owner = [], [], []
+        for j, i in enumerate(prompts):
+            for t in [y_texts[j], *self.candidates[i]]:
+                flat_idx.append(i)
+                flat_txt.append(t)
+                owner.append(j)
+        scored = self.score(flat_idx, flat_txt)
+        ranked: list[list[tuple[str, float, list[int] | None]]] = [[] for _ in prompts]
+        for k, j in enumerate(owner):
+            ids = list(greedy[j][0]) if not ranked[j] else None  # y_ref keeps its sampled tokens
+            ranked[j].append((flat_txt[k], scored[k][0], ids))
+        units, fb_rows, pool_rows = [], [], []
+        for j, i in enumerate(prompts):
+            cands = ranked[j]
+            rs = [r for _, r, _ in cands]
+            best = max(range(len(cands)), key=lambda c: (rs[c], -c))
+            worst = min(range(len(cands)), key=lambda c: (rs[c], c))
+            fb_rows.append({"iteration": it, "prompt_index": i, "candidates": [
+                {"source": "y_ref" if c == 0 else "dataset", "response": t, "reward": r} for c, (t, r, _) in enumerate(cands)],
+                "chosen": best, "rejected": worst, "used": rs[best] > rs[worst]})
+            if rs[best] <= rs[worst]:
+                continue  # every candidate ties: no preference to learn
+            rendered = render_prompt(self.tok, self.records[i][0])
+            toks = [ids if ids is not None else list(encode_pair(self.tok, rendered, t, cfg.data.max_prompt_len,
+                                                                 cfg.data.max_response_len).response_ids)
+                    for t, _, ids in (cands[best], cands[worst], cands[0])]
+            units.append((self.prompt_ids[i], *toks))
+            pool_rows.append({"iteration": it, "prompt_index": i, "prompt": self.records[i][1],
+                              "chosen": cands[best][0], "rejected": cands[worst][0], "y_ref": cands[0][0],
+                              "chosen_reward": rs[best], "rejected_reward": rs[worst], "y_ref_reward": rs[0],
+                              "chosen_is_y_ref": best == 0})
+        write_jsonl(out / "feedback.jsonl", fb_rows)
+        write_jsonl(out / "pool.jsonl", pool_rows)
+        if not units:
+            raise LolkitError(f"selm iteration {it}: the reward ties every candidate of all {len(prompts)} prompts of the "
+                              "slice, so there is no preference to learn; use a reward that separates them")
+        pad = self.tok.pad_token_id
+
+        def rows_of(idx: list[int]):
+            ps = [units[u][0] for u in idx] * 3
+            rs = [units[u][1] for u in idx] + [units[u][2] for u in idx] + [units[u][3] for u in idx]
+            return build_batch(ps, rs, pad, self.device)
+
+        # π_ref of this iteration = the model the previous iteration produced = the policy right now.
+        ref = torch.zeros(len(units), 3)
+        self.policy.eval()
+        with torch.no_grad():
+            for s in range(0, len(units), self.cfg.micro_batch_size):
+                idx = list(range(s, min(s + self.cfg.micro_batch_size, len(units))))
+                _, tl = self.seq_logps(rows_of(idx))
+                ref[idx] = tl.sum(-1).view(3, -1).T.cpu()
+        params = FeedbackParams(beta=f.selm_beta, alpha=f.selm_alpha, group_size=3)
+
+        def micro(idx: list[int], norm: float) -> dict[str, float]:
+            b = rows_of(idx)
+            _, tl = self.seq_logps(b)
+            r = ref[idx].T.reshape(-1).to(self.device)  # response-major: chosen, rejected, y_ref
+            o = selm(LossInputs(tl.sum(-1), tl, b.mask, r), params)
+            (o.losses.sum() / norm).backward()
+            return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
+
+        stats = self.fit(len(units), micro, lambda batch: float(len(batch)), it)
+        y_rewards = [c[0][1] for c in ranked]
+        return {**stats, "prompts": len(prompts), "pairs": len(units), "ties_skipped": len(prompts) - len(units),
+                "reward_mean": sum(y_rewards) / len(y_rewards),
+                "chosen_reward": sum(u["chosen_reward"] for u in pool_rows) / len(pool_rows),
+                "rejected_reward": sum(u["rejected_reward"] for u in pool_rows) / len(pool_rows),
+                "y_ref_chosen": sum(u["chosen_is_y_ref"] for u in pool_rows) / len(pool_rows),
+                "finished": sum(fin for _, fin in greedy) / len(greedy)}
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        from ..io import atomic_path
+        from ..progress import TrainProgress
+        from ..train import _append_metrics, _truncate_metrics, prepare_run_dir
+
+        cfg, f = self.cfg, self.f
+        run = prepare_run_dir(cfg, self.resume, self.overwrite)
+        metrics_path = run / "metrics.jsonl"
+        start = 0
+        done = completed_iterations(run) if self.resume else []
+        if done:
+            start, last = done[-1]
+            ckpt.load_checkpoint(last / "checkpoint", self.policy, self.optimizer, self.scheduler)
+            if self.algo != "selm":
+                self.pool = [P.Entry.from_json(row) for _, row in read_jsonl(last / "pool.jsonl")]
+        for d in run.glob(f"{ITER_PREFIX}*"):  # a killed iteration's leftovers: it is redone from scratch
+            num = d.name[len(ITER_PREFIX):]
+            if num.isdigit() and int(num) > start:
+                shutil.rmtree(d)
+        _truncate_metrics(metrics_path, start)
+        total, trainable = count_parameters(self.policy)
+        write_json(run / "run.json", {
+            "algo": self.algo, "model_path": self.model_path, "data": cfg.data.train or cfg.data.task,
+            "reward": self.reward.name if self.reward else None, "prompts": len(self.records),
+            "iterations": f.iterations, "steps_per_iteration": f.steps, "total_steps": self.total_steps,
+            "parameters": total, "trainable_parameters": trainable, "device": str(self.device),
+            "reference": ("model at the start of each iteration" if self.algo == "selm" else "none (kl_beta 0)"
+                          if not self.use_kl else "adapter disabled" if self.reference is None else "frozen copy"),
+            "control_tokens": [QUARK_TOKEN.format(k) for k in range(len(self.control))],
+            "provider": self.provider.name if self.provider else None})
+        progress = TrainProgress(f.iterations, start, disable=self.quiet)
+        with progress:
+            for it in range(start + 1, f.iterations + 1):
+                t0 = time.perf_counter()
+                out = run / f"{ITER_PREFIX}{it}"
+                out.mkdir(parents=True, exist_ok=True)
+                row = self.selm_iteration(it, out) if self.algo == "selm" else self.pool_iteration(it, out)
+                row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
+                _append_metrics(metrics_path, row)  # a resume drops rows past the last checkpoint
+                ckpt.save_checkpoint(out / "checkpoint", self.policy, self.tok, self.optimizer, self.scheduler,
+                                     it * f.steps, {"iteration": it})
+                for _, d in completed_iterations(run)[: -max(1, cfg.save_total_limit)]:
+                    shutil.rmtree(d / "checkpoint", ignore_errors=True)
+                progress.update(it, row)
+        with atomic_path(run / "final", is_dir=True) as tmp:
+            ckpt.save_model(self.policy, self.tok, tmp)
+        return run
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+    return Driver(cfg, resume, overwrite, quiet).run()
