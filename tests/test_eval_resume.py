@@ -1,6 +1,7 @@
 """`lolkit eval` is resumable and atomic: a SIGKILLed run, re-run, writes the files of an uninterrupted run."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -19,7 +20,12 @@ def _eval_opts(model, data, out):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_byte_identical(tmp_path, tiny_model, lolkit_cache):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_then_resume_is_byte_identical(seed, tmp_path, tiny_model, lolkit_cache):
+    """Killed after a seeded-random number of finished batches (1-6 of 10) plus a random delay, so the kill
+    lands inside generation, scoring or the progress append; the re-run matches a clean run byte for byte."""
+    rng = random.Random(seed)
+    after_batches, delay = rng.randint(1, 6), rng.uniform(0.0, 0.1)
     objs = ["tomato", "cherry", "banana", "lemon", "grass", "sky", "snow", "coal", "ruby", "lime"] * 2
     data = write_jsonl(tmp_path / "test.jsonl", [{"id": f"q{i}", "prompt": f"What colour is a {o}?" + " x" * (i % 5),
                                                   "response": f"a {o} is red."} for i, o in enumerate(objs)])
@@ -34,8 +40,9 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, tiny_model, lolkit_cach
     side = None
     while time.time() < deadline and proc.poll() is None:
         found = list(killed.glob(".generations.progress-*.jsonl")) if killed.exists() else []
-        if found and found[0].read_bytes().count(b"\n") >= 3:  # header + two finished batches
+        if found and found[0].read_bytes().count(b"\n") >= 1 + after_batches:  # header + finished batches
             side = found[0]
+            time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)

@@ -15,7 +15,7 @@ from .conftest import read_jsonl
 # Small and fast: one optimizer step of two micro-batches per rollout.
 FAST = {"batch_size": 4, "micro_batch_size": 2, "tensorboard": False, "optim": {"lr": 1e-3},
         "ppo": {"max_new_tokens": 6, "epochs": 1, "minibatch_size": 4, "mask_update_every": 2},
-        "data": {"task": "numbers"}}
+        "data": {"task": "numbers"}, "eval_prompts": 3, "eval": {"max_new_tokens": 6}}
 TIMING = ("tokens_per_s", "iteration_time")
 
 
@@ -52,23 +52,32 @@ def test_run_directory_contract(tmp_path, tiny_model):
     assert rows[1]["kl_beta"] == pytest.approx(rows[0]["kl_beta_next"])
     samples = read_jsonl(run / "rollouts.jsonl")
     assert len(samples) == 8 and {s["step"] for s in samples} == {1, 2}
-    assert json.loads((run / "run.json").read_text())["reference"] == "frozen copy"
+    info = json.loads((run / "run.json").read_text())
+    assert info["reference"] == "frozen copy" and info["val_prompts"] == 1  # the numbers task has one
+    # validation (greedy answers to the task's validation prompts) at the end, the best model kept
+    assert "val_reward" not in rows[0] and 0.0 <= rows[1]["val_reward"] <= 1.0
+    best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+    assert best == {"step": 2, "metric": "val_reward", "value": rows[1]["val_reward"]}
 
 
 @pytest.mark.parametrize("algo", ["ppo", "nlpo"])
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_model, algo):
-    run = train(cfg_for(tmp_path, "run", algo, max_steps=4, save_every=2), quiet=True)
+    run = train(cfg_for(tmp_path, "run", algo, max_steps=4, save_every=2, eval_every=1), quiet=True)
     full = shutil.copytree(run, tmp_path / "uninterrupted")  # keep the uninterrupted result
     # Then simulate a kill right after iteration 2's checkpoint: later state disappears, while metrics
     # and rollouts rows 3-4 stay behind and must be dropped by the resume.
     shutil.rmtree(run / "checkpoints" / "step-4")
     shutil.rmtree(run / "final")
-    resumed = train(cfg_for(tmp_path, "run", algo, max_steps=4, save_every=2), resume=True, quiet=True)
+    resumed = train(cfg_for(tmp_path, "run", algo, max_steps=4, save_every=2, eval_every=1), resume=True, quiet=True)
     a, b = weights(full), weights(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
     assert strip(read_metrics(full)) == strip(read_metrics(resumed))
+    assert all("val_reward" in r for r in read_metrics(resumed))
+    # the best validation score survives the resume (restored from the checkpoint's state)
+    assert (full / "checkpoints" / "best" / "best.json").read_text() == \
+        (resumed / "checkpoints" / "best" / "best.json").read_text()
     assert [r["step"] for r in read_jsonl(resumed / "rollouts.jsonl")] == [r["step"] for r in read_jsonl(full / "rollouts.jsonl")]
 
 
@@ -115,6 +124,19 @@ def test_lora_reference_is_the_disabled_adapter_and_separate_critic(tmp_path, ti
     assert (run / "checkpoints" / "step-2" / "trainer" / "critic.safetensors").exists()
     rows = read_metrics(run)
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and all(r["loss"] == r["loss"] for r in rows)
+
+
+def test_qlora_ppo_trains_the_adapter_over_a_4bit_base(tmp_path, tiny_model):
+    """QLoRA (nf4 base, LoRA adapter) on CPU: the reference is the base with the adapter switched off,
+    only adapter weights change, and the run resumes like any other."""
+    run = train(cfg_for(tmp_path, "q", max_steps=2, save_every=1, model={"qlora": True, "lora_r": 4},
+                        reward="tests.test_online:length_reward"), quiet=True)
+    info = json.loads((run / "run.json").read_text())
+    assert info["reference"] == "adapter disabled" and info["trainable_parameters"] < info["parameters"] / 10
+    rows = read_metrics(run)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["kl"] != 0.0  # the adapter moved
+    adapter = load_file(run / "final" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
 
 
 def test_cli_with_prompts_file_and_callable_reward(tmp_path, tiny_model, cli):

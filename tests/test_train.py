@@ -130,3 +130,20 @@ def test_adamw8bit_trains_and_resumes(tmp_path, tiny_model):
     shutil.rmtree(run / "checkpoints" / "step-2")
     again = train(cfg_for(tmp_path, "bnb", **cfg), resume=True, quiet=True)
     assert [r["step"] for r in read_metrics(again)] == [1, 2]
+
+
+@pytest.mark.parametrize(("kind", "stage", "refused"), [
+    ("FSDP", None, "FSDP"), ("DEEPSPEED", 3, "ZeRO-3"), ("DEEPSPEED", 2, None), ("MULTI_GPU", None, None),
+    ("NO", None, None)])
+def test_weight_sharding_modes_are_refused_until_checkpoints_gather_them(kind, stage, refused):
+    from types import SimpleNamespace
+
+    from lolkit.train import refuse_sharded_weights
+
+    plugin = SimpleNamespace(zero_stage=stage) if stage else None
+    acc = SimpleNamespace(distributed_type=SimpleNamespace(value=kind), state=SimpleNamespace(deepspeed_plugin=plugin))
+    if refused:
+        with pytest.raises(LolkitError, match=refused):
+            refuse_sharded_weights(acc)
+    else:
+        refuse_sharded_weights(acc)

@@ -21,9 +21,13 @@ DEMO_TRAIN = {
 }
 
 
-# DPO starts from the behaviour-cloned model (SFT → DPO, as usual): from a random model it has no
-# likelihood term to keep the text fluent, and at the offline family's learning rate it unlearns it.
-STARTS_FROM_NLL = {"dpo": {"optim": {"lr": 3e-5}}}
+# Every algorithm but nll starts from the behaviour-cloned model, as in the A-LoL paper (the SFT model
+# is the reference policy and the starting point: SFT → X). This matters for the advantage methods:
+# V(x) estimates what the reference earns, and a random reference earns nothing, so from a random
+# start every response would have A = R > 0 and A-LoL would reduce to reward weighting. DPO also
+# needs the smaller learning rate: it has no likelihood term, and at the offline family's rate it
+# unlearns the fluent text along with the rejected answers.
+STARTS_FROM_NLL = {algo: ({"optim": {"lr": 3e-5}} if algo == "dpo" else {}) for algo in DEMO_ALGOS if algo != "nll"}
 
 
 def demo_config(out: Path, algo: str, seed: int, model: str = "tiny", max_steps: int | None = None) -> TrainConfig:

@@ -262,6 +262,19 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
     return sums, pad, tokens
 
 
+def refuse_sharded_weights(accelerator) -> None:
+    """FSDP and DeepSpeed ZeRO-3 shard the weights themselves: rank 0's model then holds one shard, and
+    lolkit's checkpoints (saved from the unwrapped model) would be incomplete. Until gathered
+    checkpoints are implemented and tested on GPUs, refuse those modes rather than write broken files."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    stage = getattr(plugin, "zero_stage", None) if plugin is not None else None
+    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
+        raise LolkitError(f"lolkit train does not support {'FSDP' if kind == 'FSDP' else 'DeepSpeed ZeRO-3'} yet: "
+                          "its checkpoints would hold one rank's shard of the weights; use DDP or ZeRO-2 "
+                          "(docs/scaling.md)")
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     """Train per ``cfg``; returns the run directory. See the README for its layout."""
     from .algorithms import is_iterative, is_online
@@ -282,6 +295,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     cfg = resolve_config(cfg)
     algo = get_algorithm(cfg.algo.name)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    refuse_sharded_weights(accelerator)
     main = accelerator.is_main_process
     # Everything a user can get wrong is checked before the run directory is created, so a bad input
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).

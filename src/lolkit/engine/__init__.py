@@ -102,7 +102,7 @@ def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_
                            "max_value": mv, "seed": cfg.seed, "mpl": cfg.data.max_prompt_len,
                            "eval": vars(cfg.eval), "algo": {k: getattr(cfg.algo, k) for k in (
                                "value_epochs", "value_lr", "value_batch_size", "value_holdout", "value_folds")},
-                           "fresh_adapter": fresh_adapter, "version": 1})
+                           "fresh_adapter": fresh_adapter, "version": 2})
             for turn in ("main", "others"):
                 if (turn == "main") == is_main:
                     adv = estimate_advantages(source=source, model=model, tokenizer=tokenizer, data=data,

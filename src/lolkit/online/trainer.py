@@ -10,7 +10,8 @@ One iteration (one row of metrics.jsonl):
    whiten the advantages over the whole rollout;
 6. ``epochs`` passes of shuffled minibatches: clipped policy loss + c_v · value loss − c_ent · entropy;
 7. the adaptive KL controller updates β from KL̄ (mean per-token log π_old − log π_ref of this rollout);
-8. log, write rollout samples, checkpoint.
+8. validate (greedy answers to the validation prompts, every ``eval_every`` iterations and at the
+   end; the best one is kept in ``checkpoints/best``), log, write rollout samples, checkpoint.
 
 Everything random is seeded from (seed, iteration), so ``--resume`` from the checkpoint of iteration
 k gives the same weights as an uninterrupted run.
@@ -120,6 +121,30 @@ def load_prompt_records(cfg: TrainConfig):
     return [(p, prompt_text(p), m) for p, m in recs]
 
 
+def load_validation(cfg: TrainConfig, tokenizer):
+    """Validation prompts of an online run: ``--val-data``, else the built-in task's validation split
+    (when training on a task); ``None`` when there are none (training on a prompts file alone).
+    Returns (rendered prompts, prompt texts for the reward, records), at most ``eval_prompts``."""
+    from ..data.dataset import builtin_records
+    from ..data.schema import load_prompts
+    from ..data.tokenize import prompt_text, render_prompt
+
+    if cfg.data.val:
+        recs = load_prompts(cfg.data.val)
+    elif cfg.data.train is None:
+        recs = builtin_records(cfg.data.task, "val")
+    else:
+        return None
+    unique: dict[str, object] = {}
+    for r in recs:
+        unique.setdefault(prompt_text(r.prompt), r)
+    texts = list(unique)[: cfg.eval_prompts]
+    if not texts:
+        return None
+    records = [unique[t] for t in texts]
+    return [render_prompt(tokenizer, r.prompt) for r in records], texts, records
+
+
 def iteration_prompts(n_prompts: int, batch_size: int, seed: int, iteration: int) -> list[int]:
     """Which prompts rollout ``iteration`` uses: a pure function of (seed, iteration)."""
     rng = random.Random(f"lolkit-online-{seed}-{iteration}")
@@ -134,7 +159,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     from ..data.tokenize import encode_prompt, render_prompt
     from ..generation import sample_tokens
     from ..progress import TrainProgress
-    from ..train import _append_metrics, _truncate_metrics, make_optimizer, make_scheduler, prepare_run_dir
+    from ..evaluate import score_prompts
+    from ..train import _append_metrics, _save_best, _truncate_metrics, make_optimizer, make_scheduler, prepare_run_dir
     from .nlpo import MaskPolicy
 
     cfg = resolve_online_config(cfg)
@@ -162,6 +188,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     rendered = [render_prompt(tokenizer, r[0]) for r in records]
     prompt_ids = [encode_prompt(tokenizer, t, cfg.data.max_prompt_len) for t in rendered]
     reward = make_reward(cfg.reward)
+    validation = load_validation(cfg, tokenizer)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = make_optimizer(cfg, modules)
     scheduler = make_scheduler(cfg, optimizer, total)
@@ -169,11 +196,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     moments = RunningMoments()
 
     ckpt_dir, metrics_path, rollouts_path = run / "checkpoints", run / "metrics.jsonl", run / "rollouts.jsonl"
-    start = 0
+    start, best = 0, None
     done = ckpt.step_checkpoints(ckpt_dir) if resume else []
     if done:
         state = _load(done[-1][1], policy, head, critic, mask_policy, optimizer, scheduler)
-        start = state["step"]
+        start, best = state["step"], state.get("best")
         kl_ctl.value = state["kl_beta"]
         moments = RunningMoments(**state["reward_moments"])
     _truncate_metrics(metrics_path, start)
@@ -183,7 +210,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                   "reward": reward.name, "prompts": len(records), "parameters": n_total,
                                   "trainable_parameters": n_trainable, "total_steps": total, "device": str(device),
                                   "reference": "adapter disabled" if reference is None else "frozen copy",
-                                  "critic": p.critic})
+                                  "critic": p.critic,
+                                  "val_prompts": len(validation[1]) if validation else 0})
 
     progress = TrainProgress(total, start, disable=quiet)
     with progress:
@@ -277,7 +305,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
 
-            # 8. Log, sample rollouts, checkpoint.
+            # 8. Validate, log, sample rollouts, checkpoint.
+            last = it + 1 == total
             row = {"step": it + 1, **{k: v / n_updates for k, v in sums.items()}, "lr": lr,
                    "reward_mean": float(raw_scores.mean()), "reward_std": float(raw_scores.std(unbiased=False)),
                    "kl": kl_mean, "kl_beta": kl_beta, "kl_beta_next": next_beta,
@@ -288,6 +317,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             if mask_policy is not None:
                 row["mask_refreshes"] = mask_policy.refreshes
                 row["mask_checksum"] = mask_policy.checksum()
+            if validation and ((cfg.eval_every and (it + 1) % cfg.eval_every == 0) or last):
+                answers = score_prompts(policy, tokenizer, validation[0], validation[1], reward, cfg, sample=False,
+                                        records=validation[2])
+                row["val_reward"] = sum(a["reward"] for a in answers) / len(answers)
+                if best is None or row["val_reward"] > best:
+                    best = row["val_reward"]
+                    _save_best(policy, tokenizer, ckpt_dir, it + 1, "val_reward", best)
             _append_metrics(metrics_path, row)
             keep_n = len(chosen) if p.rollout_samples == 0 else min(p.rollout_samples, len(chosen))
             with open(rollouts_path, "a", encoding="utf-8") as fh:
@@ -296,10 +332,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                     "reward": scored[j][0], "rewards": scored[j][1],
                                     "tokens": len(responses[j]), "finished": sampled[j][1]}) + "\n")
             progress.update(it + 1, row)
-            last = it + 1 == total
             if (cfg.save_every and (it + 1) % cfg.save_every == 0) or last:
                 _save(ckpt_dir / f"{ckpt.STEP_PREFIX}{it + 1}", policy, tokenizer, head, critic, mask_policy,
-                      optimizer, scheduler, it + 1, kl_ctl.value, moments)
+                      optimizer, scheduler, it + 1, kl_ctl.value, moments, best)
                 ckpt.prune(ckpt_dir, cfg.save_total_limit)
 
     with atomic_path(run / "final", is_dir=True) as tmp:
@@ -311,7 +346,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
 
 
 def _save(path: Path, policy, tokenizer, head, critic, mask_policy, optimizer, scheduler, step: int,
-          kl_beta: float, moments: RunningMoments) -> None:
+          kl_beta: float, moments: RunningMoments, best: float | None = None) -> None:
     """A step checkpoint in the offline layout (model in HF format + trainer/), plus the value head,
     critic and mask policy weights and the controller state — safetensors and JSON only."""
     import json
@@ -331,7 +366,7 @@ def _save(path: Path, policy, tokenizer, head, critic, mask_policy, optimizer, s
         save_file(tensors, t / "optimizer.safetensors")
         (t / "optimizer.json").write_text(json.dumps(meta))
         write_json(t / "state.json", {
-            "step": step, "scheduler": scheduler.state_dict(), "kl_beta": kl_beta,
+            "step": step, "scheduler": scheduler.state_dict(), "kl_beta": kl_beta, "best": best,
             "reward_moments": {"mean": moments.mean, "var": moments.var, "count": moments.count},
             "mask_refreshes": mask_policy.refreshes if mask_policy is not None else 0})
 
