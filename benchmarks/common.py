@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: a synthetic long-ish dataset and interleaved timing."""
+"""Helpers shared by the benchmarks: synthetic data, one algorithm's training setup, interleaved
+timing, and PASS/FAIL lines."""
 
 from __future__ import annotations
 
@@ -13,25 +14,105 @@ WORDS = ("the a reward model policy answer question colour banana red green blue
          "language learning offline advantage reference sample data batch gradient loss").split()
 
 
-def synthetic_records(path: Path, n: int, prompt_words: int, response_words: int, seed: int = 0) -> Path:
+def synthetic_records(path: Path, n: int, prompt_words: int, response_words: int, seed: int = 0,
+                      kind: str = "response", candidates: int = 3) -> Path:
+    """``n`` records of one kind: response (with a reward), preference (chosen / rejected) or
+    ranking (``candidates`` responses with distinct rewards)."""
     rng = random.Random(seed)
+    words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
     with open(path, "w") as fh:
         for i in range(n):
-            p = " ".join(rng.choice(WORDS) for _ in range(prompt_words))
-            r = " ".join(rng.choice(WORDS) for _ in range(response_words))
-            fh.write(json.dumps({"id": i, "prompt": p, "response": r, "reward": round(rng.random(), 3)}) + "\n")
+            row: dict = {"id": i, "prompt": words(prompt_words)}
+            if kind == "response":
+                row.update(response=words(response_words), reward=round(rng.random(), 3))
+            elif kind == "preference":
+                row.update(chosen=words(response_words), rejected=words(response_words))
+            else:
+                row.update(responses=[words(response_words) for _ in range(candidates)],
+                           rewards=[round(1.0 - k / candidates, 3) for k in range(candidates)])
+            fh.write(json.dumps(row) + "\n")
     return path
 
 
-def interleaved(fns: dict[str, Callable[[], None]], rounds: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each function, timed in alternation so drift hits all alike."""
+def record_kind(algo: str) -> str:
+    return {"dpo": "preference", "pro": "ranking"}.get(algo, "response")
+
+
+def setup_algo(name: str, model, tok, model_dir: Path, tmp: Path, *, batch_size: int, records: int = 64,
+               prompt_words: int = 12, response_words: int = 12):
+    """Data, engine (reference pass, value estimate, advantages: the real `prepare_engine`) and the
+    first step's units for algorithm ``name``. Returns (algo, data, engine, units, loss params)."""
+    from lolkit.algorithms import get_algorithm
+    from lolkit.config import TrainConfig, build
+    from lolkit.data.dataset import load_train_data
+    from lolkit.engine import prepare_engine
+    from lolkit.losses import LossParams
+    from lolkit.train import resolve_config
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    kind = record_kind(name)
+    data_path = tmp / f"data-{kind}.jsonl"
+    if not data_path.exists():
+        synthetic_records(data_path, records, prompt_words, response_words, kind=kind)
+    run = tmp / f"run-{name}"
+    run.mkdir(parents=True, exist_ok=True)
+    cfg = build(TrainConfig, {"output_dir": str(run), "batch_size": batch_size, "model": {"name": str(model_dir)},
+                              "data": {"train": str(data_path), "val_fraction": 0.0},
+                              "algo": {"name": name, "value_source": "data", "value_folds": 2, "max_reward": 1.0,
+                                       "value_epochs": 1, "cache_dir": str(tmp / "engine")}})
+    cfg = resolve_config(cfg)
+    algo = get_algorithm(name)
+    data = load_train_data(cfg.data, tok, algo, which=algo.unit)
+    engine = prepare_engine(cfg, algo, model, tok, data, str(model_dir), fresh_adapter=False, log=lambda m: None,
+                            run=run)
+    units = engine.pool[:batch_size]
+    params = LossParams(group_size=data.group_size)
+    return algo, data, engine, units, params
+
+
+def interleaved_runs(fns: dict[str, Callable[[], None]], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds of every call of each function, timed in alternation (A, B, A, B, …; the order within a
+    round rotates) so that drift and other processes' load hit all alike."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
+    keys = list(fns)
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
             t = time.perf_counter()
-            f()
+            fns[k]()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternation so drift hits all alike."""
+    return {k: statistics.median(v) for k, v in interleaved_runs(fns, rounds, warmup).items()}
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of num[i] / den[i]: each ratio compares two calls made seconds apart, so a
+    load change on the shared machine between rounds cancels out."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def set_threads(n: int | None) -> int:
+    """Pin torch's intra-op threads (default 1: on a shared 2-core machine, two threads per process
+    make every matmul wait on a descheduled sibling, and timings swing by 10x)."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def tiny_llama(tmp: Path, *, hidden: int = 256, layers: int = 8, heads: int = 8, vocab: int = 2048) -> Path:
+    from lolkit.tiny import create_tiny_model
+
+    return create_tiny_model(tmp / f"llama-{hidden}x{layers}-v{vocab}", hidden_size=hidden, layers=layers,
+                             heads=heads, vocab_size=vocab)

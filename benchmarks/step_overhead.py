@@ -1,15 +1,18 @@
-"""Step overhead of lolkit's A-LoL training step over a bare forward + backward (spec target ≤ 1.10).
+"""Step overhead of every offline algorithm's training step over a bare forward + backward
+(target ≤ 1.10), and A-LoL against a re-run of the published step that recomputes the reference.
 
-On a ~10M-parameter Llama (CPU, fp32) and one batch of 8 examples of ~70 tokens, three things are
-timed in alternation, in one run:
+On a 5.6M-parameter Llama (hidden 256, 4 layers) (CPU, fp32) and one batch of 8 units (examples; pairs for dpo, rankings of
+3 for pro) of ~78 tokens, each algorithm's step is timed in alternation with a bare step on exactly
+the same rows, in one run:
 
-* bare      model(input_ids).logits → cross-entropy on the response tokens → backward
-* lolkit    the training loop's own step (`accumulate_gradients`): collate, forward, response
-            log-probs, A-LoL loss with the cached reference log-probs and advantages, backward
-* published the same step plus a forward pass of a frozen reference copy, as the published A-LoL
-            code does on every step
+* bare       model(input_ids).logits → cross-entropy on the response tokens → backward
+* lolkit     the training loop's own step (`lolkit.train.accumulate_gradients`): collate, forward,
+             response log-probs, the algorithm's loss with the cached reference log-probs and
+             advantages from the real engine (`prepare_engine`), backward
+* published  (a_lol only) the published A-LoL step: a forward of a frozen reference copy on every
+             step, full-vocabulary log-softmax of policy and reference, the A-LoL loss, backward
 
-The optimizer update is excluded from all three. Usage: python benchmarks/step_overhead.py [--algo a_lol]
+The optimizer update is excluded from all. Usage: python benchmarks/step_overhead.py [--quick] [--algo a_lol]
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,72 +28,99 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import interleaved, synthetic_records  # noqa: E402
+from benchmarks.common import interleaved_runs, paired_ratio, set_threads, setup_algo, tiny_llama, verdict  # noqa: E402
+
+TARGET = 1.10
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--algo", default="a_lol")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--batch-size", type=int, default=8)
-    args = ap.parse_args()
+def published_step(model, reference, batch, advantages: torch.Tensor, clip: float = 0.9) -> None:
+    """The published A-LoL training step: reference forward every step, full log-softmax."""
+    mask = batch.response_mask
+    targets = batch.input_ids[:, 1:, None]
 
-    from lolkit.algorithms import get_algorithm
-    from lolkit.config import TrainConfig, build
-    from lolkit.data.dataset import load_train_data
+    def seq_logps(m):
+        logits = m(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
+        return (torch.log_softmax(logits.float(), -1).gather(-1, targets).squeeze(-1) * mask).sum(-1)
+
+    with torch.no_grad():
+        ref = seq_logps(reference)
+    pol = seq_logps(model)
+    ratio = (pol.detach() - ref).exp().clamp(1 - clip, 1 + clip)
+    (advantages.clamp(min=0) * ratio * -pol).mean().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def measure(algos: list[str], rounds: int, batch_size: int, warmup: int = 1, log=print) -> dict[str, dict]:
     from lolkit.data.tokenize import collate
-    from lolkit.engine import prepare_engine
-    from lolkit.losses import LossParams
-    from lolkit.models import count_parameters, load_model
-    from lolkit.tiny import create_tiny_model
-    from lolkit.train import accumulate_gradients, resolve_config
+    from lolkit.models import ModelConfig, count_parameters, load_model
+    from lolkit.train import accumulate_gradients
 
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="lolkit-bench-"))
-    os.environ.setdefault("LOLKIT_CACHE", str(tmp / "cache"))
-    model_dir = create_tiny_model(tmp / "model", hidden_size=256, layers=8, heads=8, vocab_size=2048)
-    data_path = synthetic_records(tmp / "data.jsonl", 64, prompt_words=12, response_words=12)
-    cfg = build(TrainConfig, {"output_dir": str(tmp / "run"), "batch_size": args.batch_size, "model": {"name": str(model_dir)},
-                              "data": {"train": str(data_path), "val_fraction": 0.0},
-                              "algo": {"name": args.algo, "value_source": "data", "value_folds": 2, "max_reward": 1.0,
-                                       "value_epochs": 1, "cache_dir": str(tmp / "engine")}})
-    cfg = resolve_config(cfg)
-    algo = get_algorithm(args.algo)
-    model, tok, path = load_model(cfg.model, trainable=True)
-    data = load_train_data(cfg.data, tok, algo)
-    (tmp / "run").mkdir()
-    engine = prepare_engine(cfg, algo, model, tok, data, path, fresh_adapter=False, log=lambda m: None, run=tmp / "run")
-    idx = engine.pool[: args.batch_size]
-    params = LossParams()
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
-    batch = collate([data.examples[i].encoded for i in idx], idx, tok.pad_token_id)
-    model.train()
-
-    def bare() -> None:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        mask = batch.response_mask.bool()
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask], batch.input_ids[:, 1:][mask])
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    def lolkit_step() -> None:
-        accumulate_gradients(model, algo, params, data, engine, [idx], tok.pad_token_id, "cpu", len(idx),
-                             lambda loss: loss.backward(), lambda m: contextlib.nullcontext())
-        model.zero_grad(set_to_none=True)
-
-    def published() -> None:
-        with torch.no_grad():
-            reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        lolkit_step()
-
-    t = interleaved({"bare": bare, "lolkit": lolkit_step, "published": published}, args.rounds)
+    model_dir = tiny_llama(tmp, layers=4)
+    model, tok, _ = load_model(ModelConfig(name=str(model_dir)), trainable=True)
     total, _ = count_parameters(model)
-    print(f"model: Llama {total / 1e6:.1f}M parameters, batch {len(idx)} x {batch.input_ids.shape[1]} tokens, "
-          f"{torch.get_num_threads()} threads, algo {args.algo}")
-    print(f"median step: bare fwd+bwd {t['bare'] * 1e3:.1f} ms | lolkit {t['lolkit'] * 1e3:.1f} ms | "
-          f"published-style (reference forward every step) {t['published'] * 1e3:.1f} ms")
-    print(f"ratio lolkit / bare = {t['lolkit'] / t['bare']:.3f}  (target <= 1.10)")
-    print(f"ratio published-style / bare = {t['published'] / t['bare']:.3f}")
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    log(f"model: Llama {total / 1e6:.1f}M parameters, vocab {model.config.vocab_size}, {torch.get_num_threads()} "
+        f"threads, CPU fp32; batch of {batch_size} units; {rounds} interleaved rounds; ratio = median of per-round "
+        "ratios")
+    results: dict[str, dict] = {}
+    for name in algos:
+        algo, data, engine, units, params = setup_algo(name, model, tok, model_dir, tmp, batch_size=batch_size)
+        rows = data.rows(units)
+        batch = collate([data.examples[i].encoded for i in rows], rows, tok.pad_token_id)
+        model.train()
+
+        def bare(batch=batch) -> None:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            mask = batch.response_mask.bool()
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask], batch.input_ids[:, 1:][mask])
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        def step(algo=algo, data=data, engine=engine, units=units, params=params) -> None:
+            accumulate_gradients(model, algo, params, data, engine, [units], tok.pad_token_id, "cpu", len(units),
+                                 lambda loss: loss.backward(), lambda m: contextlib.nullcontext())
+            model.zero_grad(set_to_none=True)
+
+        fns = {"bare": bare, "lolkit": step}
+        if name == "a_lol":
+            adv = engine.advantages[torch.tensor(rows)]
+            fns["published"] = lambda batch=batch, adv=adv: published_step(model, reference, batch, adv)
+        runs = interleaved_runs(fns, rounds, warmup=warmup)
+        t = {k: statistics.median(v) for k, v in runs.items()}
+        res = {"rows": len(rows), "width": batch.input_ids.shape[1], **t,
+               "ratio": paired_ratio(runs["lolkit"], runs["bare"])}
+        if "published" in t:
+            res["published_ratio"] = paired_ratio(runs["published"], runs["bare"])
+            res["speedup_vs_published"] = paired_ratio(runs["published"], runs["lolkit"])
+        results[name] = res
+        log(f"{name:<15} {len(rows):>3} x {res['width']:<4} bare {t['bare'] * 1e3:7.1f} ms  lolkit "
+            f"{t['lolkit'] * 1e3:7.1f} ms  ratio {res['ratio']:.3f}  {verdict(res['ratio'] <= TARGET)}")
+    return results
+
+
+def main() -> None:
+    from lolkit.algorithms import names
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--algo", action="append", help="only this algorithm (repeatable); default: all offline ones")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = ap.parse_args()
+    set_threads(args.threads)
+    rounds = args.rounds or (3 if args.quick else 5)
+    res = measure(args.algo or names(), rounds, args.batch_size)
+    worst = max(res, key=lambda k: res[k]["ratio"])
+    print(f"\nratio lolkit step / bare fwd+bwd: worst {worst} {res[worst]['ratio']:.3f}, "
+          f"best {min(r['ratio'] for r in res.values()):.3f}  (target <= {TARGET}) "
+          f"{verdict(all(r['ratio'] <= TARGET for r in res.values()))}")
+    if "a_lol" in res:
+        r = res["a_lol"]
+        print(f"a_lol: published step (reference forward every step) {r['published'] * 1e3:.1f} ms = "
+              f"{r['published_ratio']:.3f} x bare; lolkit a_lol is {r['speedup_vs_published']:.2f}x faster")
 
 
 if __name__ == "__main__":

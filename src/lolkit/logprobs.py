@@ -2,13 +2,26 @@
 
 ``token_logps[b, t] = log π(input_ids[b, t+1] | input_ids[b, :t+1])`` on response positions (0
 elsewhere); the sequence log-prob is its masked **sum** (spec: log p(y|x) = Σ_t m_t log π(y_t|·)).
-Log-softmax runs in float32 over chunks of rows, so the full [B, L, V] float32 log-softmax is never
-materialised.
+
+The [B, L, V] logits are never materialised: the model runs with ``logits_to_keep`` set so that its
+LM head projects no position, its last hidden state is taken, the response positions are selected,
+and they go through the LM head in chunks of rows, with log-softmax in float32
+(:func:`head_logprobs`). With gradients, each chunk's logits are recomputed in the backward pass
+instead of being kept (one extra LM-head matmul over the response rows), so memory holds [N, H]
+hidden rows rather than [N, V] logits. Models this does not apply to (a non-linear or adapted LM
+head, soft-capped or scaled logits, no ``logits_to_keep``) fall back to the logits of the response
+positions only, or to the full logits.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+import torch.nn.functional as F
+
+# Elements of one chunk of float32 logits (rows × vocabulary): 2^24 = 64 MiB.
+CHUNK_ELEMENTS = 1 << 24
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
@@ -18,6 +31,66 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int
         block = logits[s : s + chunk_rows].float()
         out[s : s + chunk_rows] = block.gather(-1, targets[s : s + chunk_rows, None]).squeeze(-1) - torch.logsumexp(block, -1)
     return out
+
+
+def _chunk_rows(vocab: int, chunk_rows: int | None) -> int:
+    return chunk_rows or max(1, CHUNK_ELEMENTS // max(1, vocab))
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """log_softmax(hidden @ Wᵀ + b)[targets] by chunks of rows; backward recomputes each chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, rows):
+        n = hidden.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, rows):
+            logits = F.linear(hidden[s : s + rows], weight, bias).float()
+            lse[s : s + rows] = torch.logsumexp(logits, -1)
+            out[s : s + rows] = logits.gather(-1, targets[s : s + rows, None]).squeeze(-1) - lse[s : s + rows]
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        gh = torch.empty_like(hidden) if need_h else None
+        gw = torch.zeros_like(weight) if need_w else None
+        gb = torch.zeros_like(bias) if (need_b and bias is not None) else None
+        grad = grad.float()
+        rows = ctx.rows
+        for s in range(0, hidden.shape[0], rows):
+            h, g = hidden[s : s + rows], grad[s : s + rows]
+            # d logp_i / d logits_i = onehot(t_i) − softmax_i
+            d = F.linear(h, weight, bias).float().sub_(lse[s : s + rows, None]).exp_().mul_(-g[:, None])
+            d.scatter_add_(1, targets[s : s + rows, None], g[:, None])
+            d = d.to(hidden.dtype)
+            if gh is not None:
+                gh[s : s + rows] = d @ weight
+            if gw is not None:
+                gw.addmm_(d.t(), h)
+            if gb is not None:
+                gb += d.sum(0)
+        return gh, gw, gb, None, None
+
+
+def head_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
+                  chunk_rows: int | None = None) -> torch.Tensor:
+    """``log_softmax(head(hidden))[targets]`` in float32 for hidden [N, H] and targets [N], never
+    holding more than ``chunk_rows`` rows of logits (default: 2^24 elements' worth)."""
+    rows = _chunk_rows(head.out_features, chunk_rows)
+    if torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad):
+        if hidden.shape[0] <= rows:  # one chunk: plain autograd, no recomputation
+            return gather_logprobs(head(hidden), targets, chunk_rows=rows)
+        return _HeadLogprobs.apply(hidden, head.weight, head.bias, targets, rows)
+    with torch.no_grad():
+        out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+        for s in range(0, hidden.shape[0], rows):
+            out[s : s + rows] = gather_logprobs(head(hidden[s : s + rows]), targets[s : s + rows], chunk_rows=rows)
+        return out
 
 
 def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -30,12 +103,66 @@ def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_ma
     return token_logps
 
 
+_KEEPS: dict[type, bool] = {}
+
+
+def _takes_logits_to_keep(model) -> bool:
+    cls = type(model)
+    if cls not in _KEEPS:
+        try:
+            _KEEPS[cls] = "logits_to_keep" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            _KEEPS[cls] = False
+    return _KEEPS[cls]
+
+
+def _head_and_body(model):
+    """(the HF causal LM inside DDP / peft wrappers, its LM head, its body) when the chunked head path
+    applies, else (the causal LM or None, None, None)."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    if hasattr(inner, "get_base_model") and hasattr(inner, "peft_config"):
+        inner = inner.get_base_model()
+    if not hasattr(inner, "get_output_embeddings") or not _takes_logits_to_keep(inner):
+        return None, None, None
+    conf = getattr(inner, "config", None)
+    if any(getattr(conf, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
+                                                                    "logits_scaling", "output_multiplier_scale")):
+        return inner, None, None
+    head = inner.get_output_embeddings()
+    body = getattr(inner, "base_model", None)
+    if type(head) is not torch.nn.Linear or body is None or body is inner:
+        return inner, None, None
+    return inner, head, body
+
+
 def forward_logprobs(model, batch, *, output_hidden_states: bool = False):
     """Run the model once on a :class:`~lolkit.data.tokenize.Batch`.
 
-    Returns ``(seq_logps [B], token_logps [B, L-1], outputs)``.
+    Returns ``(seq_logps [B], token_logps [B, L-1], outputs)``; ``outputs.logits`` holds the logits
+    of no position, or of the response positions only, unless the model needs the full path.
     """
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False,
-                output_hidden_states=output_hidden_states)
-    token_logps = response_logprobs(out.logits, batch.input_ids, batch.response_mask)
+    mask = batch.response_mask.bool()
+    targets = batch.input_ids[:, 1:]
+    inner, head, body = _head_and_body(model)
+    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False,
+          "output_hidden_states": output_hidden_states}
+    token_logps = torch.zeros(targets.shape, dtype=torch.float32, device=batch.input_ids.device)
+    if head is not None:
+        captured: list[torch.Tensor] = []
+        hook = body.register_forward_hook(lambda mod, args, out: captured.append(out[0]))
+        try:
+            # keep the logits of no position: the LM head runs below, on the response rows only
+            out = model(**kw, logits_to_keep=torch.zeros_like(batch.input_ids, dtype=torch.bool))
+        finally:
+            hook.remove()
+        hidden = captured[-1][:, :-1][mask]
+        token_logps = token_logps.masked_scatter(mask, head_logprobs(hidden, head, targets[mask]))
+    elif inner is not None:  # the model's own head, on the response positions only
+        keep = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+        keep[:, :-1] = mask
+        out = model(**kw, logits_to_keep=keep)
+        token_logps = token_logps.masked_scatter(mask, gather_logprobs(out.logits, targets[mask]))
+    else:
+        out = model(**kw)
+        token_logps = response_logprobs(out.logits, batch.input_ids, batch.response_mask)
     return token_logps.sum(-1), token_logps, out

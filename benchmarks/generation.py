@@ -1,0 +1,156 @@
+"""Generation, reference and reward passes: lolkit's code paths vs calling the model directly on the
+same batches (target for generation: throughput ≥ 0.95 of a direct `model.generate`), and each pass
+in tokens per second.
+
+Model: a Llama (hidden 256, 4 layers; `--model smollm2` for SmolLM2-135M-Instruct), CPU fp32, one
+torch thread. Timed in alternation, in one run (medians of per-round ratios):
+
+* eval     `lolkit.generation.generate` (tokenise, sort, left-pad, generate, decode) vs
+           `model.generate` on the already padded batch, 8 prompts, greedy, 16 new tokens, min_new_tokens=16 so
+           every call makes the same number of tokens
+* rollout  `lolkit.generation.sample_tokens` (online RL) vs `model.generate`, sampling, same seed
+* reference `lolkit.engine.reference.compute_reference` (sorted batches, sequence + token log-probs)
+           vs a bare no-grad `model(...)` forward over the same batches in dataset order
+* reward   an `hf_classifier` reward (a Llama sequence classifier of the same size) scoring the
+           responses via `Reward.score` vs a bare classifier forward over the same token batches
+
+Usage: python benchmarks/generation.py [--quick] [--model smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import WORDS, interleaved_runs, paired_ratio, set_threads, tiny_llama, verdict  # noqa: E402
+
+TARGET = 0.95
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="smollm2, or a model directory (default: a random Llama)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    rounds = args.rounds or (3 if args.quick else 7)
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from lolkit.data.tokenize import collate, encode_pair, encode_prompt
+    from lolkit.engine.reference import compute_reference
+    from lolkit.generation import GenerationConfig, generate, sample_tokens
+    from lolkit.models import ModelConfig, load_model
+    from lolkit.rewards import get_reward
+
+    tmp = Path(tempfile.mkdtemp(prefix="lolkit-gen-bench-"))
+    model_dir = args.model or str(tiny_llama(tmp, hidden=256, layers=4))
+    model, tok, _ = load_model(ModelConfig(name=model_dir), trainable=False)
+    rng = random.Random(0)
+    words = lambda a, b: " ".join(rng.choice(WORDS) for _ in range(rng.randint(a, b)))  # noqa: E731
+    n_prompts, new = 8, 16
+    prompts = [words(6, 30) + "?" for _ in range(n_prompts)]
+    responses = [words(5, 40) + "." for _ in range(32)]
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+
+    # the padded batch the direct call gets (what lolkit builds: sorted by length, left-padded)
+    enc = [encode_prompt(tok, p, 256) for p in prompts]
+    order = sorted(range(n_prompts), key=lambda i: -len(enc[i]))
+    width = max(len(e) for e in enc)
+    ids = torch.full((n_prompts, width), pad, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for row, i in enumerate(order):
+        ids[row, width - len(enc[i]):] = torch.tensor(enc[i])
+        attn[row, width - len(enc[i]):] = 1
+    gen_kw = {"max_new_tokens": new, "min_new_tokens": new, "pad_token_id": pad, "eos_token_id": eos, "use_cache": True}
+    model.generation_config.min_new_tokens = new  # lolkit's calls pick it up from the generation config
+
+    def direct_greedy():
+        model.generate(input_ids=ids, attention_mask=attn, do_sample=False, **gen_kw)
+
+    def lolkit_eval():
+        generate(model, tok, prompts, GenerationConfig(max_new_tokens=new, batch_size=n_prompts))
+
+    def direct_sample():
+        torch.manual_seed(0)
+        model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, **gen_kw)
+
+    def lolkit_rollout():
+        sample_tokens(model, [enc[i] for i in order], pad_id=pad, eos_id=eos, max_new_tokens=new, batch_size=n_prompts)
+
+    # reference pass: 32 (prompt, response) examples, micro-batches of 16
+    examples = [encode_pair(tok, prompts[i % n_prompts], r, 256, 64) for i, r in enumerate(responses)]
+    ref_tokens = sum(len(e) for e in examples)
+
+    def lolkit_reference():
+        compute_reference(model, examples, pad, 16, disable_adapter=False)
+
+    @torch.no_grad()
+    def bare_reference():
+        for s in range(0, len(examples), 16):
+            b = collate(examples[s : s + 16], range(16), pad)
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
+
+    # reward pass: a sequence classifier of the same shape, random weights
+    conf = LlamaConfig(**{k: getattr(model.config, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                                  "num_hidden_layers", "num_attention_heads",
+                                                                  "num_key_value_heads")},
+                       num_labels=1, pad_token_id=pad, eos_token_id=eos)
+    torch.manual_seed(0)
+    clf_dir = tmp / "classifier"
+    clf = LlamaForSequenceClassification(conf).eval()
+    clf.save_pretrained(clf_dir, safe_serialization=True)
+    tok.save_pretrained(clf_dir)
+    reward = get_reward({"components": {"rm": {"type": "hf_classifier", "model": str(clf_dir), "output": "sigmoid",
+                                               "batch_size": 16}}})
+    rprompts = [prompts[i % n_prompts] for i in range(len(responses))]
+    reward.score(rprompts, responses)  # load the classifier
+    clf_ids = [tok(r)["input_ids"] for r in responses]
+    reward_tokens = sum(len(x) for x in clf_ids)
+
+    def lolkit_reward():
+        reward.score(rprompts, responses)
+
+    @torch.no_grad()
+    def bare_reward():
+        for s in range(0, len(clf_ids), 16):
+            chunk = clf_ids[s : s + 16]
+            w = max(len(x) for x in chunk)
+            i = torch.tensor([x + [pad] * (w - len(x)) for x in chunk])
+            m = torch.tensor([[1] * len(x) + [0] * (w - len(x)) for x in chunk])
+            clf(input_ids=i, attention_mask=m)
+
+    runs = interleaved_runs({"direct_greedy": direct_greedy, "lolkit_eval": lolkit_eval, "direct_sample": direct_sample,
+                             "lolkit_rollout": lolkit_rollout, "bare_reference": bare_reference,
+                             "lolkit_reference": lolkit_reference, "bare_reward": bare_reward,
+                             "lolkit_reward": lolkit_reward}, rounds, warmup=1)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    gen_tokens = n_prompts * new
+    print(f"model {model_dir if args.model else 'Llama 256 x 4 (random)'}, vocab {model.config.vocab_size}, "
+          f"{torch.get_num_threads()} thread(s), CPU fp32; {rounds} interleaved rounds")
+    rows = [("eval generate (greedy)", "lolkit_eval", "direct_greedy", gen_tokens, "new tokens"),
+            ("rollout sample_tokens", "lolkit_rollout", "direct_sample", gen_tokens, "new tokens"),
+            ("reference pass", "lolkit_reference", "bare_reference", ref_tokens, "tokens"),
+            ("reward pass (classifier)", "lolkit_reward", "bare_reward", reward_tokens, "tokens")]
+    print(f"{'pass':<26} {'lolkit tok/s':>12} {'direct tok/s':>12} {'throughput ratio':>17}")
+    ok = True
+    for label, ours, theirs, n, unit in rows:
+        ratio = paired_ratio(runs[theirs], runs[ours])  # lolkit throughput / direct throughput
+        gate = ratio >= TARGET if "generate" in label or "sample" in label else None
+        ok &= gate is not False
+        tag = f"  (target >= {TARGET}) {verdict(gate)}" if gate is not None else ""
+        print(f"{label:<26} {n / med[ours]:>12.0f} {n / med[theirs]:>12.0f} {ratio:>17.3f}{tag}  [{unit}]")
+    print(f"generation throughput vs direct model.generate: {verdict(ok)}")
+
+
+if __name__ == "__main__":
+    main()
