@@ -147,7 +147,7 @@ class Driver:
         self.prompt_ids = [encode_prompt(self.tok, render_prompt(self.tok, r[0]), cfg.data.max_prompt_len)
                            for r in self.records]
         self.reward = make_reward(cfg.reward) if cfg.reward else None
-        self.provider = make_provider(cfg, self.reward) if self.algo in ("alt_lmu", "alt_lmc") else None
+        self.provider = make_provider(cfg, self.reward, quiet) if self.algo in ("alt_lmu", "alt_lmc") else None
         self.candidates = self._candidates() if self.algo == "selm" else None
         self.total_steps = self.f.iterations * self.f.steps
         self.optimizer = make_optimizer(cfg, self.policy)

@@ -128,18 +128,21 @@ def parse_critique(text: str, kind: str, categories: Sequence[str]) -> Feedback:
     if f and f.group(1).strip():
         body = f.group(1).strip()
     elif text.strip():
-        body = text.strip().splitlines()[0].strip()
+        body = _SCORE.sub("", text).strip().splitlines()[0].strip(" .:") if _SCORE.sub("", text).strip() else ""
     body = body[:200] or "no feedback."
     if score is None:
         return Feedback(body, 5.5, parsed=False)
     return Feedback(body, min(10.0, max(1.0, score)))
 
 
-LMU_PROMPT = ("You are a strict critic. Read the question and the answer, then write one sentence of feedback "
-              "about the answer and give it a score from 1 (worst) to 10 (best).\n\nQuestion: {prompt}\n"
-              "Answer: {response}\n\nReply exactly as: Feedback: <one sentence> Score: <1-10>")
+LMU_PROMPT = ("You are a strict critic. Read the question and the answer, give the answer a score from 1 (worst) "
+              "to 10 (best) and write one sentence of feedback about it.\n\nQuestion: {prompt}\n"
+              "Answer: {response}\n\nReply exactly as: Score: <1-10>. Feedback: <one sentence>")
 LMC_PROMPT = ("You are a strict critic. Read the question and the answer and classify the answer as one of: "
-              "{categories}.\n\nQuestion: {prompt}\nAnswer: {response}\n\nReply with the category word only.")
+              "{categories}.\n\nQuestion: {prompt}\nAnswer: {response}\n\nReply exactly as: Category: <one of "
+              "{categories}>")
+# The critic's reply is started for it, so that a small model answers in the form asked for.
+PREFILL = {"lmu": "Score:", "lmc": "Category:"}
 
 
 class ModelProvider:
@@ -148,8 +151,8 @@ class ModelProvider:
     name = "model"
 
     def __init__(self, kind: str, categories: Sequence[str], model_name: str, max_new_tokens: int,
-                 batch_size: int, max_prompt_len: int = 512):
-        self.kind, self.categories = kind, list(categories)
+                 batch_size: int, max_prompt_len: int = 512, quiet: bool = True):
+        self.kind, self.categories, self.quiet = kind, list(categories), quiet
         self.model_name, self.max_new_tokens = model_name, max_new_tokens
         self.batch_size, self.max_prompt_len = batch_size, max_prompt_len
         self._model = None
@@ -173,12 +176,15 @@ class ModelProvider:
         texts = []
         for p, r in zip(prompts, responses, strict=True):
             ask = template.format(prompt=p, response=r, categories=", ".join(self.categories))
-            texts.append(render_prompt(tok, [{"role": "user", "content": ask}]) if getattr(tok, "chat_template", None)
-                         else ask + "\n")
+            texts.append((render_prompt(tok, [{"role": "user", "content": ask}]) if getattr(tok, "chat_template", None)
+                          else ask + "\n") + PREFILL[self.kind])
         gcfg = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                 max_prompt_len=self.max_prompt_len)
-        outs = generate(model, tok, texts, gcfg)
-        return [parse_critique(o[0].text, self.kind, self.categories) for o in outs]
+        from ..progress import CountProgress
+
+        with CountProgress("critic", len(texts), disable=self.quiet) as bar:
+            outs = generate(model, tok, texts, gcfg, progress=bar.advance)
+        return [parse_critique(PREFILL[self.kind] + o[0].text, self.kind, self.categories) for o in outs]
 
 
 class FileProvider:
@@ -224,12 +230,13 @@ class FileProvider:
         return [self.table[(p, r)] for p, r in zip(prompts, responses, strict=True)]
 
 
-def make_provider(cfg, reward):
+def make_provider(cfg, reward, quiet: bool = True):
     """The LMU / LMC provider of ``cfg.feedback``."""
     f = cfg.feedback
     kind = "lmu" if cfg.algo.name == "alt_lmu" else "lmc"
     if f.provider == "rule":
         return RuleProvider(kind, f.categories, None if reward is None else reward.max_value)
     if f.provider == "model":
-        return ModelProvider(kind, f.categories, f.critic_model, f.critic_max_new_tokens, cfg.eval.batch_size)
+        return ModelProvider(kind, f.categories, f.critic_model, f.critic_max_new_tokens, cfg.eval.batch_size,
+                             quiet=quiet)
     return FileProvider(kind, f.categories, f.file)
