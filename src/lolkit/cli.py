@@ -17,6 +17,8 @@ app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, ric
                   help="Fine-tune language models with rewards: offline RL (A-LoL family), preferences, online RL.")
 preprocess_app = typer.Typer(no_args_is_help=True, help="Turn raw data into records in lolkit's data contract.")
 app.add_typer(preprocess_app, name="preprocess")
+cola_app = typer.Typer(no_args_is_help=True, help="Latent-action control (CoLA) over a frozen causal LM (docs/cola.md).")
+app.add_typer(cola_app, name="cola")
 
 _state = {"debug": False}
 
@@ -127,7 +129,14 @@ def eval_(
     quiet: Quiet = False,
 ) -> None:
     """Generate for every test prompt, score the answers, compute the metrics (docs/evaluation.md), write
-    generations.jsonl and summary.json. Resumable: a re-run after an interruption reuses the finished batches."""
+    generations.jsonl and summary.json. Resumable: a re-run after an interruption reuses the finished batches.
+    On a CoLA run directory (docs/cola.md): latent-action sampling against token sampling from the base,
+    with quality-diversity (--num-samples M, default 4 there; `--set eval.max_prompts=N`)."""
+    from .cola.run import is_cola_run
+
+    if is_cola_run(model):
+        return _eval_cola(model, data, reward, output_dir, checkpoint, num_samples, max_new_tokens, temperature,
+                          overwrite, sets, quiet)
     from .config import parse_overrides
     from .evaluate import EvalOptions, evaluate
 
@@ -151,6 +160,28 @@ def _print_summary(summary: dict) -> None:
         if isinstance(v, (int, float)):
             t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     _console().print(t)
+
+
+def _eval_cola(run, data, reward, output_dir, checkpoint, num_samples, max_new_tokens, temperature, overwrite, sets,
+               quiet) -> None:
+    from rich.table import Table
+
+    from .cola.evaluate import ColaEvalOptions, comparison_rows, evaluate_cola
+    from .config import parse_overrides
+
+    ev = parse_overrides(sets or []).get("eval", {})
+    opts = ColaEvalOptions(run, output_dir, data, reward, checkpoint, num_samples if num_samples > 1 else 4,
+                           ev.get("max_prompts"), max_new_tokens or 32, temperature, int(ev.get("seed", 0)), overwrite)
+    summary = evaluate_cola(opts, quiet=quiet)
+    g = summary["generation"]
+    t = Table(title=f"CoLA: latent-action ({summary['run']['policy']} policy) vs token sampling, "
+                    f"N={g['num_prompts']} prompts x M={g['num_samples']} samples")
+    for c, j in (("metric", "left"), ("latent actions", "right"), ("token sampling (base)", "right")):
+        t.add_column(c, justify=j)
+    for row in comparison_rows(summary):
+        t.add_row(*row)
+    _console().print(t)
+    _console().print(f"wrote {opts.output_dir or run + '/eval'}/summary.json and generations.jsonl")
 
 
 @preprocess_app.command("builtin")
@@ -468,6 +499,113 @@ def tiny_model(
     path = create_tiny_model(output_dir, hidden_size=hidden_size, layers=layers, heads=heads,
                              vocab_size=vocab_size, seed=seed)
     _console().print(f"wrote {path}")
+
+
+# --- latent-action control (src/lolkit/cola; docs/cola.md) -----------------------------------------------
+ColaRun = Annotated[str, typer.Option("--run", help="CoLA run directory (made by `lolkit cola world`).")]
+Overwrite = Annotated[bool, typer.Option(help="Replace this stage's existing output.")]
+
+
+@cola_app.command("world")
+def cola_world(
+    output_dir: Annotated[str, typer.Option(help="CoLA run directory.")],
+    model: Annotated[str, typer.Option(help="Frozen base model: directory, short name (tiny, smollm2) or hub id.")] = "tiny",
+    data: Annotated[str, typer.Option(help="Corpus: builtin:TASK (its training records), records JSONL, {\"text\"} JSONL or .txt.")] = "builtin:colours",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    entropy_weight: Annotated[float, typer.Option(help="λ of the code-book usage entropy term.")] = 0.1,
+    tau: Annotated[float, typer.Option(help="Gumbel-softmax temperature.")] = 1.0,
+    num_actions: Annotated[int, typer.Option(help="K, the number of latent actions.")] = 64,
+    width: Annotated[int, typer.Option(help="Width of the IDM's and the policy's causal blocks.")] = 128,
+    layers: Annotated[int, typer.Option(help="Causal blocks of the IDM and of the policy.")] = 2,
+    max_len: Annotated[int, typer.Option(help="Tokens kept per corpus sequence.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Stage 0: cache the frozen base's hidden states of the corpus, train the inverse-dynamics model and the
+    world model (next-token NLL through the frozen LM head + the code-book entropy term)."""
+    from .cola.train import WorldOptions, train_world
+
+    s = train_world(WorldOptions(output_dir, model, data, steps, batch_size, lr, entropy_weight, tau, max_len, seed,
+                                 overwrite, {"num_actions": num_actions, "width": width, "idm_layers": layers,
+                                             "policy_layers": layers}),
+                    quiet=quiet, log=lambda m: _console().print(f"[dim]{m}[/dim]"))
+    _console().print(f"[green]done[/green]: {output_dir}/world (world-model NLL {s['world_nll_initial']:.4f} → "
+                     f"{s['world_nll_final']:.4f}, code-book perplexity {s['codebook_perplexity']:.2f} of "
+                     f"{s['num_actions']}, {s['actions_used']} actions used, {s['train_seconds']:.0f} s)")
+
+
+@cola_app.command("bc")
+def cola_bc(
+    run: ColaRun,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Stage 1: behaviour-clone the latent policy on the IDM's actions over the run's corpus."""
+    from .cola.train import BCOptions, train_bc
+
+    s = train_bc(BCOptions(run, steps, batch_size, lr, seed, overwrite), quiet=quiet,
+                 log=lambda m: _console().print(f"[dim]{m}[/dim]"))
+    _console().print(f"[green]done[/green]: {run}/policy_bc (cross-entropy {s['bc_loss_initial']:.4f} → "
+                     f"{s['bc_loss_final']:.4f}, accuracy {s['bc_accuracy']:.3f}, {s['train_seconds']:.0f} s)")
+
+
+@cola_app.command("rl")
+def cola_rl(
+    run: ColaRun,
+    reward: Annotated[str | None, typer.Option(help="Any lolkit reward (default: the corpus's built-in task).")] = None,
+    data: Annotated[str | None, typer.Option(help="Prompts (JSONL; default: the built-in task's train split).")] = None,
+    steps: Annotated[int, typer.Option(help="Iterations (rollout + update).")] = 30,
+    prompts_per_step: Annotated[int, typer.Option(help="N prompts per rollout.")] = 8,
+    samples_per_prompt: Annotated[int, typer.Option(help="M samples per prompt (the baseline's group).")] = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over each rollout.")] = 2,
+    minibatch_size: Annotated[int, typer.Option(help="Samples per update.")] = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
+    clip: Annotated[float, typer.Option(help="PPO ratio clip ε.")] = 0.2,
+    kl_beta: Annotated[float, typer.Option(help="β of the KL penalty to the behaviour-cloned policy.")] = 0.05,
+    kl_target: Annotated[float | None, typer.Option(help="Adapt β towards this KL (default: fixed β).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Maximum response length.")] = 16,
+    eval_prompts: Annotated[int, typer.Option(help="Prompts of the before/after reward measurement.")] = 32,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Latent-action RL: PPO with a group baseline and a KL penalty to the BC policy; only the policy learns."""
+    from .cola.rl import RLOptions, train_rl
+
+    s = train_rl(RLOptions(run, reward, data, None, steps, prompts_per_step, samples_per_prompt, epochs, minibatch_size,
+                           lr, clip, kl_beta, kl_target, max_new_tokens, 1.0, eval_prompts, 2, seed, overwrite),
+                 quiet=quiet)
+    _console().print(f"[green]done[/green]: {run}/policy_rl (reward {s['reward_before']:.4f} → {s['reward_after']:.4f} "
+                     f"on {s['eval_prompts']} prompts, KL to BC {s['final_kl']:.4f}, {s['train_seconds']:.0f} s)")
+
+
+@cola_app.command("generate")
+def cola_generate(
+    run: ColaRun,
+    output: Annotated[str, typer.Option(help="Response records (JSONL) with meta.actions.")],
+    data: Annotated[str | None, typer.Option(help="Prompts (JSONL; default: the built-in task's test split).")] = None,
+    policy: Annotated[str | None, typer.Option(help="bc | rl (default: rl when trained, else bc).")] = None,
+    num_samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Maximum response length.")] = 32,
+    action_temperature: Annotated[float, typer.Option(help="Temperature of the action sampling (0: argmax).")] = 1.0,
+    token_temperature: Annotated[float, typer.Option(help="Temperature of the token given the action (0: greedy).")] = 0.0,
+    return_actions: Annotated[bool, typer.Option(help="Write the action sequence to meta.actions.")] = True,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Sample an action from the policy, decode the token from the world model, repeat."""
+    from .cola.generate import generate_file as run_generate
+
+    info = run_generate(run, data, output, policy=policy, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                        action_temperature=action_temperature, token_temperature=token_temperature, seed=seed,
+                        return_actions=return_actions)
+    _console().print(f"wrote {output}: {info['responses']} responses for {info['prompts']} prompts ({info['policy']} policy)")
 
 
 def main() -> None:
