@@ -4,11 +4,15 @@ timing, and PASS/FAIL lines."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of datasets / TRL / GGUF conversion: not the tables
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 WORDS = ("the a reward model policy answer question colour banana red green blue value token step "
          "language learning offline advantage reference sample data batch gradient loss").split()

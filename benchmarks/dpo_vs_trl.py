@@ -6,7 +6,8 @@ number of steps, from the same initial weights. Reported: the median optimizer-s
 TRL is run as configured by default (reference log-probs computed in every step) and with
 `precompute_ref_log_probs=True` (lolkit always caches them).
 
-Usage: python benchmarks/dpo_vs_trl.py [--steps 12]
+Runs with one torch thread (see benchmarks/common.py: on the shared 2-core machine two threads per
+process make timings swing). Usage: python benchmarks/dpo_vs_trl.py [--quick] [--steps 12]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS  # noqa: E402
+from benchmarks.common import WORDS, set_threads, verdict  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -87,7 +88,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of (lolkit, TRL, TRL precomputed) runs")
+    ap.add_argument("--quick", action="store_true", help="one round of 8 steps")
     args = ap.parse_args()
+    set_threads(args.threads)
+    if args.quick:
+        args.steps, args.repeats = min(args.steps, 8), 1
+
+    import torch
 
     from lolkit.models import quiet_transformers
     from lolkit.tiny import create_tiny_model
@@ -99,14 +108,21 @@ def main() -> None:
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    med = lambda t: statistics.median(t[2:])  # noqa: E731
-    lk_times, lk_loss = run_lolkit(model_dir, data, args.steps, args.batch_size, args.lr, tmp / "lolkit")
-    trl_times, trl_loss = run_trl(model_dir, rows, args.steps, args.batch_size, args.lr, tmp / "trl", False)
-    pre_times, pre_loss = run_trl(model_dir, rows, args.steps, args.batch_size, args.lr, tmp / "trl-pre", True)
-    print(f"model: Llama hidden 256 x 4 layers; {len(rows)} pairs, batch {args.batch_size}, {args.steps} steps, CPU fp32")
+    med = statistics.median
+    lk_times, trl_times, pre_times = [], [], []
+    for r in range(args.repeats):  # the three runs alternate, so a change of load hits them alike
+        t, lk_loss = run_lolkit(model_dir, data, args.steps, args.batch_size, args.lr, tmp / f"lolkit{r}")
+        lk_times += t[2:]
+        t, trl_loss = run_trl(model_dir, rows, args.steps, args.batch_size, args.lr, tmp / f"trl{r}", False)
+        trl_times += t[2:]
+        t, pre_loss = run_trl(model_dir, rows, args.steps, args.batch_size, args.lr, tmp / f"trl-pre{r}", True)
+        pre_times += t[2:]
+    print(f"model: Llama hidden 256 x 4 layers; {len(rows)} pairs, batch {args.batch_size}, {args.steps} steps x {args.repeats} "
+          f"rounds (first 2 steps of each run excluded), CPU fp32, {torch.get_num_threads()} thread(s)")
     print(f"median step: lolkit {med(lk_times) * 1e3:.0f} ms | TRL {med(trl_times) * 1e3:.0f} ms | "
           f"TRL precomputed reference {med(pre_times) * 1e3:.0f} ms")
-    print(f"speed-up lolkit vs TRL = {med(trl_times) / med(lk_times):.2f}x  (target >= 1.3)")
+    speedup = med(trl_times) / med(lk_times)
+    print(f"speed-up lolkit vs TRL = {speedup:.2f}x  (target >= 1.3) {verdict(speedup >= 1.3)}")
     print(f"speed-up lolkit vs TRL with precomputed reference = {med(pre_times) / med(lk_times):.2f}x")
     print(f"final loss: lolkit {lk_loss:.4f} | TRL {trl_loss:.4f} | TRL precomputed {pre_loss:.4f}")
 

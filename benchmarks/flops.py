@@ -88,7 +88,8 @@ def measure(model_dir: Path, tmp: Path, *, batch: int, rounds: int, prompt_words
 def report(name: str, r: dict) -> None:
     print(f"\n{name}: {r['params'] / 1e6:.1f}M parameters, vocab {r['vocab']}, batch {r['shape'][0]} x {r['shape'][1]} "
           f"tokens ({r['response_tokens']} response tokens); matmul {r['peak'] / 1e9:.1f} GFLOP/s")
-    print(f"{'step':<8} {'GFLOP/step':>10} {'median ms':>10} {'GFLOP/s':>8} {'fraction of matmul':>19}")
+    print(f"{'step':<8} {'GFLOP/step':>10} {'median ms':>10} {'GFLOP/s':>8} {'fraction of matmul':>19}"
+          "  (fraction: median over rounds of step FLOP/s / matmul FLOP/s of the same round)")
     for k in ("bare", "lolkit"):
         f, t = r["flops"][k], r["time"][k]
         print(f"{k:<8} {f / 1e9:>10.2f} {t * 1e3:>10.0f} {f / t / 1e9:>8.1f} {r['frac'][k]:>19.3f}")

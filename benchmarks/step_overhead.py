@@ -1,7 +1,7 @@
 """Step overhead of every offline algorithm's training step over a bare forward + backward
 (target ≤ 1.10), and A-LoL against a re-run of the published step that recomputes the reference.
 
-On a 5.6M-parameter Llama (hidden 256, 4 layers) (CPU, fp32) and one batch of 8 units (examples; pairs for dpo, rankings of
+On a 4.5M-parameter Llama (hidden 256, 4 layers) (CPU, fp32) and one batch of 8 units (examples; pairs for dpo, rankings of
 3 for pro) of ~78 tokens, each algorithm's step is timed in alternation with a bare step on exactly
 the same rows, in one run:
 

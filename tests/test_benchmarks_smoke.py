@@ -1,0 +1,52 @@
+"""The benchmarks' core at toy sizes (seconds), and the chunked LM-head log-prob path they measure."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def test_padding_benchmark_core():
+    from benchmarks.padding import measure
+
+    r = measure(2000, 16, 8)
+    assert r["grouped"] < 0.05 < r["random"] and r["token_ratio"] > 1.5
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+def test_head_logprobs_chunked_matches_full_log_softmax(chunk_rows):
+    from lolkit.logprobs import head_logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    hidden = torch.randn(11, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (11,))
+    weights = torch.randn(11)
+    full = torch.log_softmax(head(hidden), -1).gather(-1, targets[:, None]).squeeze(-1)
+    grads = torch.autograd.grad((full * weights).sum(), [hidden, head.weight, head.bias])
+    ours = head_logprobs(hidden, head, targets, chunk_rows=chunk_rows)
+    mine = torch.autograd.grad((ours * weights).sum(), [hidden, head.weight, head.bias])
+    torch.testing.assert_close(ours, full)
+    for a, b in zip(mine, grads, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(head_logprobs(hidden, head, targets, chunk_rows=chunk_rows), full)
+
+
+def test_forward_logprobs_never_builds_full_logits(tiny_model):
+    from lolkit.data.tokenize import Encoded, collate
+    from lolkit.logprobs import forward_logprobs, response_logprobs
+    from lolkit.models import ModelConfig, load_model
+
+    model, tok, _ = load_model(ModelConfig(name=tiny_model), trainable=True)
+    items = [Encoded((5, 6, 7), (8, 9, 10, 11), False), Encoded((5,), (12, 13), False)]
+    b = collate(items, [0, 1], tok.pad_token_id)
+    seq, tokens, out = forward_logprobs(model, b)
+    assert out.logits.shape[0] == 0  # the LM head ran on the response rows only, outside the model
+    full = response_logprobs(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.input_ids,
+                             b.response_mask)
+    torch.testing.assert_close(tokens, full)
+    torch.testing.assert_close(seq, full.sum(-1))
