@@ -190,22 +190,20 @@ class Driver:
         room = max(1, self.cfg.data.max_prompt_len - len(prefix) - len(head))
         return head + prefix + body[-room:]
 
-    def condition_of(self, e: P.Entry):
-        """What entry ``e`` is trained under: its bin's token / word, its text (LMU), its category (LMC)."""
+    def bin_condition(self, b: int):
+        """The condition of bin ``b``: Quark's token id, ALT-RM's word, ALT-LMC's category."""
         if self.algo == "quark":
-            return self.control[e.bin]
-        if self.algo == "alt_rm":
-            return self.f.words[e.bin]
-        if self.algo == "alt_lmc":
-            return self.f.categories[e.bin]
-        return e.feedback
+            return self.control[b]
+        return self.f.words[b] if self.algo == "alt_rm" else self.f.categories[b]
+
+    def condition_of(self, e: P.Entry):
+        """What entry ``e`` is trained under: its bin's condition, or its own feedback text (LMU)."""
+        return e.feedback if self.algo == "alt_lmu" else self.bin_condition(e.bin)
 
     def best_condition(self):
         if not self.pool:  # iteration 1: the unconditioned policy
             return None
-        if self.algo == "alt_lmu":
-            return P.best_feedback(self.pool)
-        return self.condition_of(P.Entry(0, 0, 0, "", [], True, 0.0, 0.0, bin=0))
+        return P.best_feedback(self.pool) if self.algo == "alt_lmu" else self.bin_condition(0)
 
     def condition_label(self, cond) -> str | None:
         return self.tok.convert_ids_to_tokens(cond) if isinstance(cond, int) else cond

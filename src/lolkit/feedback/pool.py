@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -31,7 +31,6 @@ class Entry:
     category: int | None = None  # LMC: index into the categories (0 = best)
     parsed: bool = True  # the provider's answer could be read (critic model); False: fallback used
     bin: int = 0  # quantile (or category) bin, 0 = best; reassigned whenever the pool changes
-    meta: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
