@@ -226,11 +226,15 @@ def test_eval_prints_the_quality_diversity_comparison(cola_run, cli):
 # --------------------------------------------------------------------------------------------------
 # determinism, atomic stages, user errors
 # --------------------------------------------------------------------------------------------------
-def test_same_seed_same_modules(tmp_path, tiny_model):
-    from lolkit.cola.train import WorldOptions, train_world
+def test_same_seed_same_modules_and_a_replaced_stage_drops_later_ones(tmp_path, tiny_model):
+    from lolkit.cola.train import BCOptions, WorldOptions, train_bc, train_world
 
     for name in ("a", "b"):
         train_world(WorldOptions(output_dir=str(tmp_path / name), steps=3), quiet=True)
+    train_bc(BCOptions(run=str(tmp_path / "a"), steps=1), quiet=True)
+    assert (tmp_path / "a" / "policy_bc" / "policy.safetensors").is_file()
+    train_world(WorldOptions(output_dir=str(tmp_path / "a"), steps=3, overwrite=True), quiet=True)
+    assert not (tmp_path / "a" / "policy_bc").exists()  # a policy over the old IDM's actions is stale
     for f in ("idm.safetensors", "world_model.safetensors"):
         assert (tmp_path / "a" / "world" / f).read_bytes() == (tmp_path / "b" / "world" / f).read_bytes()
 

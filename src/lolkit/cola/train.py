@@ -152,6 +152,17 @@ def _refuse_existing(dest: Path, overwrite: bool) -> None:
         raise LolkitError(f"{dest}: exists; pass --overwrite to replace it")
 
 
+def _drop_downstream(run: Path, names: tuple[str, ...], log=None) -> None:
+    """A replaced stage makes the later ones stale (a policy over another IDM's actions): remove them."""
+    import shutil
+
+    for name in names:
+        if (run / name).exists():
+            shutil.rmtree(run / name)
+            if log:
+                log(f"removed {run / name}: it was built on the replaced stage")
+
+
 # --------------------------------------------------------------------------------------------------
 # stage 0
 # --------------------------------------------------------------------------------------------------
@@ -213,6 +224,7 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                "sequences": len(seqs), "transitions": int(counts.sum()), "cache_seconds": t_cache,
                "train_seconds": t_train, "steps": opts.steps}
     _write_stage(run / "world", {"idm": idm, "world_model": world}, rows, summary)
+    _drop_downstream(run, ("policy_bc", "policy_rl", "eval"), log)
     write_json(run / "cola.json", {"format": RUN_FORMAT, "model": opts.model, "data": opts.data, "max_len": opts.max_len,
                                    "config": cfg.to_json(), "world": {k: v for k, v in opts.__dict__.items()
                                                                       if k not in ("sizes", "overwrite")}})
@@ -268,4 +280,5 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
     summary = {"bc_loss_initial": rows[0]["loss"], "bc_loss_final": ce / n, "bc_accuracy": correct / n,
                "train_seconds": time.perf_counter() - t1, "steps": opts.steps}
     _write_stage(dest, {"policy": policy}, rows, summary)
+    _drop_downstream(Path(opts.run), ("policy_rl", "eval"), log)
     return summary
