@@ -113,7 +113,8 @@ def estimate_advantages(*, source: str, model, tokenizer, data, rewards: list[fl
         per_prompt = predict_values(head, train_feats)
         values = per_prompt[torch.tensor(groups)]
         info.update({"val_prompts": len(targets), "reference_val_reward": statistics.fmean(targets),
-                     "best_epoch": hist["best_epoch"], "val_mse": hist["val_mse"], "train_mse": hist["train_mse"]})
+                     "best_epoch": hist["best_epoch"], "initial_val_mse": hist.get("initial_val_mse"),
+                     "val_mse": hist["val_mse"], "train_mse": hist["train_mse"]})
     elif source == "data":
         feats = prompt_features(model, tokenizer, unique, mpl, disable_adapter=disable_adapter)
         k = min(algo_cfg.value_folds, len(unique))

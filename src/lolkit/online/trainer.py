@@ -157,10 +157,17 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     from ..data.tokenize import encode_prompt, render_prompt
+    from ..evaluate import score_prompts
     from ..generation import sample_tokens
     from ..progress import TrainProgress
-    from ..evaluate import score_prompts
-    from ..train import _append_metrics, _save_best, _truncate_metrics, make_optimizer, make_scheduler, prepare_run_dir
+    from ..train import (
+        _append_metrics,
+        _save_best,
+        _truncate_metrics,
+        make_optimizer,
+        make_scheduler,
+        prepare_run_dir,
+    )
     from .nlpo import MaskPolicy
 
     cfg = resolve_online_config(cfg)
