@@ -1,8 +1,10 @@
 """Scaling: time of the reference pass and of one training epoch for 1×, 4× and 16× the data
 (target: linear within 10%).
 
-Two figures per size, relative to 1×: time per example (the gate: within ±10%) and, for
-information, time per token processed (padding included).
+Two figures per size, relative to 1×: time per example and, for information, time per token
+processed (padding included). The gate is that the time per example at 4× and 16× is at most 10%
+above 1×: cost grows no faster than linearly. It may fall below 1× by more than 10% in a short or
+noisy run: a larger set pads less, and a 1× epoch of two steps carries the fixed cost of a call.
 
 A Llama (hidden 128, 4 layers), CPU fp32, one torch thread. The base set is 16 response records of
 varied length (prompts of 8–12 words, responses of 16–24: a narrow spread, so that padding — which
@@ -139,12 +141,12 @@ def main() -> None:
             used = sum(len(e.encoded) for e in setups[k][1].examples)
             per_tok = m * BASE * k / tokens
             rel, rel_tok = m / base, per_tok / base_tok
-            good = abs(rel - 1) <= TOLERANCE
+            good = rel <= 1 + TOLERANCE
             ok &= good
             print(f"{name:<10} {k:>4}x {BASE * k:>8} {m * BASE * k:>8.2f} {m * 1e3:>11.1f} {rel:>7.3f} "
                   f"{1 - min(used, tokens) / tokens:>6.1%} {per_tok * 1e6:>9.1f} {rel_tok:>7.3f}"
                   + ("" if k == 1 else f"  {verdict(good)}"))
-    print(f"linear within {TOLERANCE:.0%} (time per example at 4x and 16x within ±{TOLERANCE:.0%} of 1x): "
+    print(f"linear within {TOLERANCE:.0%} (time per example at 4x and 16x at most {1 + TOLERANCE:.2f} x 1x): "
           f"{verdict(ok)}")
 
 

@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
     args = ap.parse_args()
     set_threads(args.threads)
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (4 if args.quick else 7)
     res = measure(args.algo or names(), rounds, args.batch_size)
     worst = max(res, key=lambda k: res[k]["ratio"])
     print(f"\nratio lolkit step / bare fwd+bwd: worst {worst} {res[worst]['ratio']:.3f}, "
