@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     set_threads(args.threads)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (4 if args.quick else 9)
 
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
