@@ -111,6 +111,17 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+def scratch(prefix: str) -> Path:
+    """A temporary directory removed when the process exits (forked children leave with os._exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 

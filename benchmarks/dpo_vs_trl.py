@@ -18,12 +18,11 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, set_threads, verdict  # noqa: E402
+from benchmarks.common import WORDS, scratch, set_threads, verdict  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -102,7 +101,7 @@ def main() -> None:
     from lolkit.tiny import create_tiny_model
 
     quiet_transformers()
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-dpo-bench-"))
+    tmp = scratch("lolkit-dpo-bench-")
     model_dir = create_tiny_model(tmp / "model", hidden_size=256, layers=4, heads=8, vocab_size=2048)
     rows = pairs(96)
     data = tmp / "pairs.jsonl"

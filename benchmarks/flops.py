@@ -22,13 +22,12 @@ import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import interleaved_runs, set_threads, setup_algo, tiny_llama  # noqa: E402
+from benchmarks.common import interleaved_runs, scratch, set_threads, setup_algo, tiny_llama  # noqa: E402
 
 
 def count_flops(fn) -> int:
@@ -109,7 +108,7 @@ def main() -> None:
     from lolkit.models import quiet_transformers, smollm2_path
 
     quiet_transformers()
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-flops-"))
+    tmp = scratch("lolkit-flops-")
     print(f"CPU fp32, {threads} torch thread(s); {rounds} interleaved rounds of (matmul, bare, lolkit)")
     small = measure(tiny_llama(tmp, hidden=256, layers=8), tmp / "small", batch=8, rounds=rounds,
                     prompt_words=12, response_words=12)

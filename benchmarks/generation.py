@@ -23,13 +23,12 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, interleaved_runs, paired_ratio, set_threads, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import WORDS, interleaved_runs, paired_ratio, scratch, set_threads, tiny_llama, verdict  # noqa: E402
 
 TARGET = 0.95
 
@@ -52,7 +51,7 @@ def main() -> None:
     from lolkit.models import ModelConfig, load_model
     from lolkit.rewards import get_reward
 
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-gen-bench-"))
+    tmp = scratch("lolkit-gen-bench-")
     model_dir = args.model or str(tiny_llama(tmp, hidden=256, layers=4))
     model, tok, _ = load_model(ModelConfig(name=model_dir), trainable=False)
     rng = random.Random(0)

@@ -30,11 +30,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import verdict  # noqa: E402
+from benchmarks.common import scratch, verdict  # noqa: E402
 
 TARGET = 2.0
 VARIANTS = ("full", "chunked-ls", "lolkit")
@@ -128,7 +127,7 @@ def main() -> None:
     quiet_transformers()
 
     batch, prompt = (1 if args.quick else 2), 128
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-mem-"))
+    tmp = scratch("lolkit-mem-")
     model_dir = build_model(tmp / "model", args.vocab, 256, 2)
     print(f"Llama 2 x 256, vocabulary {args.vocab}; batch {batch} x {args.length} tokens ({prompt} prompt, "
           f"{args.length - prompt} response); logits would be {batch * args.length * args.vocab * 4 / 2**20:.0f} MiB fp32")

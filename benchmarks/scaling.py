@@ -30,14 +30,13 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, set_threads, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import WORDS, scratch, set_threads, tiny_llama, verdict  # noqa: E402
 
 TOLERANCE = 0.10
 BASE = 16
@@ -75,7 +74,7 @@ def main() -> None:
     from lolkit.train import StepPlan, accumulate_gradients, resolve_config
 
     quiet_transformers()
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-scaling-"))
+    tmp = scratch("lolkit-scaling-")
     model_dir = tiny_llama(tmp, hidden=128, layers=4, heads=4)
     model, tok, _ = load_model(ModelConfig(name=str(model_dir)), trainable=True)
     algo = get_algorithm("a_lol")

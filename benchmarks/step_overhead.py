@@ -22,13 +22,20 @@ import contextlib
 import copy
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import interleaved_runs, paired_ratio, set_threads, setup_algo, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    interleaved_runs,
+    paired_ratio,
+    scratch,
+    set_threads,
+    setup_algo,
+    tiny_llama,
+    verdict,
+)
 
 TARGET = 1.10
 
@@ -56,7 +63,7 @@ def measure(algos: list[str], rounds: int, batch_size: int, warmup: int = 1, log
     from lolkit.train import accumulate_gradients
 
     torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp(prefix="lolkit-bench-"))
+    tmp = scratch("lolkit-bench-")
     model_dir = tiny_llama(tmp, layers=4)
     model, tok, _ = load_model(ModelConfig(name=str(model_dir)), trainable=True)
     total, _ = count_parameters(model)
