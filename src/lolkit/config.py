@@ -271,3 +271,20 @@ def build(cls: type, *layers: dict, source: str = "") -> Any:
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+SCHEDULERS = ("cosine", "linear", "constant")
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+
+def check_settings(cfg: TrainConfig, checks: list[tuple[bool, str]] = ()) -> None:
+    """Raise the first failed ``(ok, message)`` check: the batch / optimizer / scheduler settings every
+    training loop shares first, then the loop's own ``checks``."""
+    shared = [
+        (cfg.batch_size >= 1 and cfg.micro_batch_size >= 1, "batch_size and micro_batch_size must be at least 1"),
+        (cfg.optim.scheduler in SCHEDULERS, f"unknown scheduler {cfg.optim.scheduler!r} ({', '.join(SCHEDULERS)})"),
+        (cfg.optim.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optim.optimizer!r} ({', '.join(OPTIMIZERS)})"),
+    ]
+    for ok, message in [*shared, *checks]:
+        if not ok:
+            raise LolkitError(message)

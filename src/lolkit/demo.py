@@ -68,8 +68,10 @@ def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[
         counts.update(_preference_files(out / "data"))
         log(f"preprocess: built-in colours task → {out / 'data'} ({counts})")
     for seed in seeds:
-        needed = ("nll",) if any(a in STARTS_FROM_NLL for a in algos) and "nll" not in algos else ()
-        for algo in needed + tuple(algos):
+        # nll first: the other algorithms start from its model
+        order = (("nll",) + tuple(a for a in algos if a != "nll")) if any(a in STARTS_FROM_NLL for a in algos) \
+            else tuple(algos)
+        for algo in order:
             cfg = demo_config(out, algo, seed, model, max_steps)
             run = Path(cfg.output_dir)
             if (run / "eval" / "summary.json").exists():

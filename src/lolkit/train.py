@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .algorithms import Algorithm, get_algorithm
-from .config import TrainConfig, dump_yaml, load_yaml, to_dict
+from .config import TrainConfig, check_settings, dump_yaml, load_yaml, to_dict
 from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, group_by_length, micro_batches
 from .errors import LolkitError
@@ -47,12 +47,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     for key in ("max_prompt_len", "max_response_len"):
         if getattr(cfg.data, key) < 1:
             raise LolkitError(f"data.{key} must be at least 1, got {getattr(cfg.data, key)}")
-    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
-        raise LolkitError("batch_size and micro_batch_size must be at least 1")
-    if cfg.optim.scheduler not in ("cosine", "linear", "constant"):
-        raise LolkitError(f"unknown scheduler {cfg.optim.scheduler!r} (cosine, linear, constant)")
-    if cfg.optim.optimizer not in ("adamw", "adamw8bit"):
-        raise LolkitError(f"unknown optimizer {cfg.optim.optimizer!r} (adamw, adamw8bit)")
+    check_settings(cfg)
     if cfg.algo.value_source == "auto":
         cfg.algo.value_source = "reference" if cfg.reward else "data"
     from .engine.sampling import STRATEGIES

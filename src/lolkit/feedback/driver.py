@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig
+from ..config import TrainConfig, check_settings
 from ..errors import LolkitError
 from ..io import child_path, read_jsonl, write_json, write_jsonl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
@@ -67,7 +67,6 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
         data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
         cfg.output_dir = str(child_path("runs", f"{algo}-{data}-seed{cfg.seed}", f"data.task {cfg.data.task!r}").as_posix())
     checks = [
-        (cfg.batch_size >= 1 and cfg.micro_batch_size >= 1, "batch_size and micro_batch_size must be at least 1"),
         (f.iterations >= 1 and f.steps >= 1, "feedback.iterations and feedback.steps must be at least 1"),
         (f.samples_per_prompt >= 1, "feedback.samples_per_prompt must be at least 1"),
         (f.prompts_per_iteration >= 0, "feedback.prompts_per_iteration must be >= 0 (0: all prompts)"),
@@ -89,12 +88,8 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
         (not (algo == "quark" and (cfg.model.lora or cfg.model.qlora)),
          "quark adds control tokens to the vocabulary, whose embeddings must train: use full fine-tuning, or alt_rm "
          "(the quantiles as words) with --lora"),
-        (cfg.optim.scheduler in ("cosine", "linear", "constant"), f"unknown scheduler {cfg.optim.scheduler!r}"),
-        (cfg.optim.optimizer in ("adamw", "adamw8bit"), f"unknown optimizer {cfg.optim.optimizer!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise LolkitError(message)
+    check_settings(cfg, checks)
     return cfg
 
 

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig
+from ..config import TrainConfig, check_settings
 from ..errors import LolkitError
-from ..io import atomic_path, dumps, read_json, write_json
+from ..io import atomic_path, child_path, dumps, read_json, write_json
 from ..models import count_parameters, is_peft, load_model
 from .core import (
     AdaptiveKLController,
@@ -72,9 +72,9 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
         cfg.reward = cfg.data.task
     if cfg.output_dir is None:
         data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
-        cfg.output_dir = f"runs/{cfg.algo.name}-{data}-seed{cfg.seed}"
+        cfg.output_dir = str(child_path("runs", f"{cfg.algo.name}-{data}-seed{cfg.seed}",
+                                        f"data.task {cfg.data.task!r}").as_posix())
     checks = [
-        (cfg.batch_size >= 1 and cfg.micro_batch_size >= 1, "batch_size and micro_batch_size must be at least 1"),
         (p.samples_per_prompt >= 1 and p.minibatch_size >= 1 and p.epochs >= 1,
          "ppo.samples_per_prompt, ppo.minibatch_size and ppo.epochs must be at least 1"),
         (p.max_new_tokens >= 1, "ppo.max_new_tokens must be at least 1"),
@@ -83,12 +83,8 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
         (0.0 < p.top_p <= 1.0, f"ppo.top_p must be in (0, 1], got {p.top_p}"),
         (p.clip > 0, f"ppo.clip must be > 0, got {p.clip}"),
         (p.kl_target is None or p.kl_target > 0, f"ppo.kl_target must be > 0 or null, got {p.kl_target}"),
-        (cfg.optim.scheduler in ("cosine", "linear", "constant"), f"unknown scheduler {cfg.optim.scheduler!r}"),
-        (cfg.optim.optimizer in ("adamw", "adamw8bit"), f"unknown optimizer {cfg.optim.optimizer!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise LolkitError(message)
+    check_settings(cfg, checks)
     return cfg
 
 
