@@ -73,3 +73,16 @@ def test_aggregate_over_the_demo_with_three_seeds(tmp_path, cli):
     assert "\\begin{tabular}" in (out / "results.tex").read_text()
     for png in ("reward.png", "curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10000
+
+
+def test_models_trained_by_lolkit_are_labelled_by_what_trained_them(tmp_path):
+    from lolkit.aggregate import model_label
+
+    for seed in (0, 1):
+        run = tmp_path / f"nll-seed{seed}"
+        (run / "final").mkdir(parents=True)
+        (run / "config.yaml").write_text(f"seed: {seed}\nalgo: {{name: nll}}\nmodel: {{name: tiny}}\n")
+        (run / "metrics.jsonl").write_text("")
+    # each seed's SFT model gets the same label, so SFT → X runs of several seeds form one group
+    assert model_label(str(tmp_path / "nll-seed0" / "final")) == model_label(str(tmp_path / "nll-seed1")) == "nll(tiny)"
+    assert model_label("tiny") == "tiny" and model_label(str(tmp_path)) == str(tmp_path)  # not a run: unchanged

@@ -14,7 +14,7 @@ t0=$(date +%s)
 # 2. score them offline (VADER sentiment + length target)
 $L reward --config $E/reward.yaml --input "$OUT/samples.jsonl" --output "$OUT/scored.jsonl" -q
 common=(--model smollm2 --lora --data "$OUT/scored.jsonl" --val-data $E/prompts_val.jsonl --reward $E/reward.yaml
-        --max-steps 32 --batch-size 8 --lr 2e-4 --seed 0 --save-every 0 --quiet
+        --max-steps 32 --batch-size 8 --lr 1e-3 --seed 0 --save-every 0 --quiet
         --set data.max_prompt_len=64 --set data.max_response_len=64 --set eval.max_new_tokens=48
         --set eval.batch_size=16 --set eval_prompts=8)
 # 3. train a_lol and nll on the same data (LoRA r=16 over the frozen base)

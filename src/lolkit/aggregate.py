@@ -77,6 +77,28 @@ def _config_identity(run: Path | None) -> dict:
             "seed": cfg.get("seed")}
 
 
+def _eval_owner(summary: Path) -> str:
+    """The name of an evaluation without a run (an untouched model): its folder, or the folder above
+    a folder named ``eval`` (``runs/base/eval/summary.json`` → ``base``)."""
+    folder = summary.parent
+    return folder.parent.name if folder.name == "eval" and folder.parent.name else folder.name
+
+
+def model_label(name: str | None, depth: int = 0) -> str | None:
+    """How a group names its starting model. A model that is a lolkit run's output (``RUN/final``,
+    ``RUN/checkpoints/best`` or ``RUN``) is named by what trained it, e.g. ``nll(tiny)``, without the
+    path or seed: runs that each start from their own seed's SFT model then group together."""
+    if not name or depth > 4 or not Path(name).is_dir():
+        return name
+    p = Path(name)
+    for run in (p, p.parent, p.parent.parent):
+        if (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file():
+            ident = _config_identity(run)
+            if ident.get("algo"):
+                return f"{ident['algo']}({model_label(ident.get('model'), depth + 1)})"
+    return name
+
+
 def validation_extremes(run: Path | None) -> dict:
     """Best and worst validation values and their steps from RUN/metrics.jsonl (``val_reward``:
     higher is better; else ``val_nll``: lower is better); {} without validation rows."""
@@ -136,7 +158,8 @@ def group_rows(found: list[tuple[Path, dict]], metric: str = "reward_mean") -> l
         run = s.get("run") or {}
         ident = _config_identity(run_dir(path, s))
         key = (run.get("data") or ident.get("data") or run.get("test_data") or "?",
-               run.get("algo") or ident.get("algo") or path.parent.name, run.get("model") or ident.get("model") or "?")
+               run.get("algo") or ident.get("algo") or _eval_owner(path),
+               model_label(run.get("model") or ident.get("model")) or "?")
         groups.setdefault(key, []).append((path, s))
     metrics = metric_names(found)
     rows = []
@@ -358,7 +381,7 @@ def training_curves(found: list[tuple[Path, dict]], path: Path) -> bool:
         info = s.get("run") or {}
         ident = _config_identity(run)
         key = (info.get("data") or ident.get("data") or "?", info.get("algo") or ident.get("algo") or "?",
-               info.get("model") or ident.get("model") or "?")
+               model_label(info.get("model") or ident.get("model")) or "?")
         groups.setdefault(key, []).append(_read_metrics(run / "metrics.jsonl"))
     if not groups:
         return False
