@@ -3,6 +3,7 @@ timing, and PASS/FAIL lines."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -109,6 +110,23 @@ def set_threads(n: int | None) -> int:
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def timing_args(doc: str | None, quick_rounds: int, full_rounds: int,
+                add: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Parse the options every timing benchmark shares (``--quick``, ``--rounds``, ``--threads``) and
+    the script's own (``add``); pin the torch threads. ``args.rounds`` comes back resolved (``--rounds``,
+    else ``quick_rounds`` / ``full_rounds``) and ``args.threads`` is the thread count in use."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    if add is not None:
+        add(ap)
+    args = ap.parse_args()
+    args.threads = set_threads(args.threads)
+    args.rounds = args.rounds or (quick_rounds if args.quick else full_rounds)
+    return args
 
 
 def scratch(prefix: str) -> Path:

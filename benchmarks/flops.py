@@ -18,7 +18,6 @@ Usage: python benchmarks/flops.py [--quick] [--no-smollm2]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import interleaved_runs, scratch, set_threads, setup_algo, tiny_llama  # noqa: E402
+from benchmarks.common import interleaved_runs, scratch, setup_algo, timing_args, tiny_llama  # noqa: E402
 
 
 def count_flops(fn) -> int:
@@ -97,14 +96,8 @@ def report(name: str, r: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-smollm2", action="store_true")
-    args = ap.parse_args()
-    threads = set_threads(args.threads)
-    rounds = args.rounds or (3 if args.quick else 5)
+    args = timing_args(__doc__, 3, 5, lambda ap: ap.add_argument("--no-smollm2", action="store_true"))
+    threads, rounds = args.threads, args.rounds
     from lolkit.models import quiet_transformers, smollm2_path
 
     quiet_transformers()

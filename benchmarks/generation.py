@@ -19,7 +19,6 @@ Usage: python benchmarks/generation.py [--quick] [--model smollm2]
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import sys
@@ -28,20 +27,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, interleaved_runs, paired_ratio, scratch, set_threads, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import WORDS, interleaved_runs, paired_ratio, scratch, timing_args, tiny_llama, verdict  # noqa: E402
 
 TARGET = 0.95
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="smollm2, or a model directory (default: a random Llama)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    rounds = args.rounds or (4 if args.quick else 9)
+    args = timing_args(__doc__, 4, 9, lambda ap: ap.add_argument(
+        "--model", default=None, help="smollm2, or a model directory (default: a random Llama)"))
+    rounds = args.rounds
 
     from transformers import LlamaConfig, LlamaForSequenceClassification
 

@@ -24,7 +24,6 @@ Usage: python benchmarks/scaling.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import random
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, scratch, set_threads, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import WORDS, scratch, timing_args, tiny_llama, verdict  # noqa: E402
 
 TOLERANCE = 0.10
 BASE = 16
@@ -56,13 +55,8 @@ def records(path: Path, copies: int) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    rounds = args.rounds or (2 if args.quick else 4)
+    args = timing_args(__doc__, 2, 4)
+    rounds = args.rounds
 
     from lolkit.algorithms import get_algorithm
     from lolkit.config import TrainConfig, build

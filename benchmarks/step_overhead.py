@@ -17,7 +17,6 @@ The optimizer update is excluded from all. Usage: python benchmarks/step_overhea
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import statistics
@@ -31,8 +30,8 @@ from benchmarks.common import (  # noqa: E402
     interleaved_runs,
     paired_ratio,
     scratch,
-    set_threads,
     setup_algo,
+    timing_args,
     tiny_llama,
     verdict,
 )
@@ -110,15 +109,12 @@ def measure(algos: list[str], rounds: int, batch_size: int, warmup: int = 1, log
 def main() -> None:
     from lolkit.algorithms import names
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--algo", action="append", help="only this algorithm (repeatable); default: all offline ones")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    ap.add_argument("--quick", action="store_true", help="fewer rounds")
-    args = ap.parse_args()
-    set_threads(args.threads)
-    rounds = args.rounds or (4 if args.quick else 7)
+    def own(ap) -> None:
+        ap.add_argument("--algo", action="append", help="only this algorithm (repeatable); default: all offline ones")
+        ap.add_argument("--batch-size", type=int, default=8)
+
+    args = timing_args(__doc__, 4, 7, own)
+    rounds = args.rounds
     res = measure(args.algo or names(), rounds, args.batch_size)
     worst = max(res, key=lambda k: res[k]["ratio"])
     print(f"\nratio lolkit step / bare fwd+bwd: worst {worst} {res[worst]['ratio']:.3f}, "

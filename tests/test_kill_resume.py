@@ -60,14 +60,12 @@ def _finished_steps(run: Path) -> int:
     return len(p.read_text().splitlines()) if p.exists() else 0
 
 
-def _kill_when(proc: subprocess.Popen, run: Path, after_steps: int, delay: float) -> None:
-    """SIGKILL ``proc`` once ``run`` has ``after_steps`` metric rows (0: once it exists) plus ``delay`` s."""
+def _kill_when(proc: subprocess.Popen, ready, delay: float, poll: float = 0.01) -> None:
+    """SIGKILL ``proc`` ``delay`` s after ``ready()`` first holds (or after 60 s); it must still be running."""
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            if (after_steps == 0 and run.exists()) or (after_steps and _finished_steps(run) >= after_steps):
-                break
-            time.sleep(0.01)
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(poll)
         time.sleep(delay)
         assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read().decode()[-2000:]}"
         proc.send_signal(signal.SIGKILL)
@@ -100,7 +98,8 @@ def test_train_killed_at_random_moments_resumes_to_identical_weights(tmp_path, t
         resume = ["--resume"] if run.exists() else []
         proc = subprocess.Popen([*_train_args(run, reward), *resume], cwd=REPO, env=_env(tmp_path, 0.05),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _kill_when(proc, run, after, delay)
+        _kill_when(proc, lambda n=after: run.exists() if n == 0 else _finished_steps(run) >= n,
+                   delay)
         kills.append((after, round(delay, 3), _finished_steps(run)))
         assert not (run / "final").exists()  # killed before the end: no final model yet
         for ck in (run / "checkpoints").glob("step-*"):  # checkpoints are complete or absent
@@ -136,21 +135,12 @@ def test_reward_killed_at_a_random_moment_resumes_to_identical_bytes(seed, tmp_p
     out = tmp_path / "out.jsonl"
     args = [EXE, "reward", "--config", str(cfg), "--input", str(data), "--output", str(out), "--quiet"]
     proc = subprocess.Popen(args, cwd=REPO, env=_env(tmp_path, 0.06), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            side = sidecars(out)
-            if after_chunks == 0 or (side and len(side[0].read_text().splitlines()) >= 1 + after_chunks):
-                break
-            time.sleep(0.005)
-        time.sleep(delay)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def ready() -> bool:
+        side = sidecars(out)
+        return after_chunks == 0 or bool(side and len(side[0].read_text().splitlines()) >= 1 + after_chunks)
+
+    _kill_when(proc, ready, delay, poll=0.005)
     assert not out.exists()  # nothing under the real name until complete
     res = subprocess.run(args, cwd=REPO, env=_env(tmp_path, 0.0), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

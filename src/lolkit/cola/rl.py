@@ -101,7 +101,7 @@ def group_baseline(scores: torch.Tensor, group: int) -> torch.Tensor:
 def _prompts(spec: str | None, corpus: str, split: str) -> list:
     """The distinct prompts (first record of each) of ``spec``, or of the corpus task's ``split``."""
     from ..data.dataset import builtin_records
-    from ..data.schema import load_prompts, prompt_text
+    from ..data.schema import load_prompts, unique_prompts
 
     if spec:
         recs = load_prompts(spec)
@@ -109,14 +109,7 @@ def _prompts(spec: str | None, corpus: str, split: str) -> list:
         raise LolkitError("--data is required: the run's corpus is a file, and lolkit cannot guess its prompts")
     else:
         recs = builtin_records(corpus.split(":", 1)[1], split)
-    seen: set[str] = set()
-    out = []
-    for r in recs:  # a training split holds each prompt once per annotator
-        key = prompt_text(r.prompt)
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
+    return unique_prompts(recs)
 
 
 def mean_reward(cola, policy, reward, prompts: list[str], raw: list[str], samples: int, max_new_tokens: int,

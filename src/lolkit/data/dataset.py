@@ -6,7 +6,15 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import LolkitError
-from .schema import Record, check_nonnegative, load_prompts, load_records, parse_record, require_rewards
+from .schema import (
+    Record,
+    check_nonnegative,
+    load_prompts,
+    load_records,
+    parse_record,
+    require_rewards,
+    unique_prompts,
+)
 from .tokenize import Encoded, encode_pair, prompt_text, render_prompt
 
 
@@ -151,13 +159,7 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
         units.append(tuple(ids))
     if not units:
         raise LolkitError(f"{source}: no training units (every ranking had equal rewards)")
-    seen: set[str] = set()
-    val_prompts, val_raw, val_unique = [], [], []
-    for rec in val_records:
-        raw = prompt_text(rec.prompt)
-        if raw not in seen:
-            seen.add(raw)
-            val_prompts.append(render_prompt(tokenizer, rec.prompt))
-            val_raw.append(raw)
-            val_unique.append(rec)
+    val_unique = unique_prompts(val_records)
+    val_prompts = [render_prompt(tokenizer, rec.prompt) for rec in val_unique]
+    val_raw = [prompt_text(rec.prompt) for rec in val_unique]
     return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units, val_unique)

@@ -18,7 +18,7 @@ this module trusts its input.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +74,15 @@ def prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def unique_prompts(records: Iterable[Record]) -> list[Record]:
+    """The first record of every distinct prompt (by :func:`prompt_text`), in order: a split of
+    response records holds each prompt once per response or annotator."""
+    out: dict[str, Record] = {}
+    for rec in records:
+        out.setdefault(prompt_text(rec.prompt), rec)
+    return list(out.values())
 
 
 def _messages(path: str, line: int, name: str, value: Any) -> list[dict[str, str]]:

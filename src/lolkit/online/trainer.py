@@ -122,7 +122,7 @@ def load_validation(cfg: TrainConfig, tokenizer):
     (when training on a task); ``None`` when there are none (training on a prompts file alone).
     Returns (rendered prompts, prompt texts for the reward, records), at most ``eval_prompts``."""
     from ..data.dataset import builtin_records
-    from ..data.schema import load_prompts
+    from ..data.schema import load_prompts, unique_prompts
     from ..data.tokenize import prompt_text, render_prompt
 
     if cfg.data.val:
@@ -131,14 +131,10 @@ def load_validation(cfg: TrainConfig, tokenizer):
         recs = builtin_records(cfg.data.task, "val")
     else:
         return None
-    unique: dict[str, object] = {}
-    for r in recs:
-        unique.setdefault(prompt_text(r.prompt), r)
-    texts = list(unique)[: cfg.eval_prompts]
-    if not texts:
+    records = unique_prompts(recs)[: cfg.eval_prompts]
+    if not records:
         return None
-    records = [unique[t] for t in texts]
-    return [render_prompt(tokenizer, r.prompt) for r in records], texts, records
+    return [render_prompt(tokenizer, r.prompt) for r in records], [prompt_text(r.prompt) for r in records], records
 
 
 def iteration_prompts(n_prompts: int, batch_size: int, seed: int, iteration: int) -> list[int]:
