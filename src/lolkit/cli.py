@@ -23,8 +23,18 @@ app.add_typer(cola_app, name="cola")
 _state = {"debug": False}
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"lolkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print lolkit's version and exit.", is_eager=True,
+                                                callback=_show_version)] = False) -> None:
     _state["debug"] = debug
 
 
@@ -608,26 +618,55 @@ def cola_generate(
     _console().print(f"wrote {output}: {info['responses']} responses for {info['prompts']} prompts ({info['policy']} policy)")
 
 
+def _usage_line(e) -> str:
+    """One line for a usage error typer raises (unknown option or command, bad value, missing option):
+    the message, the command it concerns and where to read its options."""
+    ctx = getattr(e, "ctx", None)
+    msg = " ".join(e.format_message().split())
+    if ctx is not None:
+        path = ctx.command_path
+    else:  # some parser errors carry no context: the command is the words before the first option
+        words = []
+        for a in sys.argv[1:]:
+            if a.startswith("-"):
+                break
+            words.append(a)
+        path = " ".join(["lolkit", *words[:2]])
+    return f"{path}: {msg} (see '{path} --help')"
+
+
 def main() -> None:
-    import click
+    """Entry point: every user error ends in one line on stderr and exit code 2; Ctrl-C in exit code 130.
+
+    typer bundles its own copy of click, so its exceptions are taken from ``typer._click``, not ``click``;
+    with ``standalone_mode=False`` typer turns a KeyboardInterrupt inside a command into a return value."""
+    from typer._click import exceptions as click_errors
+    from typer.exceptions import Abort
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except LolkitError as e:
         if _state["debug"]:
             raise
         msg = " ".join(str(e).split("\n"))
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(2)  # typer has printed the help already (exit code 2, as click does)
+    except click_errors.UsageError as e:
+        print(f"error: {_usage_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except click_errors.ClickException as e:
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(2)
+    except (Abort, KeyboardInterrupt):
+        code = 130
+    if code == 130:
+        print("interrupted: nothing was left half-written; re-run the command (with --resume for train) to continue",
+              file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
