@@ -35,6 +35,14 @@ def tiny_model(lolkit_cache) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2(lolkit_cache) -> str:
+    """A tiny random GPT-2 with dropout 0.1 on embeddings, residuals and attention (the tiny Llama has none)."""
+    from lolkit.tiny import create_tiny_model
+
+    return str(create_tiny_model(lolkit_cache / "tiny-gpt2", arch="gpt2", hidden_size=64, layers=2, heads=4))
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model):
     from lolkit.models import load_tokenizer
 

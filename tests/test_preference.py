@@ -30,8 +30,8 @@ def test_dpo_goldens():
     assert out.losses.item() == pytest.approx(0.554355, abs=1e-6)
     assert out.metrics["rewards/chosen"].item() == pytest.approx(0.1)
     assert out.metrics["rewards/rejected"].item() == pytest.approx(-0.2)
-    assert out.metrics["rewards/margin"].item() == pytest.approx(0.3)
-    assert out.metrics["rewards/accuracy"].item() == 1.0
+    assert out.metrics["rewards/margins"].item() == pytest.approx(0.3)
+    assert out.metrics["rewards/accuracies"].item() == 1.0
     # label smoothing ε = 0.2: 0.8·(−log σ(0.3)) + 0.2·(−log σ(−0.3)) = 0.8·0.554355 + 0.2·0.854355 = 0.614355
     ls = dpo(_inp([-10.0, -14.0], [-11.0, -12.0]), LossParams(beta=0.1, label_smoothing=0.2))
     assert ls.losses.item() == pytest.approx(0.614355, abs=1e-6)
@@ -189,7 +189,7 @@ def test_preference_algorithms_train_from_the_cli(algo, extra, tmp_path, cli, ti
     m = read_metrics(run)
     assert len(m) == 2
     if algo == "dpo":
-        assert {"rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy"} <= set(m[0])
+        assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(m[0])
         if not extra:  # policy == reference at step 1: Δ = 0
             assert m[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
         if "algo.dpo_loss=ipo" in extra:  # (0 − 1/(2β))² = 25

@@ -13,7 +13,7 @@ import typer
 
 from .errors import LolkitError
 
-app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Fine-tune language models with rewards: offline RL (A-LoL family), preferences, online RL.")
 preprocess_app = typer.Typer(no_args_is_help=True, help="Turn raw data into records in lolkit's data contract.")
 app.add_typer(preprocess_app, name="preprocess")
@@ -502,12 +502,16 @@ def tiny_model(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 512,
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    arch: Annotated[str, typer.Option(help="llama (no dropout) or gpt2 (dropout on embeddings, residuals and "
+                                           "attention).")] = "llama",
+    dropout: Annotated[float, typer.Option(help="gpt2: the dropout rate of its three dropout sites.")] = 0.1,
+    context: Annotated[int, typer.Option(help="Context window (positions) in tokens.")] = 1024,
 ) -> None:
-    """Create a tiny random Llama model and byte-level BPE tokenizer, offline."""
+    """Create a tiny random causal LM (Llama or GPT-2) and a byte-level BPE tokenizer, offline."""
     from .tiny import create_tiny_model
 
     path = create_tiny_model(output_dir, hidden_size=hidden_size, layers=layers, heads=heads,
-                             vocab_size=vocab_size, seed=seed)
+                             vocab_size=vocab_size, seed=seed, arch=arch, dropout=dropout, context=context)
     _console().print(f"wrote {path}")
 
 

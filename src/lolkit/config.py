@@ -33,7 +33,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"  # adamw | adamw8bit
-    lr: float | None = None  # None: 2e-3 for the tiny model, 2e-4 with LoRA/QLoRA, 1e-5 otherwise
+    lr: float | None = None  # None: the loop's default from DEFAULT_LR (never depends on the model)
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -276,14 +276,42 @@ def dump_yaml(cfg: Any) -> str:
 SCHEDULERS = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adamw8bit")
 
+# The learning rate when none is given: one table for every loop, (full fine-tuning, LoRA / QLoRA). It
+# never depends on the model (a run continued from a tiny model's final/ trains at the same rate as one
+# from a 7B model); `--help` shows it and run.json / config.yaml record the value used.
+DEFAULT_LR = {"offline": (1e-5, 2e-4), "online": (1e-6, 1e-4), "feedback": (1e-5, 2e-4)}
+
+
+def default_lr(cfg: TrainConfig, loop: str) -> float:
+    full, adapter = DEFAULT_LR[loop]
+    return adapter if (cfg.model.lora or cfg.model.qlora) else full
+
+
+def _positive(x: float | None) -> bool:
+    import math
+
+    return x is not None and math.isfinite(x) and x > 0
+
 
 def check_settings(cfg: TrainConfig, checks: list[tuple[bool, str]] = ()) -> None:
-    """Raise the first failed ``(ok, message)`` check: the batch / optimizer / scheduler settings every
-    training loop shares first, then the loop's own ``checks``."""
+    """Raise the first failed ``(ok, message)`` check: the settings every training loop shares first (batch,
+    steps, optimizer, scheduler), then the loop's own ``checks``. Called before the run directory exists,
+    so a bad setting leaves nothing behind."""
+    o = cfg.optim
     shared = [
         (cfg.batch_size >= 1 and cfg.micro_batch_size >= 1, "batch_size and micro_batch_size must be at least 1"),
-        (cfg.optim.scheduler in SCHEDULERS, f"unknown scheduler {cfg.optim.scheduler!r} ({', '.join(SCHEDULERS)})"),
-        (cfg.optim.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optim.optimizer!r} ({', '.join(OPTIMIZERS)})"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be at least 1, got {cfg.max_steps}"),
+        (_positive(cfg.epochs), f"epochs must be > 0, got {cfg.epochs}"),
+        (_positive(o.lr), f"optim.lr (--lr) must be a number > 0, got {o.lr}"),
+        (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
+        (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and optim.beta2 must be in [0, 1), got {o.beta1}, {o.beta2}"),
+        (o.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {o.warmup_steps}"),
+        (o.max_grad_norm is None or _positive(o.max_grad_norm),
+         f"optim.max_grad_norm must be > 0, or null for no clipping (got {o.max_grad_norm})"),
+        (cfg.eval_every >= 0 and cfg.save_every >= 0, "eval_every and save_every must be >= 0 (0: only at the end)"),
+        (cfg.eval_prompts >= 1, f"eval_prompts must be at least 1, got {cfg.eval_prompts}"),
+        (o.scheduler in SCHEDULERS, f"unknown scheduler {o.scheduler!r} ({', '.join(SCHEDULERS)})"),
+        (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r} ({', '.join(OPTIMIZERS)})"),
     ]
     for ok, message in [*shared, *checks]:
         if not ok:

@@ -42,6 +42,10 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = None
+    # Dropout off in every forward pass that feeds a loss (as TRL's disable_dropout, default true): with it
+    # on, a policy equal to its reference gets a DPO margin / A-LoL ratio != 1 from noise alone. Off also
+    # switches off the adapter's lora_dropout.
+    disable_dropout: bool = True
 
 
 def cache_dir() -> Path:
@@ -219,8 +223,37 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
     if not trainable:
         model.eval()
         model.requires_grad_(False)
+    elif cfg.disable_dropout:
+        disable_dropout(model)
     model.config.use_cache = False
     return model, tokenizer, source
+
+
+# Attention modules keep their attention-dropout rate as a plain float that is read in training mode
+# only (Llama's ``attention_dropout``; GPT-2 reads ``attn_dropout.p``): these attributes are zeroed too.
+_DROPOUT_FLOATS = ("attention_dropout", "attn_dropout", "dropout", "dropout_p", "attn_pdrop")
+
+
+def disable_dropout(model) -> int:
+    """Switch dropout off in ``model`` whatever its mode: every ``nn.Dropout`` gets p = 0 and every float
+    dropout rate an attention module reads in training mode is set to 0. Training mode stays usable (and
+    with it gradient checkpointing). Returns how many dropout sites were non-zero; the saved config is
+    untouched, so a model trained here keeps its dropout settings for whoever trains it next."""
+    import torch.nn as nn
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            if module.p:
+                module.p = 0.0
+                changed += 1
+            continue
+        for attr in _DROPOUT_FLOATS:
+            value = module.__dict__.get(attr)
+            if isinstance(value, float) and value > 0:
+                setattr(module, attr, 0.0)
+                changed += 1
+    return changed
 
 
 def adapter_base(adapter_dir: str) -> str:

@@ -40,26 +40,43 @@ def build_tokenizer(texts: list[str], vocab_size: int = 512):
     return hf
 
 
-def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                      vocab_size: int = 512, seed: int = 0, extra_texts: list[str] | None = None) -> Path:
-    """Write a random Llama model and its tokenizer to ``out_dir`` (atomically) and return the path."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+ARCHITECTURES = ("llama", "gpt2")
 
+
+def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
+                      vocab_size: int = 512, seed: int = 0, extra_texts: list[str] | None = None,
+                      arch: str = "llama", dropout: float = 0.1, context: int = 1024) -> Path:
+    """Write a random model and its tokenizer to ``out_dir`` (atomically) and return the path.
+
+    ``arch``: ``llama`` (no dropout anywhere, like today's Llama releases) or ``gpt2`` (GPT-2 with
+    ``dropout`` on the embeddings, the residuals and the attention weights, 0.1 as in GPT-2's own
+    config: the cheapest model on which a training path that forgets to switch dropout off shows it)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from .errors import LolkitError
     from .models import quiet_transformers
     from .tasks import colours
 
+    if arch not in ARCHITECTURES:
+        raise LolkitError(f"unknown tiny-model architecture {arch!r} ({', '.join(ARCHITECTURES)})")
     quiet_transformers()
     texts = colours.corpus() + GENERIC_TEXT.splitlines() + list(extra_texts or [])
     tokenizer = build_tokenizer(texts, vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
-    )
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
+    if arch == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=layers, n_head=heads,
+                            n_positions=context, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                            **special)
+        model_cls = GPT2LMHeadModel
+    else:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            max_position_embeddings=context, tie_word_embeddings=False, **special)
+        model_cls = LlamaForCausalLM
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     out = Path(out_dir)

@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .algorithms import Algorithm, get_algorithm
-from .config import TrainConfig, check_settings, dump_yaml, load_yaml, to_dict
+from .config import TrainConfig, check_settings, default_lr, dump_yaml, load_yaml, to_dict
 from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, group_by_length, micro_batches
 from .errors import LolkitError
@@ -34,7 +34,7 @@ from .models import count_parameters, load_model
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """Fill in the defaults that depend on other settings, so config.yaml is fully resolved."""
     if cfg.optim.lr is None:
-        cfg.optim.lr = 2e-3 if cfg.model.name == "tiny" else 2e-4 if (cfg.model.lora or cfg.model.qlora) else 1e-5
+        cfg.optim.lr = default_lr(cfg, "offline")
     if cfg.micro_batch_size is None:
         cfg.micro_batch_size = cfg.batch_size
     if cfg.reward is None and cfg.data.train is None:
@@ -60,10 +60,24 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise LolkitError(f"unknown DPO loss {cfg.algo.dpo_loss!r} (sigmoid, ipo)")
     if get_algorithm(cfg.algo.name).unit in ("pair", "ranking") and cfg.algo.sampling != "none":
         raise LolkitError(f"--sampling {cfg.algo.sampling} applies to the offline reward family, not {cfg.algo.name}")
-    if cfg.algo.clip is not None and cfg.algo.clip < 0:
-        raise LolkitError(f"clip must be >= 0, or off for no clip (got {cfg.algo.clip})")
-    get_algorithm(cfg.algo.name)
+    a = cfg.algo
+    checks = [
+        (a.clip is None or a.clip >= 0, f"clip must be >= 0, or off for no clip (got {a.clip})"),
+        (_finite_positive(a.beta), f"algo.beta (DPO's β) must be > 0, got {a.beta}"),
+        (0 <= a.label_smoothing < 0.5, f"algo.label_smoothing must be in [0, 0.5), got {a.label_smoothing}"),
+        # IPO has no smoothed form here (TRL ignores the smoothing for it as well): refuse rather than drop it
+        (not (a.dpo_loss == "ipo" and a.label_smoothing),
+         f"algo.label_smoothing={a.label_smoothing} applies to the sigmoid DPO loss only, not to ipo; set it to 0"),
+        (a.kl_beta >= 0 and a.gold_u >= 0 and a.sft_weight >= 0, "algo.kl_beta, algo.gold_u and algo.sft_weight must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LolkitError(message)
     return cfg
+
+
+def _finite_positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
 
 
 def reduce_losses(losses: torch.Tensor, normaliser: float) -> torch.Tensor:

@@ -36,12 +36,12 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig, check_settings
+from ..config import TrainConfig, check_settings, default_lr
 from ..errors import LolkitError
 from ..io import child_path, read_jsonl, write_json, write_jsonl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
 from ..models import count_parameters, is_peft, load_model
-from ..online.policy import _run, build_batch, eval_dropout, frozen_copy, token_logps
+from ..online.policy import _run, build_batch, frozen_copy, token_logps
 from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
 from . import pool as P
 from .providers import QUARK_TOKEN, add_control_tokens, condition_text, make_provider
@@ -54,7 +54,7 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
     """Defaults that depend on other settings, and every check a user's config can fail."""
     f, algo = cfg.feedback, cfg.algo.name
     if cfg.optim.lr is None:
-        cfg.optim.lr = 2e-3 if cfg.model.name == "tiny" else 2e-4 if (cfg.model.lora or cfg.model.qlora) else 1e-5
+        cfg.optim.lr = default_lr(cfg, "feedback")
     if cfg.micro_batch_size is None:
         cfg.micro_batch_size = cfg.batch_size
     signal_from_provider = algo in ("alt_lmu", "alt_lmc") and f.provider in ("model", "file")
@@ -245,7 +245,7 @@ class Driver:
         rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
         queue: list[int] = []
         sums: dict[str, float] = {}
-        eval_dropout(self.policy)
+        self.policy.train()  # dropout was switched off at load (model.disable_dropout)
         for _ in range(self.f.steps):
             batch: list[int] = []
             while len(batch) < self.cfg.batch_size:

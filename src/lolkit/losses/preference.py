@@ -30,7 +30,8 @@ def dpo(inp: LossInputs, p: LossParams) -> LossOutput:
     * ``reference_free``: the reference terms are 0.
 
     Shapes: policy_logps [2B] (chosen rows then rejected rows), ref_logps [2B], mask [2B, T].
-    Metrics per pair: rewards/chosen = β(log p_θ − log p_ref)(y_w), rewards/rejected, margin, accuracy.
+    Metrics per pair, named as TRL logs them: rewards/chosen = β(log p_θ − log p_ref)(y_w), rewards/rejected,
+    rewards/margins, rewards/accuracies.
 
     Golden (sigmoid, β = 0.1): policy (−10, −14), reference (−11, −12) → Δ = (1) − (−2) = 3,
     L = −log σ(0.3) = 0.554355; rewards/chosen 0.1, rewards/rejected −0.2, margin 0.3, accuracy 1.
@@ -56,7 +57,7 @@ def dpo(inp: LossInputs, p: LossParams) -> LossOutput:
     chosen = (p.beta * logratio[0]).detach()
     rejected = (p.beta * logratio[1]).detach()
     return LossOutput(losses, {"rewards/chosen": chosen, "rewards/rejected": rejected,
-                               "rewards/margin": chosen - rejected, "rewards/accuracy": (chosen > rejected).float()})
+                               "rewards/margins": chosen - rejected, "rewards/accuracies": (chosen > rejected).float()})
 
 
 _warned_equal = False

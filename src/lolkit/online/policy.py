@@ -39,15 +39,6 @@ def frozen_copy(model):
     return twin
 
 
-def eval_dropout(model) -> None:
-    """Training mode (so gradient checkpointing applies) with dropout off: the PPO ratio of the first
-    minibatch is then exactly 1, as the rollout's log-probs were taken without dropout."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.eval()
-
-
 def trainable_state(model, names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """The trainable tensors (or those named), cloned to CPU (clones untie shared weights for safetensors)."""
     wanted = set(names) if names is not None else None

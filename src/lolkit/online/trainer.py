@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig, check_settings
+from ..config import TrainConfig, check_settings, default_lr
 from ..errors import LolkitError
 from ..io import atomic_path, child_path, dumps, read_json, write_json
 from ..models import count_parameters, is_peft, load_model
@@ -47,7 +47,6 @@ from .policy import (
     ValueHead,
     action_mask,
     build_batch,
-    eval_dropout,
     frozen_copy,
     hidden_size,
     policy_forward,
@@ -62,7 +61,7 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
     """Online counterpart of :func:`lolkit.train.resolve_config` (defaults that depend on other settings)."""
     p = cfg.ppo
     if cfg.optim.lr is None:
-        cfg.optim.lr = 1e-3 if cfg.model.name == "tiny" else 1e-4 if (cfg.model.lora or cfg.model.qlora) else 1e-6
+        cfg.optim.lr = default_lr(cfg, "online")
     if cfg.micro_batch_size is None:
         cfg.micro_batch_size = p.minibatch_size
     if cfg.reward is None:
@@ -263,7 +262,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                 advantages = whiten(advantages, mask)
 
             # 6. PPO epochs over shuffled minibatches.
-            eval_dropout(modules)
+            modules.train()  # dropout was switched off at load (model.disable_dropout): ratios start at 1
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + it)
             sums: dict[str, float] = {}
             n_updates = 0
