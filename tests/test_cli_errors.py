@@ -127,3 +127,35 @@ def test_ctrl_c_during_train_exits_130_and_resumes(tmp_path, tiny_model):
     done = subprocess.run([EXE, *args, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (run / "final").is_dir() and read_jsonl(run / "metrics.jsonl")[-1]["step"] == 40
+
+
+def _commands():
+    import typer
+
+    from lolkit.cli import app
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            yield path, cmd
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_help_shows_every_default_and_fits_80_columns(tmp_path):
+    """Every option without a plain default says what happens when it is absent; help stays readable in an
+    80-column terminal (one help run per command, through the real CLI)."""
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if getattr(p, "required", False) or p.name == "help" or p.default is not None:
+                continue
+            text = getattr(p, "help", "") or ""
+            assert "[default:" in text or "(default:" in text, f"lolkit {' '.join(path)} {p.name}: {text!r}"
+        out = _run([*path, "--help"], tmp_path)
+        assert out.returncode == 0, out.stderr
+        too_wide = [line for line in out.stdout.splitlines() if len(line) > 80]
+        assert not too_wide, (path, too_wide[:3])
+        assert "[bold]" not in out.stdout and "[/" not in out.stdout  # no rich markup printed literally

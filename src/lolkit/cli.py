@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from .config import DEFAULT_LR, TrainConfig
 from .errors import LolkitError
 
 app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -44,35 +45,53 @@ def _console():
     return Console()
 
 
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: section.key=value (repeatable).")]
+_D = TrainConfig()  # the config defaults, shown in --help (no heavy imports: dataclasses only)
+_LR_HELP = "; ".join(f"{loop} {full:.0e} ({adapter:.0e} with --lora/--qlora)".replace("e-0", "e-")
+                     for loop, (full, adapter) in DEFAULT_LR.items())
+
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: section.key=value (repeatable). "
+                                                               "[default: no overrides]")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval).")] = None,
-    algo: Annotated[str | None, typer.Option(help="Algorithm (see the README's table).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model directory, short name (tiny, smollm2) or hub id.")] = None,
-    data: Annotated[str | None, typer.Option(help="Training records (JSONL). Default: the built-in task.")] = None,
-    val_data: Annotated[str | None, typer.Option(help="Validation records (JSONL).")] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: epochs × steps per epoch).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the data when --max-steps is not given.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per optimizer step.")] = None,
-    micro_batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (gradient accumulation).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    reward: Annotated[str | None, typer.Option(help="Reward for validation and the value estimate (default: the built-in task's).")] = None,
-    clip: Annotated[str | None, typer.Option(help="Ratio clip ε: clamp to [1−ε, 1+ε]; 'off' for no clip. Default 0.9.")] = None,
-    kl_beta: Annotated[float | None, typer.Option(help="β of a_lol_kl's KL term. Default 0.1.")] = None,
-    sampling: Annotated[str | None, typer.Option(help="none | good_priority | good_random | all_priority.")] = None,
-    value_source: Annotated[str | None, typer.Option(help="V(x) from: reference (the paper's) | data (cross-fitted) | auto.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval, ppo, feedback). "
+                                                                             "[default: none: defaults + options]")] = None,
+    algo: Annotated[str | None, typer.Option(help=f"Algorithm (listed below). [default: {_D.algo.name}]")] = None,
+    model: Annotated[str | None, typer.Option(help="Model directory, run directory (its final/), short name (tiny, smollm2) "
+                                                  f"or hub id. [default: {_D.model.name}]")] = None,
+    data: Annotated[str | None, typer.Option(help=f"Training records (JSONL). [default: the built-in task, {_D.data.task}]")] = None,
+    val_data: Annotated[str | None, typer.Option(help="Validation records (JSONL). [default: "
+                                                     f"{_D.data.val_fraction:.0%} of the training prompts, held out]")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory. [default: runs/ALGO-DATA-seedSEED]")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps. [default: epochs × steps per epoch]")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data when --max-steps is not given. "
+                                                    f"[default: {_D.epochs:g}]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Examples per optimizer step. [default: {_D.batch_size}]")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (gradient accumulation). "
+                                                              "[default: --batch-size; ppo: ppo.minibatch_size]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. [default: {_LR_HELP}]")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed. [default: {_D.seed}]")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward for validation and the value estimate: a task, preset, YAML "
+                                                   "file or module:function. [default: the built-in task's reward without "
+                                                   "--data, else none]")] = None,
+    clip: Annotated[str | None, typer.Option(help="Ratio clip ε: clamp to [1−ε, 1+ε]; 'off' for no clip. "
+                                                 f"[default: {_D.algo.clip}]")] = None,
+    kl_beta: Annotated[float | None, typer.Option(help=f"β of a_lol_kl's KL term. [default: {_D.algo.kl_beta}]")] = None,
+    sampling: Annotated[str | None, typer.Option(help="Training pool order: none | good_priority | good_random | "
+                                                     f"all_priority. [default: {_D.algo.sampling}]")] = None,
+    value_source: Annotated[str | None, typer.Option(help="V(x) from: reference (the paper's) | data (cross-fitted) | "
+                                                         "auto (reference with a reward, else data). "
+                                                         f"[default: {_D.algo.value_source}]")] = None,
     shift_rewards: Annotated[bool, typer.Option(help="Shift rewards by their minimum when an algorithm needs R >= 0.")] = False,
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter.")] = False,
     qlora: Annotated[bool, typer.Option(help="Train a LoRA adapter over a 4-bit (nf4) base.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    eval_every: Annotated[int | None, typer.Option(help="Validate every N optimizer steps.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N optimizer steps.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N optimizer steps (0: at the end only). "
+                                                       f"[default: {_D.eval_every}]")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N optimizer steps (0: at the end only). "
+                                                       f"[default: {_D.save_every}]")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     sets: Sets = None,
@@ -127,7 +146,8 @@ def eval_(
     checkpoint: Annotated[str, typer.Option(help="For run directories: final or best.")] = "final",
     sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample instead of greedy decoding.")] = False,
     num_samples: Annotated[int, typer.Option(help="Samples per prompt (with --sample).")] = 1,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Maximum response length in tokens.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Maximum response length in tokens. [default: "
+                                                                f"{_D.eval.max_new_tokens}; CoLA runs 32]")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing evaluation.")] = False,
@@ -222,7 +242,7 @@ def preprocess_jsonl(
 # --- corpus recipes (src/lolkit/data/recipes; documented in data_recipes/<name>.md) -----------------------
 OutDir = Annotated[str, typer.Option("--output-dir", "-o", help="Directory for <split>.jsonl + stats.json (replaced as a whole).")]
 HistWords = Annotated[int | None, typer.Option(help="Trim the oldest history turns to fit this many words (A-LoL: 400 DialoGPT tokens).")]
-HistTurns = Annotated[int | None, typer.Option(help="Keep at most this many history turns.")]
+HistTurns = Annotated[int | None, typer.Option(help="Keep at most this many history turns. [default: all]")]
 Sep = Annotated[str, typer.Option(help="Separator between knowledge and turns in the prompt (DialoGPT's EOS in A-LoL).")]
 
 
@@ -252,7 +272,8 @@ def preprocess_hh_cmd(
 @preprocess_app.command("reddit")
 def preprocess_reddit_cmd(
     output_dir: OutDir,
-    input_dir: Annotated[str | None, typer.Argument(help="Folder with comments_positive.csv and comments_negative.csv.")] = None,
+    input_dir: Annotated[str | None, typer.Argument(help="Folder with comments_positive.csv and comments_negative.csv. "
+                                                                 "[default: none: give --positive and --negative]")] = None,
     positive: Annotated[str | None, typer.Option(help="Upvoted comments CSV (default: INPUT_DIR/comments_positive.csv).")] = None,
     negative: Annotated[str | None, typer.Option(help="Downvoted comments CSV (default: INPUT_DIR/comments_negative.csv).")] = None,
     sample_size: Annotated[int, typer.Option(help="Rows sampled per file before filtering (A-LoL: 102000).")] = 102_000,
@@ -270,7 +291,8 @@ def preprocess_reddit_cmd(
 def preprocess_wow_cmd(
     input_dir: Annotated[str, typer.Argument(help="Unpacked wizard_of_wikipedia folder (train.json, valid_topic_split.json, ...).")],
     output_dir: OutDir,
-    faithdial_dir: Annotated[str | None, typer.Option(help="FaithDial folder: also write faithdial_test.jsonl (A-LoL).")] = None,
+    faithdial_dir: Annotated[str | None, typer.Option(help="FaithDial folder: also write faithdial_test.jsonl (A-LoL). "
+                                                                    "[default: none]")] = None,
     max_history_words: HistWords = 300,
     max_history_turns: HistTurns = None,
     sep: Sep = "<|endoftext|>",
@@ -311,10 +333,11 @@ def preprocess_faithdial_wow_cmd(
 @preprocess_app.command("comet")
 def preprocess_comet_cmd(
     output_dir: OutDir,
-    atomic10x: Annotated[str | None, typer.Option(help="ATOMIC10X.jsonl (SKD release).")] = None,
-    atomic2020: Annotated[str | None, typer.Option(help="ATOMIC-2020 test.tsv (head, relation, tail).")] = None,
+    atomic10x: Annotated[str | None, typer.Option(help="ATOMIC10X.jsonl (SKD release). [default: none]")] = None,
+    atomic2020: Annotated[str | None, typer.Option(help="ATOMIC-2020 test.tsv (head, relation, tail). [default: none]")] = None,
     group_test: Annotated[bool, typer.Option(help="One ATOMIC-2020 record per (head, relation), all tails in meta.references.")] = True,
-    min_p_valid: Annotated[float | None, typer.Option(help="Drop ATOMIC-10X triples with a lower critic score.")] = None,
+    min_p_valid: Annotated[float | None, typer.Option(help="Drop ATOMIC-10X triples with a lower critic score. "
+                                                                  "[default: keep all]")] = None,
 ) -> None:
     """ATOMIC-10X / ATOMIC-2020 → COMET prompts ({head} {relation} [GEN]), tails, critic rewards."""
     _wrote(output_dir, _recipe("comet")(atomic10x, output_dir, atomic2020=atomic2020, group_test=group_test,
@@ -324,9 +347,11 @@ def preprocess_comet_cmd(
 @preprocess_app.command("tldr")
 def preprocess_tldr_cmd(
     output_dir: OutDir,
-    comparisons: Annotated[list[str] | None, typer.Option(help="comparisons/ folder or batch*.json file (repeatable).")] = None,
-    sft_dir: Annotated[str | None, typer.Option(help="tldr_3_filtered folder (train/valid/test.jsonl).")] = None,
-    val_size: Annotated[int | None, typer.Option(help="Keep this many valid1 comparisons as val, the rest to train (PRO: 1000).")] = None,
+    comparisons: Annotated[list[str] | None, typer.Option(help="comparisons/ folder or batch*.json file (repeatable). "
+                                                                        "[default: none]")] = None,
+    sft_dir: Annotated[str | None, typer.Option(help="tldr_3_filtered folder (train/valid/test.jsonl). [default: none]")] = None,
+    val_size: Annotated[int | None, typer.Option(help="Keep this many valid1 comparisons as val, the rest to train (PRO: 1000). "
+                                                             "[default: all as val]")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the --val-size sample.")] = 42,
 ) -> None:
     """OpenAI TL;DR: human comparisons → preferences; filtered SFT data → responses."""
@@ -364,7 +389,7 @@ _REWARD_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "rew
 
 
 @app.command(help=(
-    "Score every response of a records file: writes [bold]reward[/bold] (the weighted sum) and [bold]rewards[/bold] "
+    "Score every response of a records file: writes 'reward' (the weighted sum) and 'rewards' "
     "(each component, unweighted).\n\nResumable: progress is saved after every batch, a re-run after an "
     "interruption scores only the missing rows, and the output appears only when complete.\n\nA reward is a "
     f"built-in task (colours), a preset ({_REWARD_PRESETS}) or a YAML reward config (docs/rewards.md); "
@@ -372,8 +397,10 @@ _REWARD_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "rew
 def reward(
     input: Annotated[str, typer.Option(help="Records to score (JSONL).")],
     output: Annotated[str, typer.Option(help="Scored records (JSONL), written when complete.")],
-    reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours), preset ({_REWARD_PRESETS}) or YAML path.")] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML reward config (same as --reward PATH).")] = None,
+    reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours), preset ({_REWARD_PRESETS}) or YAML path. "
+                                                                                "[default: colours]")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML reward config (same as --reward PATH). "
+                                                                                   "[default: none]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Responses per scoring step (default: the config's, 64).")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
@@ -440,7 +467,7 @@ def compare(
     judge: Annotated[str, typer.Option(help="reward:SPEC (task, preset or reward YAML) or llm:MODEL (a local instruction model, e.g. smollm2).")],
     output_dir: Annotated[str, typer.Option(help="Where to write comparison.json and pairs.jsonl.")],
     tie_margin: Annotated[float, typer.Option(help="Reward judge: |r_A - r_B| <= this is a tie.")] = 0.0,
-    max_pairs: Annotated[int | None, typer.Option(help="Judge only the first N pairs.")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="Judge only the first N pairs. [default: all]")] = None,
     batch_size: Annotated[int, typer.Option(help="LLM judge: sequences per forward pass.")] = 8,
 ) -> None:
     """Pairwise comparison of two runs' generations (paired by prompt id and sample): win/tie/loss rates of A
@@ -473,7 +500,7 @@ def demo(
     algos: Annotated[str | None, typer.Option(help="Comma-separated algorithms (default: the demo's set).")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     model: Annotated[str, typer.Option(help="Model (default: the tiny random model).")] = "tiny",
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per run (default 400; fewer for a quick look).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per run; fewer for a quick look. [default: 400]")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run preprocess → train → eval → aggregate on the built-in task and print the results table."""
@@ -574,7 +601,7 @@ def cola_bc(
 def cola_rl(
     run: ColaRun,
     reward: Annotated[str | None, typer.Option(help="Any lolkit reward (default: the corpus's built-in task).")] = None,
-    data: Annotated[str | None, typer.Option(help="Prompts (JSONL; default: the built-in task's train split).")] = None,
+    data: Annotated[str | None, typer.Option(help="Prompts (JSONL). [default: the built-in task's train split]")] = None,
     steps: Annotated[int, typer.Option(help="Iterations (rollout + update).")] = 30,
     prompts_per_step: Annotated[int, typer.Option(help="N prompts per rollout.")] = 8,
     samples_per_prompt: Annotated[int, typer.Option(help="M samples per prompt (the baseline's group).")] = 4,
@@ -604,7 +631,7 @@ def cola_rl(
 def cola_generate(
     run: ColaRun,
     output: Annotated[str, typer.Option(help="Response records (JSONL) with meta.actions.")],
-    data: Annotated[str | None, typer.Option(help="Prompts (JSONL; default: the built-in task's test split).")] = None,
+    data: Annotated[str | None, typer.Option(help="Prompts (JSONL). [default: the built-in task's test split]")] = None,
     policy: Annotated[str | None, typer.Option(help="bc | rl (default: rl when trained, else bc).")] = None,
     num_samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Maximum response length.")] = 32,
@@ -655,8 +682,9 @@ def main() -> None:
         msg = " ".join(str(e).split("\n"))
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
-    except click_errors.NoArgsIsHelpError:
-        sys.exit(2)  # typer has printed the help already (exit code 2, as click does)
+    except click_errors.NoArgsIsHelpError as e:
+        print(e.format_message())  # a group called without a command: its help, exit code 2 as click does
+        sys.exit(2)
     except click_errors.UsageError as e:
         print(f"error: {_usage_line(e)}", file=sys.stderr)
         sys.exit(2)

@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
             "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
-            "pool": len(plan.pool),
+            "pool": len(plan.pool), "config": to_dict(cfg),  # every setting, defaults resolved
         })
     tb = _tensorboard(run) if (main and cfg.tensorboard) else None
     progress = TrainProgress(total_steps, start, disable=quiet or not main)

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig, check_settings, default_lr
+from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
 from ..io import child_path, read_jsonl, write_json, write_jsonl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
@@ -455,7 +455,8 @@ class Driver:
             "reference": ("model at the start of each iteration" if self.algo == "selm" else "none (kl_beta 0)"
                           if not self.use_kl else "adapter disabled" if self.reference is None else "frozen copy"),
             "control_tokens": [QUARK_TOKEN.format(k) for k in range(len(self.control))],
-            "provider": self.provider.name if self.provider else None})
+            "provider": self.provider.name if self.provider else None,
+            "config": to_dict(cfg)})  # every setting, defaults resolved
         progress = TrainProgress(f.iterations, start, disable=self.quiet)
         with progress:
             for it in range(start + 1, f.iterations + 1):

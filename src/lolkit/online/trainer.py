@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config import TrainConfig, check_settings, default_lr
+from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
 from ..io import atomic_path, child_path, dumps, read_json, write_json
 from ..models import count_parameters, is_peft, load_model
@@ -209,7 +209,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                   "trainable_parameters": n_trainable, "total_steps": total, "device": str(device),
                                   "reference": "adapter disabled" if reference is None else "frozen copy",
                                   "critic": p.critic,
-                                  "val_prompts": len(validation[1]) if validation else 0})
+                                  "val_prompts": len(validation[1]) if validation else 0,
+                                  "config": to_dict(cfg)})  # every setting, defaults resolved
 
     progress = TrainProgress(total, start, disable=quiet)
     with progress:
