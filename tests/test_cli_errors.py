@@ -159,3 +159,46 @@ def test_help_shows_every_default_and_fits_80_columns(tmp_path):
         too_wide = [line for line in out.stdout.splitlines() if len(line) > 80]
         assert not too_wide, (path, too_wide[:3])
         assert "[bold]" not in out.stdout and "[/" not in out.stdout  # no rich markup printed literally
+
+
+def test_read_only_output_directory_is_one_line(tmp_path, monkeypatch, cli):
+    """A folder the user cannot write to fails before any work, in one line (as root, permissions cannot be
+    taken away, so the permission answer is simulated; a real read-only mount answers the same way)."""
+    import lolkit.io
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "What colour is a lime?", "response": "a lime is green."}])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(lolkit.io.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    for args in (["preprocess", "jsonl", src, "--output", locked / "out.jsonl"],
+                 ["reward", "--input", src, "--output", locked / "out.jsonl", "--quiet"],
+                 ["preprocess", "builtin", "--output-dir", locked / "data"],
+                 ["aggregate", tmp_path, "--output-dir", locked / "agg"]):
+        res = cli(*args)
+        assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+        assert res.err.startswith(f"error: {locked}: directory is not writable (--output"), res.err
+    assert list(locked.iterdir()) == []
+
+
+def test_a_write_refused_by_the_system_is_one_line(tmp_path, monkeypatch, cli):
+    """Where the early check cannot see it coming (a read-only mount, a full disk), the writer's own error is
+    still one line, and no temporary is left."""
+    import tempfile
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "What colour is a lime?", "response": "a lime is green."}])
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    res = cli("preprocess", "jsonl", src, "--output", tmp_path / "out" / "norm.jsonl")
+    assert res.code == 2 and res.err.strip() == f"error: {tmp_path / 'out'}: directory is not writable (writing norm.jsonl)"
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    res = cli("preprocess", "jsonl", src, "--output", tmp_path / "out" / "norm.jsonl")
+    assert res.code == 2 and res.err.strip() == f"error: {tmp_path / 'x'}: No space left on device"
+    assert not list((tmp_path / "out").glob(".*"))

@@ -13,6 +13,7 @@ import typer
 
 from .config import DEFAULT_LR, TrainConfig
 from .errors import LolkitError
+from .io import check_output
 
 app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Fine-tune language models with rewards: offline RL (A-LoL family), preferences, online RL.")
@@ -170,6 +171,9 @@ def eval_(
     from .config import parse_overrides
     from .evaluate import EvalOptions, evaluate
 
+    if output_dir is not None:
+        check_output(output_dir, is_dir=True, what="--output-dir")
+
     ov = parse_overrides(sets or [])
     ev = ov.setdefault("eval", {})
     ev.update({"do_sample": sample, "num_samples": num_samples, "temperature": temperature, "top_p": top_p})
@@ -223,6 +227,8 @@ def preprocess_builtin(
     """Write a built-in task's splits as records."""
     from .preprocess import preprocess_builtin as run
 
+    check_output(output_dir, is_dir=True, what="--output-dir")
+
     counts = run(task, output_dir, seed)
     _console().print(f"wrote {output_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -235,12 +241,19 @@ def preprocess_jsonl(
     """Validate a JSONL file and normalise it into the data contract."""
     from .preprocess import preprocess_jsonl as run
 
+    check_output(output)
+
     info = run(input, output)
     _console().print(f"wrote {output}: {info['records']} {info['kind']} records")
 
 
 # --- corpus recipes (src/lolkit/data/recipes; documented in data_recipes/<name>.md) -----------------------
-OutDir = Annotated[str, typer.Option("--output-dir", "-o", help="Directory for <split>.jsonl + stats.json (replaced as a whole).")]
+def _writable_dir(value: str | None) -> str | None:
+    return None if value is None else str(check_output(value, is_dir=True, what="--output-dir"))
+
+
+OutDir = Annotated[str, typer.Option("--output-dir", "-o", callback=_writable_dir,
+                                     help="Directory for <split>.jsonl + stats.json (replaced as a whole).")]
 HistWords = Annotated[int | None, typer.Option(help="Trim the oldest history turns to fit this many words (A-LoL: 400 DialoGPT tokens).")]
 HistTurns = Annotated[int | None, typer.Option(help="Keep at most this many history turns. [default: all]")]
 Sep = Annotated[str, typer.Option(help="Separator between knowledge and turns in the prompt (DialoGPT's EOS in A-LoL).")]
@@ -408,6 +421,8 @@ def reward(
     from .config import parse_overrides
     from .scoring import score_file
 
+    check_output(output)
+
     if reward and config:
         raise LolkitError("give --reward or --config, not both")
     info = score_file(config or reward or "colours", input, output, batch_size=batch_size, quiet=quiet,
@@ -435,6 +450,8 @@ def generate(
     """Sample responses from a model for every prompt: builds an offline dataset to score and train on."""
     from .generation import GenerationConfig, generate_file
 
+    check_output(output)
+
     if num_samples < 1 or (not sample and num_samples > 1):
         raise LolkitError("--num-samples must be >= 1, and 1 with --greedy")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
@@ -453,6 +470,8 @@ def aggregate(
     """Tables (Markdown, CSV, LaTeX) and plots from many evaluated runs, grouped by data, algorithm and model:
     mean ± std over seeds, bootstrap 95% intervals, best/worst validation checkpoints (docs/evaluation.md)."""
     from .aggregate import aggregate as run
+
+    check_output(output_dir, is_dir=True, what="--output-dir")
 
     rows = run(dirs, output_dir, metric)
     _results_table(rows)
@@ -473,6 +492,8 @@ def compare(
     """Pairwise comparison of two runs' generations (paired by prompt id and sample): win/tie/loss rates of A
     against B with 95% Wilson intervals. An LLM judge compares log p("A") with log p("B") in both orders."""
     from .compare import compare as run
+
+    check_output(output_dir, is_dir=True, what="--output-dir")
 
     res = run(run_a, run_b, judge, output_dir, max_pairs=max_pairs, tie_margin=tie_margin, batch_size=batch_size)
     con = _console()
@@ -643,6 +664,8 @@ def cola_generate(
     """Sample an action from the policy, decode the token from the world model, repeat."""
     from .cola.generate import generate_file as run_generate
 
+    check_output(output)
+
     info = run_generate(run, data, output, policy=policy, num_samples=num_samples, max_new_tokens=max_new_tokens,
                         action_temperature=action_temperature, token_temperature=token_temperature, seed=seed,
                         return_actions=return_actions)
@@ -693,6 +716,12 @@ def main() -> None:
         sys.exit(2)
     except (Abort, KeyboardInterrupt):
         code = 130
+    except OSError as e:  # a file the user named cannot be read or written (permissions, full disk, ...)
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
     if code == 130:
         print("interrupted: nothing was left half-written; re-run the command (with --resume for train) to continue",
               file=sys.stderr)

@@ -454,6 +454,9 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     cfg = build(TrainConfig, _as_dict(cfg), opts.overrides, source="eval settings")
     out_dir = Path(opts.output_dir) if opts.output_dir else (run / "eval" if run else None)
     if out_dir is None:
+        from .models import resolve_model
+
+        resolve_model(opts.model)  # a mistyped run directory says "not found", not "--output-dir is required"
         raise LolkitError("--output-dir is required when --model is not a run directory")
     if (out_dir / "summary.json").exists() and not opts.overwrite:
         raise LolkitError(f"{out_dir}: evaluation exists; pass --overwrite to replace it")

@@ -27,14 +27,19 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{dest.name}.tmp-"
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
-        os.close(fd)
-        tmp = Path(name)
+    if not is_dir and dest.is_dir():
+        raise LolkitError(f"{dest}: is a directory; cannot write a file there")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except PermissionError:
+        raise LolkitError(f"{dest.parent}: directory is not writable (writing {dest.name})") from None
     try:
         yield tmp
         if is_dir:
@@ -57,6 +62,25 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output(path: str | os.PathLike, *, is_dir: bool = False, what: str = "--output") -> Path:
+    """Refuse, before any work is done, an output that cannot be written: a file path that names a
+    directory, a directory path that names a file, or a destination whose nearest existing folder is not
+    writable. Returns the path."""
+    p = Path(path)
+    if p.is_dir() and not is_dir:
+        raise LolkitError(f"{p}: {what} names a directory; give a file path")
+    if p.exists() and is_dir and not p.is_dir():
+        raise LolkitError(f"{p}: {what} names a file; give a directory")
+    folder = p if is_dir else p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LolkitError(f"{folder}: {what} lies under a file, not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LolkitError(f"{folder}: directory is not writable ({what} {p})")
+    return p
 
 
 def child_path(root: str | os.PathLike, name: str | os.PathLike, what: str | None = None) -> Path:

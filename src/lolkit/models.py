@@ -95,7 +95,8 @@ def resolve_model(name: str) -> str:
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise LolkitError(f"{p}: not a Hugging Face model directory (no config.json or adapter_config.json)")
         return str(p)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub id
+    # a path, not a hub id: explicit, deeper than org/name, or under a local folder (runs/nll-...)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(Path(name).parts[0]).is_dir():
         raise LolkitError(f"{name}: model directory not found")
     if _in_hf_cache(name):
         return name

@@ -98,7 +98,9 @@ def estimate_advantages(*, source: str, model, tokenizer, data, rewards: list[fl
             raise LolkitError("--value-source reference needs a reward to score the reference policy's answers "
                               "(--reward NAME); without one use --value-source data")
         if len(data.val_prompts) < 2:
-            raise LolkitError("--value-source reference needs at least 2 validation prompts to fit the value head")
+            raise LolkitError(f"--value-source reference needs at least 2 validation prompts to fit the value head, "
+                              f"found {len(data.val_prompts)}: pass --val-data FILE (records or prompts), raise "
+                              "--set data.val_fraction=F, or use --value-source data")
         from ..evaluate import score_prompts
         from .reference import reference_context
 

@@ -28,9 +28,10 @@ def build_pool(n: int, advantages: Sequence[float] | None, rewards: Sequence[flo
     pool = list(range(n))
     if advantages is not None and (drop_nonpositive or strategy in ("good_random", "all_priority")):
         pool = [i for i in pool if advantages[i] > 0]
-    if not pool:
-        raise LolkitError("no training example has a positive advantage: nothing to train on "
-                          "(check the rewards and the value estimate in advantage_stats.json)")
+    if not pool:  # said in full here: a failed fresh run leaves no run directory (no advantage_stats.json)
+        raise LolkitError(f"no training example has a positive advantage A = R - V(x): all {n} are <= 0 (largest "
+                          f"{max(advantages):.4g}), so there is nothing to train on; the value estimate is at or above "
+                          "every reward: check the rewards, or try --value-source data")
     if strategy in ("good_priority", "all_priority"):
         if advantages is not None:
             weights = [max(advantages[i], 0.0) for i in pool]
