@@ -60,12 +60,15 @@ def test_gae_vectorised_equals_loop(gamma, lam):
 
 
 def test_whiten_golden_and_padding():
-    # x = [1, 2, 3] (+ a padded 100): mean 2, population std √(2/3) = 0.81650 → ±1.22474
+    # x = [1, 2, 3] (+ a padded 100): mean 2, unbiased std √((1 + 0 + 1)/(3 − 1)) = 1 → [−1, 0, 1]
+    # (RL4LMs / stable-baselines3: advantages.std(), Bessel-corrected; the population std gave ±1.22474)
     out = whiten(t([1, 2, 3, 100]), t([1, 1, 1, 0]))
-    s = math.sqrt(2 / 3) + 1e-8
+    s = 1 + 1e-8
     torch.testing.assert_close(out, t([-1 / s, 0, 1 / s, 0]))
-    big = whiten(torch.randn(4, 7, dtype=torch.float64) * 5 + 3, torch.ones(4, 7, dtype=torch.float64))
-    assert abs(float(big.mean())) < 1e-9 and abs(float(big.std(unbiased=False)) - 1) < 1e-6
+    x = torch.randn(4, 7, dtype=torch.float64) * 5 + 3
+    big = whiten(x, torch.ones(4, 7, dtype=torch.float64))
+    torch.testing.assert_close(big, (x - x.mean()) / (x.std() + 1e-8))  # exactly torch's (SB3's) expression
+    assert whiten(t([5.0]), t([1.0])).item() == 0.0  # one entry: no division by n − 1 = 0
 
 
 def test_clipped_policy_loss_goldens():
@@ -75,7 +78,13 @@ def test_clipped_policy_loss_goldens():
     logp = torch.log(t([1.5, 1.5, 0.5, 0.5]))
     out = policy_loss(logp, torch.zeros(4, dtype=torch.float64), t([1, -1, 1, -1]), torch.ones(4, dtype=torch.float64), 0.2)
     torch.testing.assert_close(out.losses, t([-1.2, 1.5, -0.5, 0.8]))
-    torch.testing.assert_close(out.metrics["clip_frac"], t([1, 0, 0, 1]))
+    # stable-baselines3's logged statistics: clip_frac = |ρ − 1| > ε (every token here: |±0.5| > 0.2), and
+    # approx_kl = (ρ − 1) − log ρ: ρ = 1.5 → 0.5 − 0.405465 = 0.094535; ρ = 0.5 → −0.5 + 0.693147 = 0.193147
+    torch.testing.assert_close(out.metrics["clip_frac"], t([1, 1, 1, 1]))
+    torch.testing.assert_close(out.metrics["approx_kl"], t([0.094535, 0.094535, 0.193147, 0.193147]), atol=1e-6, rtol=0)
+    near = policy_loss(torch.log(t([1.1, 0.9, 1.0])), torch.zeros(3, dtype=torch.float64), t([1, 1, 1]),
+                       torch.ones(3, dtype=torch.float64), 0.2)
+    torch.testing.assert_close(near.metrics["clip_frac"], t([0, 0, 0]))
 
 
 def test_policy_loss_gradient_vanishes_when_clipped_and_masks_padding():
@@ -90,10 +99,13 @@ def test_value_loss_goldens():
     one = torch.ones(1, dtype=torch.float64)
     # unclipped: (1.0 − 0.5)² = 0.25
     torch.testing.assert_close(value_loss(t([1.0]), t([0.0]), t([0.5]), one).losses, t([0.25]))
-    # clip 0.2: V_clipped = 0 + clip(1.0, ±0.2) = 0.2 → max(0.25, (0.2 − 0.5)² = 0.09) = 0.25
-    torch.testing.assert_close(value_loss(t([1.0]), t([0.0]), t([0.5]), one, clip=0.2).losses, t([0.25]))
-    # V = 0.6, V_old = 0, R = 1, clip 0.2: max((0.6 − 1)² = 0.16, (0.2 − 1)² = 0.64) = 0.64
+    # RL4LMs / stable-baselines3: the prediction is clipped and the loss is its squared error, no max:
+    # clip 0.2: V_c = 0 + clip(1.0, ±0.2) = 0.2 → (0.2 − 0.5)² = 0.09 (lm-human-preferences' max would say 0.25)
+    torch.testing.assert_close(value_loss(t([1.0]), t([0.0]), t([0.5]), one, clip=0.2).losses, t([0.09]))
+    # V = 0.6, V_old = 0, R = 1, clip 0.2: V_c = 0.2 → (0.2 − 1)² = 0.64
     torch.testing.assert_close(value_loss(t([0.6]), t([0.0]), t([1.0]), one, clip=0.2).losses, t([0.64]))
+    # inside the clip range nothing changes: V = 0.1 → (0.1 − 1)² = 0.81
+    torch.testing.assert_close(value_loss(t([0.1]), t([0.0]), t([1.0]), one, clip=0.2).losses, t([0.81]))
 
 
 def test_kl_controller_goldens():
@@ -119,7 +131,7 @@ def test_reward_normalisation():
     torch.testing.assert_close(normalise_rewards(s, "none", 2.0, None), t(2.0, 4.0, 6.0))
     torch.testing.assert_close(normalise_rewards(s, "none", 2.0, 5.0), t(2.0, 4.0, 5.0))
     b = normalise_rewards(s, "batch", 1.0, None)
-    assert float(b.mean()) == pytest.approx(0) and float(b.std(unbiased=False)) == pytest.approx(1, rel=1e-6)
+    torch.testing.assert_close(b, t(-1.0, 0.0, 1.0))  # unbiased std 1, as the advantages' whitening
     m = RunningMoments()
     normalise_rewards(t(1.0, 3.0), "running", 1.0, None, m)
     normalise_rewards(t(5.0, 7.0), "running", 1.0, None, m)
@@ -143,6 +155,12 @@ def test_numbers_reward_matches_rl4lms_definition():
     assert numbers.increasing_reward("a 1 b 2 c 3 d 4 e 5 f 6") == pytest.approx(6 / 12)  # words count, numbers run
     assert numbers.increasing_reward("no numbers here") == 0.0
     assert numbers.increasing_reward(" ".join(map(str, range(30)))) == 1.0  # 30 / max(30, 10)
+    # "nan" parses as a float: RL4LMs' test `x > last` ends the run there ("x <= last" let NaN continue it,
+    # so ten "nan" words scored the maximum, a reward PPO could exploit)
+    assert numbers.increasing_reward("1 nan 2", min_tokens=2) == pytest.approx(1 / 3)
+    assert numbers.increasing_reward(" ".join(["nan"] * 10)) == pytest.approx(1 / 10)
+    assert numbers.increasing_reward("1 2 nan 3 4 5 6 7 8 9") == pytest.approx(2 / 10)
+    assert numbers.increasing_reward("1 2 inf 3") == pytest.approx(3 / 10)  # inf is larger than 2, then nothing is
 
 
 def test_dates_reward_and_registration():

@@ -225,11 +225,15 @@ class Driver:
         return self.reward.score([self.records[i][1] for i in idx], texts, metas=[self.records[i][2] for i in idx])
 
     def ref_logits(self, batch):
+        """The reference's logits over its own vocabulary: the tokenizer's tokens before any control token
+        (a model whose embedding matrix is padded beyond its tokenizer holds the control tokens in rows the
+        reference has too, and those rows have no reference probability)."""
+        vocab = self.control[0] if self.control else None
         with torch.no_grad():
             if self.reference is not None:
-                return _run(self.reference, batch, hidden=False)[0].float()
+                return _run(self.reference, batch, hidden=False)[0][..., :vocab].float()
             with self.policy.disable_adapter():
-                return _run(self.policy, batch, hidden=False)[0].float()
+                return _run(self.policy, batch, hidden=False)[0][..., :vocab].float()
 
     def seq_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _ = _run(self.policy, batch, hidden=False)

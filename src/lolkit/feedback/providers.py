@@ -32,20 +32,27 @@ class Feedback:
 
 
 def add_control_tokens(model, tokenizer, n: int, seed: int) -> list[int]:
-    """Quark: add ``n`` special tokens, resize the embeddings and draw each new input-embedding row
-    from N(mean, std) of the existing rows (per dimension, seeded). Returns their ids, best first."""
+    """Quark: add ``n`` special tokens, grow the embeddings if they have no room for them, and draw each
+    new token's input-embedding row from N(mean, std) of the tokenizer's rows (per dimension, seeded).
+    Returns their ids, best first.
+
+    Many models pad their embedding matrix beyond the tokenizer (Qwen2.5, Pythia, OPT): the new tokens
+    then take rows that already exist, and the matrix is never shrunk to ``len(tokenizer)`` — that would
+    drop rows the frozen reference still has and break the KL term."""
     import torch
 
     names = [QUARK_TOKEN.format(k) for k in range(n)]
     old = len(tokenizer)
     tokenizer.add_tokens(names, special_tokens=True)  # special: never split, dropped by decode(skip_special_tokens)
-    model.resize_token_embeddings(len(tokenizer))
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer))
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
         base = emb[:old].float()
         gen = torch.Generator().manual_seed(seed * 9_973 + 17)
         draw = torch.normal(base.mean(0).expand(n, -1).cpu(), base.std(0).expand(n, -1).cpu(), generator=gen)
-        emb[old:] = draw.to(emb.dtype).to(emb.device)
+        emb[old : old + n] = draw.to(emb.dtype).to(emb.device)
     return tokenizer.convert_tokens_to_ids(names)
 
 

@@ -25,11 +25,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / (std + 1e-8) over the masked entries (population std); zero on padding.
+    """(x − mean) / (std + 1e-8) over the masked entries, with the unbiased (n − 1) std as RL4LMs and
+    stable-baselines3 use (``tensor.std()``); zero on padding.
 
-    Golden: x = [1, 2, 3] → mean 2, std √(2/3) = 0.8165 → [−1.2247, 0, 1.2247]."""
+    Golden: x = [1, 2, 3] → mean 2, std √(2/2) = 1 → [−1, 0, 1]."""
     mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    var = ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
     out = (x - mean) / (var.sqrt() + WHITEN_EPS)
     if not shift_mean:
         out = out + mean
@@ -93,24 +95,25 @@ def policy_loss(logps: torch.Tensor, logps_old: torch.Tensor, advantages: torch.
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
     losses = -torch.minimum(unclipped, clipped) * mask
-    with torch.no_grad():
-        clip_frac = ((clipped < unclipped).float()) * mask
-        approx_kl = 0.5 * (logps - logps_old) ** 2 * mask
+    with torch.no_grad():  # stable-baselines3's definitions: mean(|ρ − 1| > ε) and mean((ρ − 1) − log ρ)
+        log_ratio = logps - logps_old
+        clip_frac = ((ratio - 1.0).abs() > clip).float() * mask
+        approx_kl = (torch.expm1(log_ratio) - log_ratio) * mask
     return LossOutput(losses, {"clip_frac": clip_frac, "approx_kl": approx_kl, "ratio": ratio.detach() * mask})
 
 
 def value_loss(values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                clip: float | None = None) -> LossOutput:
-    """Per-token squared error (V − R_t)² (the MSE of RL4LMs / stable-baselines3); with ``clip``
-    the pessimistic max((V − R)², (V_old + clip(V − V_old, ±c) − R)²) of lm-human-preferences.
+    """Per-token squared error (V − R_t)², RL4LMs' (stable-baselines3's) value loss exactly: with ``clip``
+    the prediction itself is clipped around the rollout's value, V_c = V_old + clip(V − V_old, −c, c), and
+    the loss is (V_c − R)² — no max with the unclipped error (lm-human-preferences' form) and no ½ (the
+    coefficient c_v = 0.5 multiplies it, as in RL4LMs).
 
-    Golden: V = 1.0, V_old = 0.0, R = 0.5 → 0.25; with clip 0.2: V_clipped = 0.2 → max(0.25, 0.09) = 0.25;
-    V = 0.6, V_old = 0.0, R = 1.0, clip 0.2 → max(0.16, 0.64) = 0.64."""
-    err = (values - returns) ** 2
+    Golden: V = 1.0, V_old = 0.0, R = 0.5 → 0.25; with clip 0.2: V_c = 0.2 → (0.2 − 0.5)² = 0.09;
+    V = 0.6, V_old = 0.0, R = 1.0, clip 0.2 → V_c = 0.2 → 0.64."""
     if clip is not None:
-        clipped = values_old + torch.clamp(values - values_old, -clip, clip)
-        err = torch.maximum(err, (clipped - returns) ** 2)
-    return LossOutput(err * mask, {})
+        values = values_old + torch.clamp(values - values_old, -clip, clip)
+    return LossOutput((values - returns) ** 2 * mask, {})
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -162,8 +165,8 @@ def normalise_rewards(scores: torch.Tensor, kind: str, scale: float, clip: float
                       moments: RunningMoments | None = None) -> torch.Tensor:
     """R → (optionally) whitened over the rollout (``batch``) or by running moments (``running``),
     then × scale, then clipped to [−clip, clip]."""
-    if kind == "batch" and scores.numel() > 1:
-        scores = (scores - scores.mean()) / (scores.std(unbiased=False) + WHITEN_EPS)
+    if kind == "batch" and scores.numel() > 1:  # the same whitening as the advantages' (unbiased std)
+        scores = whiten(scores, torch.ones_like(scores))
     elif kind == "running":
         assert moments is not None
         moments.update(scores)

@@ -46,7 +46,7 @@ def increasing_reward(text: str, min_tokens: int = MIN_TOKENS) -> float:
         return 0.0
     run, last = 1, numbers[0]
     for x in numbers[1:]:
-        if x <= last:
+        if not x > last:  # RL4LMs' test: a NaN word ("nan" parses as a float) ends the run, as it should
             break
         run, last = run + 1, x
     return run / max(len(words), min_tokens / 2)
