@@ -13,6 +13,7 @@ import typer
 
 from .config import DEFAULT_LR, TrainConfig
 from .errors import LolkitError
+from .data.loader import check_records_output
 from .io import check_output
 
 app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -46,6 +47,9 @@ def _console():
     return Console()
 
 
+DATA_FORMATS = ("JSONL(.gz), JSON, CSV, Parquet, a save_to_disk folder, a folder of data files or a cached Hub "
+                "dataset; PATH:SPLIT picks a split (docs/data.md).")
+OUTPUT_FORMATS = "JSONL, or Parquet when it ends in .parquet, a save_to_disk folder when it ends in .arrow or /."
 _D = TrainConfig()  # the config defaults, shown in --help (no heavy imports: dataclasses only)
 _LR_HELP = "; ".join(f"{loop} {full:.0e} ({adapter:.0e} with --lora/--qlora)".replace("e-0", "e-")
                      for loop, (full, adapter) in DEFAULT_LR.items())
@@ -62,8 +66,9 @@ def train(
     algo: Annotated[str | None, typer.Option(help=f"Algorithm (listed below). [default: {_D.algo.name}]")] = None,
     model: Annotated[str | None, typer.Option(help="Model directory, run directory (its final/), short name (tiny, smollm2) "
                                                   f"or hub id. [default: {_D.model.name}]")] = None,
-    data: Annotated[str | None, typer.Option(help=f"Training records (JSONL). [default: the built-in task, {_D.data.task}]")] = None,
-    val_data: Annotated[str | None, typer.Option(help="Validation records (JSONL). [default: "
+    data: Annotated[str | None, typer.Option(help="Training records: " + DATA_FORMATS + " [default: the built-in task, "
+                                                 f"{_D.data.task}]")] = None,
+    val_data: Annotated[str | None, typer.Option(help="Validation records or prompts, in any format --data reads. [default: "
                                                      f"{_D.data.val_fraction:.0%} of the training prompts, held out]")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run directory. [default: runs/ALGO-DATA-seedSEED]")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps. [default: epochs × steps per epoch]")] = None,
@@ -141,7 +146,8 @@ def train(
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option(help="Run directory, model directory or short name.")],
-    data: Annotated[str | None, typer.Option(help="Records whose prompts to answer (default: the built-in task's test split).")] = None,
+    data: Annotated[str | None, typer.Option(help="Records or prompts to answer, in any format train --data reads "
+                                                  "(default: the built-in task's test split).")] = None,
     reward: Annotated[str | None, typer.Option(help="Reward to score with (default: the run's).")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Where to write generations.jsonl and summary.json (default: RUN/eval).")] = None,
     checkpoint: Annotated[str, typer.Option(help="For run directories: final or best.")] = "final",
@@ -235,16 +241,43 @@ def preprocess_builtin(
 
 @preprocess_app.command("jsonl")
 def preprocess_jsonl(
-    input: Annotated[str, typer.Argument(help="Records in the contract or TRL format (standard or conversational).")],
-    output: Annotated[str, typer.Option(help="Output JSONL in the contract's field names.")],
+    input: Annotated[str, typer.Argument(help="Records in the contract or a TRL format (standard or conversational): "
+                                              + DATA_FORMATS)],
+    output: Annotated[str, typer.Option(help="Records in the contract's field names: " + OUTPUT_FORMATS)],
+    label_reward: Annotated[bool, typer.Option(help="Read TRL unpaired-preference (KTO) records, turning 'label' into "
+                                                    "a reward: true → 1, false → 0 (refused without this).")] = False,
 ) -> None:
-    """Validate a JSONL file and normalise it into the data contract."""
+    """Validate a dataset and normalise it into the data contract."""
     from .preprocess import preprocess_jsonl as run
 
-    check_output(output)
+    check_records_output(output)
+    info = run(input, output, label_reward=label_reward)
+    _console().print(f"wrote {output}: {info['records']} {info['kind']} records", highlight=False, soft_wrap=True)
 
-    info = run(input, output)
-    _console().print(f"wrote {output}: {info['records']} {info['kind']} records")
+
+@preprocess_app.command("pairs")
+def preprocess_pairs(
+    input: Annotated[str, typer.Argument(help="Scored response records, several per prompt (lolkit generate, then "
+                                              "lolkit reward): " + DATA_FORMATS)],
+    output: Annotated[str, typer.Option(help="Preference or ranking records: " + OUTPUT_FORMATS)],
+    kind: Annotated[str, typer.Option(help="preference (pairs, for dpo) | ranking (for pro).")] = "preference",
+    mode: Annotated[str, typer.Option(help="Pairs per prompt: best-worst (highest vs lowest reward) | all (every "
+                                           "pair of answers).")] = "best-worst",
+    margin: Annotated[float, typer.Option(help="Keep a pair only when its rewards differ by more than this.")] = 0.0,
+    top_k: Annotated[int | None, typer.Option(help="Rankings of the K best answers (prompts with fewer are dropped; "
+                                                    "pro needs one length). Default: all answers.")] = None,
+    keep_ties: Annotated[bool, typer.Option(help="Keep pairs, and ranked answers, with equal rewards (dropped and "
+                                                 "counted by default).")] = False,
+) -> None:
+    """Scored samples → preference pairs or rankings: generate → reward → pairs → train --algo dpo | pro."""
+    from .preprocess import preprocess_pairs as run
+
+    check_records_output(output)
+    info = run(input, output, kind=kind, mode=mode, margin=margin, top_k=top_k, keep_ties=keep_ties)
+    dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in info["dropped"].items())
+    _console().print(f"wrote {output}: {info['records']} {info['kind']} records from {info['prompts']} prompts "
+                     f"({info['answers']} scored answers" + (f"; dropped {dropped}" if dropped else "") + ")",
+                     highlight=False, soft_wrap=True)
 
 
 # --- corpus recipes (src/lolkit/data/recipes; documented in data_recipes/<name>.md) -----------------------
@@ -266,20 +299,31 @@ def _recipe(name: str):
 
 
 def _wrote(output_dir: str, counts: dict[str, int]) -> None:
-    _console().print(f"wrote {output_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " (see stats.json)")
+    import json
+
+    dropped = json.loads((Path(output_dir) / "stats.json").read_text(encoding="utf-8")).get("dropped") or {}
+    gone = f"; dropped {', '.join(f'{k} {v}' for k, v in dropped.items())}" if dropped else ""
+    _console().print(f"wrote {output_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + gone + " (see stats.json)",
+                     highlight=False, soft_wrap=True)
 
 
 @preprocess_app.command("hh")
 def preprocess_hh_cmd(
-    input_dir: Annotated[str, typer.Argument(help="PRO's unzipped data/ folder (hh_train_len2/, hh_dev/, hh_test/).")],
+    input: Annotated[str, typer.Argument(help="The raw release (a .jsonl.gz file, a folder of them, a cached "
+                                               "Anthropic/hh-rlhf) or PRO's unzipped data/ folder.")],
     output_dir: OutDir,
-    kind: Annotated[str, typer.Option(help="ranking (all responses + rewards) | preference (best vs worst) | response (best).")] = "ranking",
+    kind: Annotated[str | None, typer.Option(help="ranking (all responses + rewards; PRO's files only) | preference | "
+                                                   "response. Default: ranking for PRO's files, preference for the raw release.")] = None,
+    chosen_by: Annotated[str, typer.Option(help="human (the annotator's choice: chosen / sft_index) | reward (PRO's "
+                                                "reward-model top pick).")] = "human",
     format: Annotated[str, typer.Option("--format", help="Prompt format: alol (### Human/### Assistant) | hh (\\n\\nHuman:) | messages.")] = "alol",
     reward_transform: Annotated[str, typer.Option(help="sigmoid (A-LoL) | raw (PRO's reward-model logits).")] = "sigmoid",
     clean: Annotated[bool, typer.Option(help="Drop train rows whose responses end with ':' (A-LoL's cleaning).")] = True,
 ) -> None:
-    """HH-RLHF as distributed by PRO / A-LoL → ranking, preference or response records."""
-    _wrote(output_dir, _recipe("hh")(input_dir, output_dir, kind=kind, fmt=format, reward_transform=reward_transform, clean=clean))
+    """Anthropic HH-RLHF, as released or as PRO / A-LoL re-package it → preference, response or ranking records.
+    Rows with empty or identical last replies are dropped and counted."""
+    _wrote(output_dir, _recipe("hh")(input, output_dir, kind=kind, fmt=format, reward_transform=reward_transform,
+                                     clean=clean, chosen_by=chosen_by))
 
 
 @preprocess_app.command("reddit")
@@ -408,8 +452,8 @@ _REWARD_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "rew
     f"built-in task (colours), a preset ({_REWARD_PRESETS}) or a YAML reward config (docs/rewards.md); "
     "--set components.NAME.KEY=VALUE overrides any setting, e.g. a model path."))
 def reward(
-    input: Annotated[str, typer.Option(help="Records to score (JSONL).")],
-    output: Annotated[str, typer.Option(help="Scored records (JSONL), written when complete.")],
+    input: Annotated[str, typer.Option(help="Records to score: " + DATA_FORMATS)],
+    output: Annotated[str, typer.Option(help="Scored records, written when complete: " + OUTPUT_FORMATS)],
     reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours), preset ({_REWARD_PRESETS}) or YAML path. "
                                                                                 "[default: colours]")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML reward config (same as --reward PATH). "
@@ -421,7 +465,7 @@ def reward(
     from .config import parse_overrides
     from .scoring import score_file
 
-    check_output(output)
+    check_records_output(output)
 
     if reward and config:
         raise LolkitError("give --reward or --config, not both")
@@ -434,8 +478,8 @@ def reward(
 @app.command()
 def generate(
     model: Annotated[str, typer.Option(help="Model directory, short name (tiny, smollm2) or run's final/ directory.")],
-    data: Annotated[str, typer.Option(help="JSONL with a 'prompt' on each line (any record kind works).")],
-    output: Annotated[str, typer.Option(help="Response records (JSONL), written when complete.")],
+    data: Annotated[str, typer.Option(help="Prompts (rows with a 'prompt'; any record kind works): " + DATA_FORMATS)],
+    output: Annotated[str, typer.Option(help="Response records, written when complete: " + OUTPUT_FORMATS)],
     num_samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
     sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample (default) or decode greedily.")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Maximum response length in tokens.")] = 64,
@@ -450,7 +494,7 @@ def generate(
     """Sample responses from a model for every prompt: builds an offline dataset to score and train on."""
     from .generation import GenerationConfig, generate_file
 
-    check_output(output)
+    check_records_output(output)
 
     if num_samples < 1 or (not sample and num_samples > 1):
         raise LolkitError("--num-samples must be >= 1, and 1 with --greedy")

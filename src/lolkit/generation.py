@@ -83,7 +83,7 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``."""
     from .data.schema import load_prompts
     from .data.tokenize import render_prompt
-    from .io import write_jsonl
+    from .data.loader import write_records
     from .models import ModelConfig, load_model
     from .progress import CountProgress
 
@@ -97,7 +97,7 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     rows = [{"id": f"{rec.id}-{s}", "prompt": rec.prompt, "response": g.text,
              "meta": {**rec.meta, "source_id": rec.id, "sample": s, "finished": g.finished}}
             for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
-    n = write_jsonl(output, rows)
+    n = write_records(output, rows)
     return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n}
 
 

@@ -8,11 +8,13 @@ process never leaves a partial output under the real name.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,36 +179,71 @@ def read_json(path: str | os.PathLike) -> Any:
         raise data_error(str(p), e.lineno, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad lines raise with file and line."""
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+
+
+def open_maybe_gzip(path: Path):
+    """A binary file handle on ``path``, decompressing gzip transparently. The content decides (its
+    magic bytes), not the name — but a name ending in ``.gz`` must hold gzip, or the file is refused."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head == GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    if path.name.endswith(".gz"):
+        raise LolkitError(f"{path}: not a gzip file (the name ends in .gz, but the content is not gzip-compressed)")
+    return open(path, "rb")
+
+
+# what a damaged gzip stream raises while it is read
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def gzip_error(path: Path, e: Exception) -> LolkitError:
+    if isinstance(e, EOFError):
+        return LolkitError(f"{path}: truncated gzip file (it ends before the end of its compressed stream)")
+    return LolkitError(f"{path}: corrupt gzip file ({e})")
+
+
+def iter_jsonl(path: str | os.PathLike, allow_empty: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad lines raise with file and line.
+
+    A UTF-8 byte-order mark at the start of the file is skipped (editors on Windows write one), and a
+    gzip-compressed file (``.jsonl.gz``, as corpora are published) is read as its decompressed text."""
     p = Path(path)
     if not p.exists():
         raise LolkitError(f"{p}: file not found")
     if p.is_dir():
         raise LolkitError(f"{p}: is a directory, expected a JSONL file")
     seen = False
-    with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise data_error(str(p), lineno, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise data_error(str(p), lineno, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise data_error(str(p), lineno, None, f"expected a JSON object, got {type(obj).__name__}")
-            seen = True
-            yield lineno, obj
-    if not seen:
+    fh = open_maybe_gzip(p)
+    try:
+        with fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise data_error(str(p), lineno, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise data_error(str(p), lineno, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise data_error(str(p), lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+                seen = True
+                yield lineno, obj
+    except GZIP_ERRORS as e:
+        raise gzip_error(p, e) from None
+    if not seen and not allow_empty:
         raise LolkitError(f"{p}: file is empty (no JSON lines)")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
-    return list(iter_jsonl(path))
+def read_jsonl(path: str | os.PathLike, allow_empty: bool = False) -> list[tuple[int, dict]]:
+    return list(iter_jsonl(path, allow_empty))
 
 
 def iter_progress(path: Path, fingerprint: str) -> Iterator[dict]:

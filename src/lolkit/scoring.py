@@ -22,19 +22,12 @@ import math
 import os
 from pathlib import Path
 
+from .data.loader import source_digest, write_records
 from .data.schema import Record, iter_records, prompt_text
 from .errors import LolkitError
-from .io import dumps, iter_progress, write_jsonl
+from .io import dumps, iter_progress
 
 FORMAT = "lolkit-reward-progress/1"
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_input(path: str, reward) -> tuple[list[Record], list[list[str]]]:
@@ -99,7 +92,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
     if size < 1:
         raise LolkitError(f"--batch-size must be positive, got {size}")
     spans = chunks(records, size)
-    fingerprint = hashlib.sha256(json.dumps({"format": FORMAT, "input": _file_digest(input_path),
+    fingerprint = hashlib.sha256(json.dumps({"format": FORMAT, "input": source_digest(input_path),
                                              "reward": reward.fingerprint(), "batch_size": size}).encode()).hexdigest()
     side = progress_path(out, fingerprint)
 
@@ -151,7 +144,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
             rec.components = [s[1] for s in scores]
             values += rec.rewards
             rows.append(rec.to_json())
-    write_jsonl(out, rows)
+    write_records(out, rows)
     for stale in out.parent.glob(f".{out.name}.progress-*.jsonl"):
         stale.unlink(missing_ok=True)
     return {"records": len(rows), "responses": len(values), "reward_mean": sum(values) / max(1, len(values)),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import LolkitError, data_error
-from ..io import iter_jsonl
+from .loader import Row, iter_rows, unit_of
 
 Kind = Literal["response", "preference", "ranking"]
 Prompt = str | list[dict[str, str]]
@@ -159,21 +159,123 @@ def detect_kind(obj: dict) -> Kind | None:
     return None
 
 
-def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None) -> Record:
+# The fields each kind reads; every other field of a record is kept in its ``meta``.
+_FIELDS: dict[str, frozenset[str]] = {
+    "response": frozenset({"id", "meta", "prompt", "response", "reward", "rewards"}),
+    "preference": frozenset({"id", "meta", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward"}),
+    "ranking": frozenset({"id", "meta", "prompt", "responses", "rewards"}),
+    "text": frozenset({"id", "meta", "text"}),
+}
+_ASSISTANT = "\n\nAssistant:"  # the turn marker of Anthropic-style transcripts (HH-RLHF)
+
+KTO_HINT = ("convert it with `lolkit preprocess jsonl FILE --output OUT --label-reward` (label true → reward 1, "
+            "false → reward 0) and train a reward-weighted algorithm (wbc, r_lol, a_lol, ...)")
+
+
+def _refuse_other_trl_types(path: str, line: int, obj: dict, label_reward: bool) -> dict:
+    """TRL's stepwise-supervision records are refused; unpaired-preference (KTO) records too, unless
+    ``label_reward`` asks for their label as a reward. Without this a KTO file would read as response
+    records and train on the completions labelled undesirable as well."""
+    if "completions" in obj and "labels" in obj:
+        raise data_error(path, line, "completions", "a TRL stepwise-supervision record (completions + labels): "
+                         "lolkit trains no process reward model; score whole responses instead")
+    label = obj.get("label")
+    if isinstance(label, bool) and ("completion" in obj or "response" in obj):
+        if not label_reward:
+            raise data_error(path, line, "label", "a TRL unpaired-preference (KTO) record: lolkit has no KTO loss, "
+                             f"and as a response record it would train on undesirable completions; {KTO_HINT}")
+        if obj.get("reward") is not None:
+            raise data_error(path, line, "label", "has both 'label' and 'reward'; --label-reward would replace "
+                             "the reward")
+        obj = {k: v for k, v in obj.items() if k != "label"}
+        obj["reward"] = 1.0 if label else 0.0
+    return obj
+
+
+def _meta(path: str, line: int, obj: dict, used: frozenset[str]) -> dict[str, Any]:
+    """``meta`` plus every field the record's kind does not read, so no field is dropped unseen. A field
+    whose name ``meta`` already holds with another value goes to ``meta["fields"]``."""
+    meta = obj.get("meta")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise data_error(path, line, "meta", f"expected an object, got {_tname(meta)}")
+    extra = {k: v for k, v in obj.items() if k not in used}
+    if not extra:
+        return meta
+    meta = dict(meta)
+    for k, v in extra.items():
+        if k not in meta:
+            meta[k] = v
+        elif meta[k] != v:
+            meta.setdefault("fields", {})[k] = v
+    return meta
+
+
+def _word_cut(a: str, b: str, n: int) -> int:
+    """Where the shared prefix ``a[:n]`` of two texts becomes their prompt: after the last Anthropic
+    ``Assistant:`` turn marker in it when there is one (so the completions are whole replies), else at
+    ``n`` when that is a word boundary, else at the last whitespace before ``n`` (TRL cuts at the first
+    differing character, mid-word). A space just before the cut goes to the completions, as in TRL."""
+    marker = a.rfind(_ASSISTANT, 0, n)
+    if marker >= 0:
+        return marker + len(_ASSISTANT)
+
+    def in_word(s: str, i: int) -> bool:
+        return i < len(s) and (s[i].isalnum() or s[i] == "_")
+
+    cut = n
+    if n and in_word(a, n - 1) and (in_word(a, n) or in_word(b, n)):
+        cut = max(a.rfind(c, 0, n) for c in (" ", "\n", "\t"))
+        cut = max(cut, 0)
+    while cut > 0 and a[cut - 1] == " ":
+        cut -= 1
+    return cut
+
+
+def implicit_prompt(path: str, line: int, chosen: Any, rejected: Any) -> tuple[Prompt, Any, Any]:
+    """TRL's implicit-prompt preference: ``chosen`` and ``rejected`` are whole conversations (message lists)
+    or transcripts (strings) that share the prompt. Returns (prompt, chosen rest, rejected rest)."""
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        a = _messages(path, line, "chosen", chosen)
+        b = _messages(path, line, "rejected", rejected)
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        while n and a[n - 1]["role"] == "assistant":  # the completions start with the assistant's reply
+            n -= 1
+        if n == 0:
+            raise data_error(path, line, "chosen", "chosen and rejected share no prompt messages (give 'prompt')")
+        return a[:n], a[n:], b[n:]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        n = 0
+        while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+            n += 1
+        cut = _word_cut(chosen, rejected, n)
+        if not chosen[:cut].strip():
+            raise data_error(path, line, "chosen", "chosen and rejected share no prompt text (give 'prompt')")
+        return chosen[:cut], chosen[cut:], rejected[cut:]
+    raise data_error(path, line, "rejected", "chosen and rejected must both be strings or both message lists")
+
+
+def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None, label_reward: bool = False) -> Record:
     """Validate one JSON object and normalise it into a :class:`Record`."""
+    obj = _refuse_other_trl_types(path, line, obj, label_reward)
     found = detect_kind(obj)
     if found is None:
+        if "text" in obj:
+            return _text_record(path, line, obj, kind)
+        if "prompt" in obj:
+            raise data_error(path, line, None, "a prompt-only record (no response): `lolkit generate`, `eval` and the "
+                             "online algorithms read those; this command needs records with responses")
         raise data_error(path, line, None, "not a lolkit record: expected 'response' (or 'completion' / "
-                         "'messages'), 'chosen'/'rejected', or 'responses'")
+                         "'messages' / 'text'), 'chosen'/'rejected', or 'responses'")
     if kind is not None and found != kind:
         raise data_error(path, line, None, f"a {found} record in a file of {kind} records")
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, (str, int)):
         raise data_error(path, line, "id", f"expected a string or integer, got {_tname(rid)}")
-    meta = obj.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise data_error(path, line, "meta", f"expected an object, got {_tname(meta)}")
-    rec_id = str(rid) if rid is not None else f"line-{line}"
+    rec_id = str(rid) if rid is not None else default_id(line)
 
     if found == "response":
         if "messages" in obj and "prompt" not in obj:
@@ -182,32 +284,48 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None) -> R
                 raise data_error(path, line, "messages", "the last message must be the assistant's, after at least one other")
             prompt: Prompt = msgs[:-1]
             response = _response(path, line, "messages[-1].content", msgs[-1]["content"])
+            used = _FIELDS["response"] | {"messages"}
         else:
             if "prompt" not in obj:
                 raise data_error(path, line, "prompt", "missing field")
             prompt = _prompt(path, line, obj["prompt"])
             name = "response" if "response" in obj else "completion"
             response = _response(path, line, name, obj[name])
+            used = _FIELDS["response"] | {name}
         reward = _reward(path, line, "reward", obj.get("reward"))
         comps = _components(path, line, "rewards", obj.get("rewards"))
-        return Record("response", prompt, [response], [reward], [comps], rec_id, meta, line)
+        return Record("response", prompt, [response], [reward], [comps], rec_id, _meta(path, line, obj, used), line)
 
-    if "prompt" not in obj:
-        raise data_error(path, line, "prompt", "missing field")
-    prompt = _prompt(path, line, obj["prompt"])
     if found == "preference":
         for f in ("chosen", "rejected"):
             if f not in obj:
                 raise data_error(path, line, f, "missing field")
-        chosen = _response(path, line, "chosen", obj["chosen"])
-        rejected = _response(path, line, "rejected", obj["rejected"])
+        chosen_in, rejected_in = obj["chosen"], obj["rejected"]
+        used = _FIELDS["preference"]
+        conversational = isinstance(chosen_in, list) and isinstance(rejected_in, list)
+        if "prompt" not in obj or (isinstance(obj["prompt"], str) and conversational):
+            # TRL's implicit prompt; a string prompt beside whole conversations is TRL's cue to take the
+            # prompt from the conversations too (ultrafeedback_binarized), and is kept in meta
+            prompt, chosen_in, rejected_in = implicit_prompt(path, line, chosen_in, rejected_in)
+            used = used - {"prompt"}
+        else:
+            prompt = _prompt(path, line, obj["prompt"])
+        chosen = _response(path, line, "chosen", chosen_in)
+        rejected = _response(path, line, "rejected", rejected_in)
         rewards = [_reward(path, line, "chosen_reward", obj.get("chosen_reward")),
                    _reward(path, line, "rejected_reward", obj.get("rejected_reward"))]
-        return Record("preference", prompt, [chosen, rejected], rewards, [{}, {}], rec_id, meta, line)
+        return Record("preference", prompt, [chosen, rejected], rewards, [{}, {}], rec_id,
+                      _meta(path, line, obj, used), line)
 
+    if "prompt" not in obj:
+        raise data_error(path, line, "prompt", "missing field")
+    prompt = _prompt(path, line, obj["prompt"])
     responses = obj["responses"]
     if not isinstance(responses, list) or not responses:
         raise data_error(path, line, "responses", "expected a non-empty list of strings")
+    if len(responses) < 2:
+        raise data_error(path, line, "responses", "a ranking needs at least 2 responses, got 1 (write it as a "
+                         "response record: 'response' and 'reward')")
     texts = [_response(path, line, f"responses[{i}]", r) for i, r in enumerate(responses)]
     rewards_in = obj.get("rewards")
     if not isinstance(rewards_in, list):
@@ -215,25 +333,50 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None) -> R
     if len(rewards_in) != len(texts):
         raise data_error(path, line, "rewards", f"has {len(rewards_in)} values for {len(texts)} responses")
     rewards = [_reward(path, line, f"rewards[{i}]", r, required=True) for i, r in enumerate(rewards_in)]
-    return Record("ranking", prompt, texts, rewards, [{} for _ in texts], rec_id, meta, line)
+    return Record("ranking", prompt, texts, rewards, [{} for _ in texts], rec_id,
+                  _meta(path, line, obj, _FIELDS["ranking"]), line)
 
 
-def iter_records(path: str | Path, kind: Kind | None = None) -> Iterator[tuple[dict, Record]]:
-    """``(raw object, validated record)`` per line; all records of one kind, ids unique."""
-    p = str(path)
+def default_id(line: int) -> str:
+    """The id of a record that has none: ``line-N`` in JSON lines, ``row-N`` in every other format."""
+    return f"{'row' if isinstance(line, Row) else 'line'}-{int(line)}"
+
+
+def _text_record(path: str, line: int, obj: dict, kind: Kind | None) -> Record:
+    """TRL's language-modelling record ``{"text": ...}``: the whole text is the response, after an empty
+    prompt (the model learns every token of it, as TRL's SFT does)."""
+    if kind is not None and kind != "response":
+        raise data_error(path, line, None, f"a text record in a file of {kind} records")
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise data_error(path, line, "text", f"expected a string, got {_tname(text)}")
+    if not text.strip():
+        raise data_error(path, line, "text", "empty string")
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, (str, int)):
+        raise data_error(path, line, "id", f"expected a string or integer, got {_tname(rid)}")
+    meta = _meta(path, line, obj, _FIELDS["text"])
+    return Record("response", "", [text], [None], [{}], str(rid) if rid is not None else default_id(line), meta, line)
+
+
+def iter_records(path: str | Path, kind: Kind | None = None, label_reward: bool = False
+                 ) -> Iterator[tuple[dict, Record]]:
+    """``(raw object, validated record)`` per row of any format :mod:`lolkit.data.loader` reads; all
+    records of one kind, ids unique."""
     seen: dict[str, int] = {}
-    for line, obj in iter_jsonl(p):
-        rec = parse_record(p, line, obj, kind)
+    for label, line, obj in iter_rows(path):
+        rec = parse_record(label, line, obj, kind, label_reward)
         kind = rec.kind
         if rec.id in seen:
-            raise data_error(p, line, "id", f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
+            raise data_error(label, line, "id", f"duplicate id {rec.id!r} (first on {unit_of(seen[rec.id])})")
         seen[rec.id] = line
         yield obj, rec
 
 
-def load_records(path: str | Path, kind: Kind | None = None) -> list[Record]:
-    """Read and validate a whole JSONL file. All records must be of one kind; ids must be unique."""
-    return [rec for _, rec in iter_records(path, kind)]
+def load_records(path: str | Path, kind: Kind | None = None, label_reward: bool = False) -> list[Record]:
+    """Read and validate a whole file (any format the loader reads). All records must be of one kind;
+    ids must be unique."""
+    return [rec for _, rec in iter_records(path, kind, label_reward)]
 
 
 def require_rewards(records: list[Record], path: str, what: str) -> None:
@@ -263,19 +406,31 @@ def as_kind_error(path: str, records: list[Record], kinds: tuple[Kind, ...], alg
 
 
 def load_prompts(path: str | Path) -> list[Record]:
-    """Prompts to generate for: any record of the contract, or lines holding only a ``prompt``."""
-    p = str(path)
+    """Prompts to generate for: records of the contract, or rows holding only a ``prompt`` (TRL's
+    prompt-only type) — one kind per file, ids unique, as for :func:`load_records`."""
     out: list[Record] = []
-    for line, obj in iter_jsonl(p):
+    seen: dict[str, int] = {}
+    kind: str | None = None
+    for label, line, obj in iter_rows(path):
         if detect_kind(obj) is not None:
-            out.append(parse_record(p, line, obj))
-            continue
-        if "prompt" not in obj:
-            raise data_error(p, line, "prompt", "missing field")
-        meta = obj.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise data_error(p, line, "meta", f"expected an object, got {_tname(meta)}")
-        rid = obj.get("id")
-        out.append(Record("response", _prompt(p, line, obj["prompt"]), [], [], [], str(rid) if rid is not None
-                          else f"line-{line}", meta, line))
+            rec = parse_record(label, line, obj, label_reward=True)  # only the prompt is read: a KTO label is harmless
+            this = rec.kind
+        elif "prompt" not in obj:
+            hint = " (a language-modelling 'text' record has no prompt to answer)" if "text" in obj else ""
+            raise data_error(label, line, "prompt", "missing field" + hint)
+        else:
+            rid = obj.get("id")
+            if rid is not None and not isinstance(rid, (str, int)):
+                raise data_error(label, line, "id", f"expected a string or integer, got {_tname(rid)}")
+            prompt = _prompt(label, line, obj["prompt"])
+            rec = Record("response", prompt, [], [], [], str(rid) if rid is not None else default_id(line),
+                         _meta(label, line, obj, frozenset({"id", "meta", "prompt"})), line)
+            this = "prompt-only"
+        if kind is not None and this != kind:
+            raise data_error(label, line, None, f"a {this} record in a file of {kind} records")
+        kind = this
+        if rec.id in seen:
+            raise data_error(label, line, "id", f"duplicate id {rec.id!r} (first on {unit_of(seen[rec.id])})")
+        seen[rec.id] = line
+        out.append(rec)
     return out

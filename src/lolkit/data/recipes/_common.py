@@ -75,26 +75,6 @@ def read_json_file(path: Path) -> Any:
         raise data_error(str(path), e.lineno, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line, object)`` per non-blank line of a JSON-lines file; unlike :func:`lolkit.io.iter_jsonl` an
-    empty file is allowed (a recipe decides whether no rows is an error)."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise data_error(str(path), lineno, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise data_error(str(path), lineno, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise data_error(str(path), lineno, None, f"expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
-
-
 def iter_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
     """``(line, row)`` for each CSV record; ``line`` is the file line where the record starts."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))

@@ -24,7 +24,8 @@ import csv
 from pathlib import Path
 
 from ...errors import LolkitError, data_error
-from ._common import Stats, get_number, get_str, iter_json_lines, require_file, write_splits
+from ...io import iter_jsonl
+from ._common import Stats, get_number, get_str, require_file, write_splits
 
 RELATIONS = ("xAttr", "xEffect", "xIntent", "xNeed", "xReact", "xWant", "HinderedBy")
 SPLITS = {"train": "train", "val": "val", "test": "test_atomic10x"}
@@ -37,7 +38,7 @@ def prompt_for(head: str, relation: str) -> str:
 def _atomic10x(path: Path, stats: Stats, min_p_valid: float | None) -> dict[str, list[dict]]:
     p = str(path)
     out: dict[str, list[dict]] = {name: [] for name in SPLITS.values()}
-    for line, obj in iter_json_lines(path):
+    for line, obj in iter_jsonl(path, allow_empty=True):
         stats.read["atomic10x"] += 1
         head = get_str(p, line, obj, "head")
         relation = get_str(p, line, obj, "relation")

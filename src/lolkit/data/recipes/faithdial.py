@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 
 from ...errors import LolkitError, data_error
-from ._common import Stats, iter_json_lines, read_json_file, require_dir, write_splits
+from ...io import iter_jsonl
+from ._common import Stats, read_json_file, require_dir, write_splits
 from .wow import SEP, Prompting
 
 FILES = {"train": ("train.json", "train.jsonl"), "val": ("valid.json", "validation.json", "valid.jsonl",
@@ -29,7 +30,7 @@ FILES = {"train": ("train.json", "train.jsonl"), "val": ("valid.json", "validati
 def _utterances(path: Path) -> list[tuple[int | None, str, dict]]:
     """``(line, location, utterance)`` for every utterance of a nested or flattened file."""
     if path.suffix == ".jsonl":
-        return [(line, "", obj) for line, obj in iter_json_lines(path)]
+        return [(line, "", obj) for line, obj in iter_jsonl(path, allow_empty=True)]
     try:
         data = read_json_file(path)
     except LolkitError:
@@ -40,7 +41,7 @@ def _utterances(path: Path) -> list[tuple[int | None, str, dict]]:
             is_lines = False
         if not is_lines:
             raise
-        return [(line, "", obj) for line, obj in iter_json_lines(path)]
+        return [(line, "", obj) for line, obj in iter_jsonl(path, allow_empty=True)]
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -1,7 +1,9 @@
 """UltraFeedback binarized (HuggingFaceH4/ultrafeedback_binarized) → preference records.
 
-Raw format: the ``train_prefs`` / ``test_prefs`` splits as JSON lines (the Hub stores Parquet; export
-with ``datasets``' ``to_json``, or any JSONL copy), one object a line::
+Raw format: the Hub layout as downloaded (``data/train_prefs-00000-of-00001.parquet``,
+``data/test_prefs-….parquet``, and the ``*_sft`` / ``*_gen`` splits, which are skipped), the dataset in the
+local Hugging Face cache (``HuggingFaceH4/ultrafeedback_binarized``), or any file of its rows — Parquet,
+or JSON lines as ``to_json`` exports them. One row::
 
     {"prompt": "...", "prompt_id": "...",
      "chosen": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}],
@@ -11,8 +13,8 @@ with ``datasets``' ``to_json``, or any JSONL copy), one object a line::
 The prompt is the conversation before the last message of ``chosen`` (a message list, rendered by the
 model's chat template; ``--plain`` uses the ``prompt`` string); chosen / rejected are the assistant's
 last messages; ``score_chosen`` / ``score_rejected`` become ``chosen_reward`` / ``rejected_reward``.
-Dropped: ties (equal scores; ``--keep-ties`` keeps them), identical or empty responses. Each input file
-becomes one split named after it (``train_prefs`` → ``train``, ``test_prefs`` → ``test``).
+Dropped: ties (equal scores; ``--keep-ties`` keeps them), identical or empty responses. Each split keeps
+its name, ``train_prefs`` → ``train`` and ``test_prefs`` → ``test``; a file is the split its name says.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import LolkitError, data_error
-from ._common import Stats, get_list, get_number, get_str, iter_json_lines, require_file, write_splits
+from ..loader import open_splits, split_of
+from ._common import Stats, get_list, get_number, get_str, write_splits
 
 SPLIT_NAMES = {"train_prefs": "train", "test_prefs": "test", "train": "train", "test": "test"}
 ROLES = ("system", "user", "assistant", "tool")
@@ -39,11 +42,10 @@ def _messages(p: str, line: int, name: str, value: list) -> list[dict[str, str]]
     return out
 
 
-def _split(path: Path, plain: bool, keep_ties: bool, stats: Stats, name: str) -> list[dict]:
-    p = str(path)
+def _split(rows, plain: bool, keep_ties: bool, stats: Stats, name: str) -> list[dict]:
     out: list[dict] = []
     seen: set[str] = set()
-    for line, obj in iter_json_lines(path):
+    for p, line, obj in rows:
         stats.read[name] += 1
         chosen = _messages(p, line, "chosen", get_list(p, line, obj, "chosen"))
         rejected = _messages(p, line, "rejected", get_list(p, line, obj, "rejected"))
@@ -66,27 +68,30 @@ def _split(path: Path, plain: bool, keep_ties: bool, stats: Stats, name: str) ->
         if not plain and not any(m["content"].strip() for m in prompt):
             stats.drop(f"{name}_empty_text")
             continue
-        rid = str(obj.get("prompt_id") or f"{name}-{line}")
+        rid = str(obj.get("prompt_id") or f"{name}-{int(line)}")
         if rid in seen:
-            rid = f"{rid}-{line}"
+            rid = f"{rid}-{int(line)}"
         seen.add(rid)
         out.append({"id": rid, "prompt": prompt, "chosen": a, "rejected": b, "chosen_reward": sc,
-                    "rejected_reward": sr, "meta": {"source": f"{path.name}:{line}"}})
+                    "rejected_reward": sr, "meta": {"source": f"{Path(p).name}:{line}"}})
     return out
 
 
 def preprocess_ultrafeedback(inputs: list[str | Path], output_dir: str | Path, plain: bool = False,
                              keep_ties: bool = False) -> dict[str, int]:
     if not inputs:
-        raise LolkitError("give at least one JSONL file (train_prefs, test_prefs)")
+        raise LolkitError("give at least one input: the Hub folder, a cached dataset id, or train_prefs / test_prefs files")
     stats = Stats("ultrafeedback", {"inputs": [str(i) for i in inputs], "plain": plain, "keep_ties": keep_ties})
     splits: dict[str, list[dict]] = {}
     for given in inputs:
-        path = require_file(given)
-        stem = path.name.split(".")[0]
-        stem = stem.split("-")[0] if stem.split("-")[0] in SPLIT_NAMES else stem
-        name = SPLIT_NAMES.get(stem, stem)
-        if name in splits:
-            raise LolkitError(f"{path}: a second file for split {name!r}")
-        splits[name] = _split(path, plain, keep_ties, stats, name)
+        found = open_splits(given, allow_empty=True)
+        for split, src in found.items():
+            split = split or split_of(Path(src.label))
+            if len(found) > 1 and not split.endswith("_prefs"):
+                stats.options.setdefault("skipped_splits", []).append(split)  # *_sft / *_gen hold no pairs
+                continue
+            name = SPLIT_NAMES.get(split, split)
+            if name in splits:
+                raise LolkitError(f"{src.label}: a second input for split {name!r}")
+            splits[name] = _split(src.rows(), plain, keep_ties, stats, name)
     return write_splits(output_dir, splits, stats)
