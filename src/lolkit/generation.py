@@ -81,9 +81,9 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
                   trust_remote_code: bool = False, quiet: bool = False) -> dict:
     """``lolkit generate``: ``num_samples`` responses per prompt of a file, written as response
     records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``."""
+    from .data.loader import write_records
     from .data.schema import load_prompts
     from .data.tokenize import render_prompt
-    from .data.loader import write_records
     from .models import ModelConfig, load_model
     from .progress import CountProgress
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,21 +90,20 @@ class Source:
 def open_source(spec: str | os.PathLike, allow_empty: bool = False) -> Source:
     """The rows behind ``spec`` (one split), or a one-line error saying what is missing."""
     spec = str(spec)
-    splits, chosen = _resolve(spec, allow_empty)
+    splits, chosen, base = _resolve(spec, allow_empty)
     if chosen is None:
         if len(splits) == 1:
             return next(iter(splits.values()))
-        base = _base_of(spec)
         raise LolkitError(f"{base}: holds the splits {', '.join(splits)}; name one as {base}:SPLIT")
     if chosen not in splits:
-        raise LolkitError(f"{_base_of(spec)}: no split {chosen!r} (it has: {', '.join(splits)})")
+        raise LolkitError(f"{base}: no split {chosen!r} (it has: {', '.join(splits)})")
     return splits[chosen]
 
 
 def open_splits(spec: str | os.PathLike, allow_empty: bool = False) -> dict[str, Source]:
     """Every split behind ``spec`` (just the named one for ``SPEC:split``), in the order the source has them."""
     spec = str(spec)
-    splits, chosen = _resolve(spec, allow_empty)
+    splits, chosen, _ = _resolve(spec, allow_empty)
     if chosen is None:
         return splits
     return {chosen: open_source(spec, allow_empty)}
@@ -112,11 +112,6 @@ def open_splits(spec: str | os.PathLike, allow_empty: bool = False) -> dict[str,
 def iter_rows(spec: str | os.PathLike, allow_empty: bool = False) -> Iterator[tuple[str, int, dict]]:
     """``(label, line or Row, object)`` for every row of ``spec``; see :func:`open_source`."""
     yield from open_source(spec, allow_empty).rows()
-
-
-def _base_of(spec: str) -> str:
-    path, _ = _split_suffix(spec)
-    return path
 
 
 def _split_suffix(spec: str) -> tuple[str, str | None]:
@@ -129,17 +124,18 @@ def _split_suffix(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _resolve(spec: str, allow_empty: bool) -> tuple[dict[str, Source], str | None]:
+def _resolve(spec: str, allow_empty: bool) -> tuple[dict[str, Source], str | None, str]:
+    """(splits, the split ``spec`` names or None, the name of the dataset for messages)."""
     path_s, split = _split_suffix(spec)
     p = Path(path_s)
     if p.is_file():
         if split is not None:
             raise LolkitError(f"{p}: a single file has no splits (drop ':{split}')")
-        return {"": _file_source(p, str(p), allow_empty)}, None
+        return {"": _file_source(p, str(p), allow_empty)}, None, path_s
     if p.is_dir():
         if _is_saved_dataset(p):
-            return _disk_splits(p, allow_empty), split
-        return _folder_splits(p, allow_empty), split
+            return _disk_splits(p, allow_empty), split, path_s
+        return _folder_splits(p, allow_empty), split, path_s
     if _looks_like_hub_id(spec):
         return _hub_splits(spec)
     raise LolkitError(f"{p}: file not found")
@@ -208,17 +204,30 @@ def _quiet_datasets() -> Iterator[Any]:
 
     was_enabled = datasets.utils.logging.is_progress_bar_enabled()
     level = datasets.utils.logging.get_verbosity()
-    offline = datasets.config.HF_HUB_OFFLINE
+    offline, torch_available = datasets.config.HF_HUB_OFFLINE, datasets.config.TORCH_AVAILABLE
     datasets.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL + 10)
     datasets.config.HF_HUB_OFFLINE = True  # also when datasets was imported, online, before lolkit ran
+    # a streamed dataset imports torch (3-5 s) only to share a counter with DataLoader workers, which
+    # lolkit never uses: reading a Parquet file should cost what reading it costs
+    datasets.config.TORCH_AVAILABLE = "torch" in sys.modules
     try:
         yield datasets
     finally:
-        datasets.config.HF_HUB_OFFLINE = offline
+        datasets.config.HF_HUB_OFFLINE, datasets.config.TORCH_AVAILABLE = offline, torch_available
         datasets.utils.logging.set_verbosity(level)
         if was_enabled:
             datasets.utils.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    """A throw-away cache folder for a streamed read: ``datasets`` leaves lock files in its cache even when
+    it copies nothing, and reading a file should leave no trace in the user's Hugging Face cache."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lolkit-read-") as tmp:
+        yield tmp
 
 
 def _table_error(label: str, e: Exception) -> LolkitError:
@@ -241,11 +250,11 @@ def _csv_rows(p: Path, label: str, delimiter: str, allow_empty: bool) -> Iterato
     header = next(csv.reader([first], delimiter=delimiter), [])
     if not [h for h in header if h.strip()]:
         raise LolkitError(f"{p}: file is empty (expected a header row naming the columns)")
-    with _quiet_datasets() as datasets:
+    with _quiet_datasets() as datasets, _scratch() as scratch:
         features = datasets.Features({h: datasets.Value("string") for h in header})
         try:
             ds = datasets.load_dataset("csv", data_files=str(p), split="train", streaming=True, features=features,
-                                       delimiter=delimiter, keep_default_na=False, na_filter=False)
+                                       delimiter=delimiter, keep_default_na=False, na_filter=False, cache_dir=scratch)
             n = 0
             for n, row in enumerate(ds, start=1):
                 yield label, Row(n), _csv_cells(label, Row(n), row)
@@ -289,9 +298,9 @@ def _csv_cells(label: str, row: Row, cells: dict[str, str | None]) -> dict:
 
 
 def _table_file_rows(p: Path, label: str, fmt: str, allow_empty: bool) -> Iterator[tuple[str, int, dict]]:
-    with _quiet_datasets() as datasets:
+    with _quiet_datasets() as datasets, _scratch() as scratch:
         try:
-            ds = datasets.load_dataset(fmt, data_files=str(p), split="train", streaming=True)
+            ds = datasets.load_dataset(fmt, data_files=str(p), split="train", streaming=True, cache_dir=scratch)
             n = 0
             for n, row in enumerate(ds, start=1):
                 yield label, Row(n), _table_row(row)
@@ -376,7 +385,7 @@ def hub_cache_dir() -> str:
         return os.path.expanduser(os.environ.get("HF_DATASETS_CACHE") or str(datasets.config.HF_DATASETS_CACHE))
 
 
-def _hub_splits(spec: str) -> tuple[dict[str, Source], str | None]:
+def _hub_splits(spec: str) -> tuple[dict[str, Source], str | None, str]:
     repo, *rest = spec.split(":")
     if len(rest) > 2:
         raise LolkitError(f"{spec}: expected org/name, org/name:SPLIT or org/name:CONFIG:SPLIT")
@@ -396,7 +405,7 @@ def _hub_splits(spec: str) -> tuple[dict[str, Source], str | None]:
                           f"({cache}); lolkit reads the Hub offline: load it once with "
                           f"datasets.load_dataset({repo!r}) where there is network, or pass its downloaded files")
     label = f"{repo}:{config}" if config else repo
-    return {name: _dataset_source(ds, f"{label}:{name}") for name, ds in loaded.items()}, split
+    return {name: _dataset_source(ds, f"{label}:{name}") for name, ds in loaded.items()}, split, label
 
 
 def _load_cached(repo: str, config: str | None, cache: str):
@@ -409,9 +418,10 @@ def _load_cached(repo: str, config: str | None, cache: str):
             return None
         except ValueError as e:
             msg = " ".join(str(e).split())
-            if "multiple" in msg and "configurations" in msg:
-                raise LolkitError(f"{repo}: cached with several configurations; name one as "
-                                  f"{repo}:CONFIG[:SPLIT] ({msg})") from None
+            several = re.search(r"configurations in the cache: ([^\n]*)", str(e))
+            if several:
+                raise LolkitError(f"{repo}: cached with several configurations ({several.group(1).strip()}); "
+                                  f"name one as {repo}:CONFIG or {repo}:CONFIG:SPLIT") from None
             if "Couldn't find cache" in msg:
                 return None
             raise LolkitError(f"{repo}: cannot be read from the Hugging Face datasets cache ({msg})") from None

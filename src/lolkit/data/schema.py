@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import LolkitError, data_error
-from .loader import Row, iter_rows, unit_of
+from .loader import Row, open_source, unit_of
 
 Kind = Literal["response", "preference", "ranking"]
 Prompt = str | list[dict[str, str]]
@@ -258,13 +258,15 @@ def implicit_prompt(path: str, line: int, chosen: Any, rejected: Any) -> tuple[P
     raise data_error(path, line, "rejected", "chosen and rejected must both be strings or both message lists")
 
 
-def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None, label_reward: bool = False) -> Record:
-    """Validate one JSON object and normalise it into a :class:`Record`."""
+def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None, label_reward: bool = False,
+                 id_prefix: str = "") -> Record:
+    """Validate one JSON object and normalise it into a :class:`Record` (a record without an id gets
+    ``id_prefix`` + ``line-N`` / ``row-N``)."""
     obj = _refuse_other_trl_types(path, line, obj, label_reward)
     found = detect_kind(obj)
     if found is None:
         if "text" in obj:
-            return _text_record(path, line, obj, kind)
+            return _text_record(path, line, obj, kind, id_prefix)
         if "prompt" in obj:
             raise data_error(path, line, None, "a prompt-only record (no response): `lolkit generate`, `eval` and the "
                              "online algorithms read those; this command needs records with responses")
@@ -275,7 +277,7 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None, labe
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, (str, int)):
         raise data_error(path, line, "id", f"expected a string or integer, got {_tname(rid)}")
-    rec_id = str(rid) if rid is not None else default_id(line)
+    rec_id = str(rid) if rid is not None else default_id(line, id_prefix)
 
     if found == "response":
         if "messages" in obj and "prompt" not in obj:
@@ -337,12 +339,20 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None, labe
                   _meta(path, line, obj, _FIELDS["ranking"]), line)
 
 
-def default_id(line: int) -> str:
-    """The id of a record that has none: ``line-N`` in JSON lines, ``row-N`` in every other format."""
-    return f"{'row' if isinstance(line, Row) else 'line'}-{int(line)}"
+def default_id(line: int, prefix: str = "") -> str:
+    """The id of a record that has none: ``line-N`` in JSON lines, ``row-N`` in every other format (after
+    the file's name when a split spans several files)."""
+    return f"{prefix}{'row' if isinstance(line, Row) else 'line'}-{int(line)}"
 
 
-def _text_record(path: str, line: int, obj: dict, kind: Kind | None) -> Record:
+def _rows(path: str | Path) -> Iterator[tuple[str, int, dict, str]]:
+    """The loader's rows, with the prefix that keeps default ids unique in a split of several files."""
+    src = open_source(path)
+    for label, line, obj in src.rows():
+        yield label, line, obj, "" if label == src.label else f"{Path(label).name}:"
+
+
+def _text_record(path: str, line: int, obj: dict, kind: Kind | None, id_prefix: str) -> Record:
     """TRL's language-modelling record ``{"text": ...}``: the whole text is the response, after an empty
     prompt (the model learns every token of it, as TRL's SFT does)."""
     if kind is not None and kind != "response":
@@ -356,7 +366,8 @@ def _text_record(path: str, line: int, obj: dict, kind: Kind | None) -> Record:
     if rid is not None and not isinstance(rid, (str, int)):
         raise data_error(path, line, "id", f"expected a string or integer, got {_tname(rid)}")
     meta = _meta(path, line, obj, _FIELDS["text"])
-    return Record("response", "", [text], [None], [{}], str(rid) if rid is not None else default_id(line), meta, line)
+    return Record("response", "", [text], [None], [{}], str(rid) if rid is not None else default_id(line, id_prefix),
+                  meta, line)
 
 
 def iter_records(path: str | Path, kind: Kind | None = None, label_reward: bool = False
@@ -364,8 +375,8 @@ def iter_records(path: str | Path, kind: Kind | None = None, label_reward: bool 
     """``(raw object, validated record)`` per row of any format :mod:`lolkit.data.loader` reads; all
     records of one kind, ids unique."""
     seen: dict[str, int] = {}
-    for label, line, obj in iter_rows(path):
-        rec = parse_record(label, line, obj, kind, label_reward)
+    for label, line, obj, prefix in _rows(path):
+        rec = parse_record(label, line, obj, kind, label_reward, prefix)
         kind = rec.kind
         if rec.id in seen:
             raise data_error(label, line, "id", f"duplicate id {rec.id!r} (first on {unit_of(seen[rec.id])})")
@@ -411,9 +422,9 @@ def load_prompts(path: str | Path) -> list[Record]:
     out: list[Record] = []
     seen: dict[str, int] = {}
     kind: str | None = None
-    for label, line, obj in iter_rows(path):
+    for label, line, obj, prefix in _rows(path):
         if detect_kind(obj) is not None:
-            rec = parse_record(label, line, obj, label_reward=True)  # only the prompt is read: a KTO label is harmless
+            rec = parse_record(label, line, obj, label_reward=True, id_prefix=prefix)  # only the prompt is read: a KTO label is harmless
             this = rec.kind
         elif "prompt" not in obj:
             hint = " (a language-modelling 'text' record has no prompt to answer)" if "text" in obj else ""
@@ -423,7 +434,7 @@ def load_prompts(path: str | Path) -> list[Record]:
             if rid is not None and not isinstance(rid, (str, int)):
                 raise data_error(label, line, "id", f"expected a string or integer, got {_tname(rid)}")
             prompt = _prompt(label, line, obj["prompt"])
-            rec = Record("response", prompt, [], [], [], str(rid) if rid is not None else default_id(line),
+            rec = Record("response", prompt, [], [], [], str(rid) if rid is not None else default_id(line, prefix),
                          _meta(label, line, obj, frozenset({"id", "meta", "prompt"})), line)
             this = "prompt-only"
         if kind is not None and this != kind:
