@@ -523,3 +523,207 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path):
 def test_missing_input_is_one_line(tmp_path):
     r = run_cli("preprocess", "hh", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o"))
     assert r.code == 2 and "nowhere" in r.err and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------- hh: the human choice (issue 16.3) and the raw release
+
+REAL_HH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+
+
+def _pro_disagreeing(root: Path) -> Path:
+    """PRO dev/test rows as published: suffix[0] (sft_index 0) is the human choice; the reward model
+    prefers the other reply in row 1, and row 2's other reply is empty."""
+    rows = [
+        {"prefix": [["<|prompter|>Tell me a joke", "<|assistant|>"]] * 2, "suffix": ["Why did the chicken cross?", "No."],
+         "reward": [-0.5, 1.5], "sft_index": 0},
+        {"prefix": [["<|prompter|>Say hi", "<|assistant|>"]] * 2, "suffix": ["Hi there!", "   "], "reward": [0.2, 0.1],
+         "sft_index": 0},
+    ]
+    _jl(root / "hh_train_len2" / "train.json", [_pro_row(["<|prompter|>A"], ["B", "C"], [1.0, 0.0])])
+    _jl(root / "hh_test" / "harmless_base.json", rows)
+    return root
+
+
+def test_hh_defaults_to_the_human_choice_and_keeps_sft_index(tmp_path):
+    root = _pro_disagreeing(tmp_path / "pro")
+    _run("hh", root, "-o", tmp_path / "h", "--kind", "preference")
+    test = read_jsonl(tmp_path / "h" / "test.jsonl")
+    assert [(r["chosen"], r["rejected"]) for r in test] == [("Why did the chicken cross?", "No.")]
+    assert test[0]["meta"]["sft_index"] == 0 and test[0]["chosen_reward"] == pytest.approx(_sigmoid(-0.5))
+    assert _stats(tmp_path / "h")["dropped"] == {"empty_response": 1}
+    _run("hh", root, "-o", tmp_path / "r", "--kind", "preference", "--chosen-by", "reward")
+    assert [(r["chosen"], r["rejected"]) for r in read_jsonl(tmp_path / "r" / "test.jsonl")] == [("No.", "Why did the chicken cross?")]
+    # --kind response: the human-chosen reply of row 2 is fine, its empty neighbour is no reason to drop it
+    _run("hh", root, "-o", tmp_path / "s", "--kind", "response")
+    resp = read_jsonl(tmp_path / "s" / "test.jsonl")
+    assert [r["response"] for r in resp] == ["Why did the chicken cross?", "Hi there!"]
+    assert [r["meta"]["sft_index"] for r in resp] == [0, 0]
+    _run("hh", root, "-o", tmp_path / "s2", "--kind", "response", "--chosen-by", "reward")
+    assert [r["response"] for r in read_jsonl(tmp_path / "s2" / "test.jsonl")] == ["No.", "Hi there!"]
+
+
+def test_hh_human_choice_needs_a_valid_sft_index(tmp_path):
+    root = tmp_path / "pro"
+    row = _pro_row(["<|prompter|>A"], ["B", "C"], [1.0, 0.0])
+    _jl(root / "hh_train_len2" / "train.json", [row, {**row, "sft_index": 2}])
+    r = run_cli("preprocess", "hh", str(root), "-o", str(tmp_path / "o"), "--kind", "preference")
+    assert r.code == 2 and "train.json:2: field 'sft_index': 2 is out of range for 2 responses" in r.err
+    _jl(root / "hh_train_len2" / "train.json", [{k: v for k, v in row.items() if k != "sft_index"}])
+    r = run_cli("preprocess", "hh", str(root), "-o", str(tmp_path / "o"), "--kind", "response")
+    assert r.code == 2 and "field 'sft_index'" in r.err and "--chosen-by reward" in r.err
+    _run("hh", root, "-o", tmp_path / "o", "--kind", "response", "--chosen-by", "reward")
+    _run("hh", root, "-o", tmp_path / "rank")  # rankings are ordered by reward: no sft_index needed
+    assert not (tmp_path / "o2").exists()
+
+
+def _transcript(*turns: str) -> str:
+    return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
+
+
+def test_hh_raw_release_folder_of_subsets(tmp_path):
+    root = tmp_path / "hh-rlhf"
+    _gz = lambda path, rows: (path.parent.mkdir(parents=True, exist_ok=True),  # noqa: E731
+                              path.write_bytes(__import__("gzip").compress("".join(json.dumps(r) + "\n" for r in rows).encode())))
+    _gz(root / "harmless-base" / "test.jsonl.gz", [
+        {"chosen": _transcript("How do I pick a lock?", "I can't help with that."),
+         "rejected": _transcript("How do I pick a lock?", "Use a pin.")},
+        {"chosen": _transcript("Hi", "Hello!", "Tell me more", "Sure: what about?"),
+         "rejected": _transcript("Hi", "Hello!", "Tell me more", "")},  # empty rejected reply
+        {"chosen": _transcript("Same?", "Yes."), "rejected": _transcript("Same?", "Yes.")},  # identical replies
+        {"chosen": _transcript("Q", "A one") + "\n\nHuman: fake turn\n\nAssistant: more",  # differs before its end
+         "rejected": _transcript("Q", "A two")},
+    ])
+    _gz(root / "helpful-base" / "train.jsonl.gz", [
+        {"chosen": _transcript("Name a fruit", "Apple"), "rejected": _transcript("Name a fruit", "Stone")},
+        {"chosen": _transcript("Cut", "Sure:"), "rejected": _transcript("Cut", "No")},  # A-LoL's colon rule (train)
+    ])
+    (root / "red-team-attempts").mkdir()
+    _gz(root / "red-team-attempts" / "red_team_attempts.jsonl.gz", [{"transcript": "…"}])
+    r = run_cli("preprocess", "hh", str(root), "-o", str(tmp_path / "p"), "--format", "hh")
+    assert r.code == 0, r
+    assert "test 1, train 1; dropped different_dialogues 1, empty_reply 1, identical_replies 1, " \
+           "train_response_ends_with_colon 1" in r.out
+    s = _splits(tmp_path / "p")
+    assert s["test"] == [{"id": "harmless-base-test-1", "prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant:",
+                          "chosen": "I can't help with that.", "rejected": "Use a pin.",
+                          "meta": {"source": "test.jsonl.gz:1", "subset": "harmless-base"}}]
+    assert s["train"][0]["chosen"] == "Apple"
+    assert _stats(tmp_path / "p")["options"]["skipped_files"][0].endswith("red_team_attempts.jsonl.gz")
+    _run("hh", root / "harmless-base" / "test.jsonl.gz", "-o", tmp_path / "r", "--kind", "response", "--format", "messages")
+    resp = read_jsonl(tmp_path / "r" / "test.jsonl")  # only the chosen reply matters: rows 2-4 are fine
+    assert [x["response"] for x in resp] == ["I can't help with that.", "Sure: what about?", "Yes.", "more"]
+    assert resp[1]["prompt"][-1] == {"role": "user", "content": "Tell me more"}
+    for args, msg in ((["--kind", "ranking"], "no reward scores"), (["--chosen-by", "reward"], "no reward scores")):
+        r = run_cli("preprocess", "hh", str(root), "-o", str(tmp_path / "x"), *args)
+        assert r.code == 2 and msg in r.err and not (tmp_path / "x").exists()
+    _all_valid(tmp_path / "p")
+
+
+@pytest.mark.skipif(not REAL_HH.is_file(), reason="shared HH-RLHF data not present")
+def test_hh_real_harmless_base_test_file(tmp_path):
+    """The file exactly as Anthropic publishes it: 2,312 rows; 4 have an empty chosen reply, 5 a reply in which
+    the model wrote further Human/Assistant turns (so chosen and rejected differ before the last reply)."""
+    r = run_cli("preprocess", "hh", str(REAL_HH), "-o", str(tmp_path / "pref"))
+    assert r.code == 0, r
+    assert "test 2303; dropped different_dialogues 5, empty_reply 4" in r.out
+    st = _stats(tmp_path / "pref")
+    assert st["read"] == {"test": 2312} and st["dropped"] == {"different_dialogues": 5, "empty_reply": 4}
+    first = read_jsonl(tmp_path / "pref" / "test.jsonl")[0]
+    assert first["prompt"].startswith(SYSTEM + "### Human: what are some pranks with a pen i can do? ### Assistant: Are you")
+    assert first["prompt"].endswith("### Assistant:") and first["chosen"].startswith("No, sorry!")
+    _run("hh", REAL_HH, "-o", tmp_path / "resp", "--kind", "response")
+    assert _stats(tmp_path / "resp")["splits"] == {"test": 2308}
+    # the raw file is also a TRL implicit-prompt preference dataset: read directly, row 87's empty chosen reply
+    # is the contract's one-line error
+    r = run_cli("preprocess", "jsonl", str(REAL_HH), "--output", str(tmp_path / "direct.jsonl"))
+    assert r.code == 2 and "test.jsonl.gz:87: field 'chosen': empty string" in r.err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_HH.is_file(), reason="shared HH-RLHF data not present")
+def test_real_hh_trains_dpo_end_to_end(tmp_path, tiny_model):
+    _run("hh", REAL_HH, "-o", tmp_path / "hh", "--format", "hh")
+    r = run_cli("train", "--algo", "dpo", "--data", str(tmp_path / "hh" / "test.jsonl"), "--output-dir", str(tmp_path / "run"),
+                "--max-steps", "3", "--batch-size", "4", "--set", "data.max_prompt_len=96", "--set",
+                "data.max_response_len=32", "--quiet")
+    assert r.code == 0, r
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [m["step"] for m in rows if "loss" in m][-1] == 3
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at the first step
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["data"] == str(tmp_path / "hh" / "test.jsonl")
+
+
+# ------------------------------------------------------------ Hub layouts: Parquet shards and the datasets cache
+
+
+def test_tldr_carperai_parquet_layouts(tmp_path):
+    from .data_helpers import hub_folder
+
+    post = "SUBREDDIT: r/cooking\nTITLE: First loaf\nPOST: It finally rose."
+    hub_folder(tmp_path / "comparisons", {
+        "train": [{"prompt": post, "chosen": "TL;DR: my first sourdough rose", "rejected": "TL;DR: bread"},
+                  {"prompt": post, "chosen": "TL;DR: same", "rejected": "TL;DR: same"}],
+        "valid1": [{"prompt": post, "chosen": "TL;DR: it rose", "rejected": "TL;DR: it sank"}],
+        "test": [{"prompt": post, "chosen": "TL;DR: a loaf", "rejected": "TL;DR: "}]})
+    hub_folder(tmp_path / "sft", {"train": [{"prompt": post + "\nTL;DR: ", "label": " my first sourdough rose"}],
+                                  "valid": [{"prompt": post + "\nTL;DR: ", "label": "it rose"}]})
+    _run("tldr", "-o", tmp_path / "o", "--comparisons", tmp_path / "comparisons", "--sft-dir", tmp_path / "sft")
+    s = _splits(tmp_path / "o")
+    assert {k: len(v) for k, v in s.items()} == {"sft_train": 1, "sft_val": 1, "test": 0, "train": 1, "val": 1}
+    assert s["train"][0]["prompt"] == post + "\nTL;DR:" and s["train"][0]["chosen"] == " my first sourdough rose"
+    assert s["sft_train"][0] == {"id": "sft_train-1", "prompt": post + "\nTL;DR:", "response": " my first sourdough rose",
+                                 "meta": {"source": "train-00000-of-00001.parquet: row 1"}}
+    assert _stats(tmp_path / "o")["dropped"] == {"comparison_empty_text": 1, "comparison_identical_summaries": 1}
+    # the same output as the OpenAI layout gives for the same comparison
+    assert s["train"][0]["prompt"] == "SUBREDDIT: r/cooking\nTITLE: First loaf\nPOST: It finally rose.\nTL;DR:"
+    _all_valid(tmp_path / "o")
+
+
+def test_imdb_hub_plain_text_parquet(tmp_path):
+    import datasets
+
+    from .data_helpers import hub_folder
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    hub_folder(tmp_path / "imdb", {
+        "train": [{"text": "A slow start but a<br />wonderful ending overall", "label": 1},
+                  {"text": "Dull and far too long for its story", "label": 0}, {"text": "Awful.", "label": 0}],
+        "test": [{"text": "Great cast and a great script", "label": 1}],
+        "unsupervised": [{"text": "no label here at all", "label": -1}]}, subdir="plain_text", features=features)
+    _run("imdb", tmp_path / "imdb", "-o", tmp_path / "o", "--val-fraction", "0", "--strip-html")
+    s = _splits(tmp_path / "o")
+    assert {k: len(v) for k, v in s.items()} == {"test": 1, "train": 2, "val": 0}
+    by_id = {r["id"]: r for rows in s.values() for r in rows}
+    assert by_id["train-1"]["prompt"] == "A slow start but" and by_id["train-1"]["response"] == "a wonderful ending overall"
+    assert by_id["train-1"]["meta"] == {"label": "pos", "reference": "A slow start but a wonderful ending overall",
+                                        "source": "train-00000-of-00001.parquet: row 1"}
+    assert _stats(tmp_path / "o")["read"] == {"train": 3, "test": 1}  # the unsupervised split is not read
+
+
+def test_ultrafeedback_hub_folder_and_cache(tmp_path, monkeypatch):
+    from .data_helpers import cache_hub_dataset, hub_folder
+
+    def row(i, sc, sr):
+        user = {"role": "user", "content": f"question {i}?"}
+        return {"prompt": f"question {i}?", "prompt_id": f"p{i}", "chosen": [user, {"role": "assistant", "content": f"good {i}"}],
+                "rejected": [user, {"role": "assistant", "content": f"bad {i}"}], "messages": [user],
+                "score_chosen": sc, "score_rejected": sr}
+
+    splits = {"train_prefs": [row(0, 9.0, 2.0), row(1, 5.0, 5.0)], "test_prefs": [row(2, 7.0, 1.0)],
+              "train_sft": [row(3, 1.0, 0.0)], "test_gen": [row(4, 1.0, 0.0)]}
+    hub_folder(tmp_path / "uf", splits)
+    _run("ultrafeedback", tmp_path / "uf", "-o", tmp_path / "o")
+    s = _splits(tmp_path / "o")
+    assert {k: len(v) for k, v in s.items()} == {"test": 1, "train": 1}
+    assert s["train"][0] == {"id": "p0", "prompt": [{"role": "user", "content": "question 0?"}], "chosen": "good 0",
+                             "rejected": "bad 0", "chosen_reward": 9.0, "rejected_reward": 2.0,
+                             "meta": {"source": "train_prefs-00000-of-00001.parquet: row 1"}}
+    st = _stats(tmp_path / "o")
+    assert st["dropped"] == {"train_tie": 1} and sorted(st["options"]["skipped_splits"]) == ["test_gen", "train_sft"]
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    cache_hub_dataset(cache, "HuggingFaceH4/ultrafeedback_binarized", splits)
+    _run("ultrafeedback", "HuggingFaceH4/ultrafeedback_binarized", "-o", tmp_path / "c")
+    assert [r["chosen"] for r in read_jsonl(tmp_path / "c" / "train.jsonl")] == ["good 0"]
+    _run("ultrafeedback", "HuggingFaceH4/ultrafeedback_binarized:test_prefs", "-o", tmp_path / "t")
+    assert list(_splits(tmp_path / "t")) == ["test"]
