@@ -364,3 +364,17 @@ def test_train_reward_eval_and_generate_read_parquet_arrow_csv_and_the_hub_cache
     res = cli("eval", "--model", tmp_path / "run", "--data", csv, "--reward", "colours", "--metrics", "none", "--quiet")
     assert res.code == 0, res
     assert [r["id"] for r in read_jsonl(tmp_path / "run" / "eval" / "generations.jsonl")] == ["q0", "q1", "q2"]
+
+
+def test_language_modelling_text_records_train_on_every_token(tmp_path, cli, tiny_tokenizer):
+    """A TRL `text` record: empty prompt → the model's start token (EOS when it has no BOS), so every
+    token of the text is a target, as in TRL's SFT."""
+    from lolkit.data.tokenize import encode_pair
+
+    enc = encode_pair(tiny_tokenizer, "", "The sky is blue.", 8, 64)
+    assert enc.prompt_ids == (tiny_tokenizer.eos_token_id,)
+    assert list(enc.response_ids) == tiny_tokenizer("The sky is blue.", add_special_tokens=False)["input_ids"] + [
+        tiny_tokenizer.eos_token_id]
+    data = write_jsonl(tmp_path / "text.jsonl", [{"text": f"The colour of snow number {i} is white."} for i in range(10)])
+    res = cli("train", "--algo", "nll", "--data", data, "--output-dir", tmp_path / "run", "--max-steps", "1", "--quiet")
+    assert res.code == 0, res

@@ -41,6 +41,8 @@ def encode_prompt(tokenizer, text: str, max_prompt_len: int) -> list[int]:
     if max_prompt_len < 1:  # ids[-0:] would silently keep the whole prompt
         raise LolkitError(f"max_prompt_len must be at least 1, got {max_prompt_len}")
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids and text == "":  # a TRL `text` record: the whole text is the response, after the start token
+        ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     if not ids:
         raise LolkitError(f"prompt {text[:40]!r} encodes to no tokens")
     return ids[-max_prompt_len:]
