@@ -54,6 +54,17 @@ def _summary(text: str) -> str:
     return text.strip().removeprefix("TL;DR:").strip()
 
 
+def _usable(post: str, chosen: str, rejected: str, stats: Stats) -> bool:
+    """A comparison needs a post and two different, non-empty summaries; what fails is counted."""
+    if not chosen or not rejected or not post.strip():
+        stats.drop("comparison_empty_text")
+        return False
+    if chosen == rejected:
+        stats.drop("comparison_identical_summaries")
+        return False
+    return True
+
+
 def _openai_comparisons(src: Source, out: dict[str, list[dict]], stats: Stats) -> None:
     for p, line, obj in src.rows():
         name = Path(p).name
@@ -78,11 +89,7 @@ def _openai_comparisons(src: Source, out: dict[str, list[dict]], stats: Stats) -
         title = get_str(p, line, info, "title", "info.")
         subreddit = get_str(p, line, info, "subreddit", "info.")
         chosen, rejected = texts[choice].strip(), texts[1 - choice].strip()
-        if not chosen or not rejected or not post.strip():
-            stats.drop("comparison_empty_text")
-            continue
-        if chosen == rejected:
-            stats.drop("comparison_identical_summaries")
+        if not _usable(post, chosen, rejected, stats):
             continue
         meta = {"post_id": info.get("id"), "split": split, "source": f"{name}:{line}",
                 "policies": [s.get("policy") for s in summaries]}
@@ -99,11 +106,7 @@ def _carper_comparisons(src: Source, split: str, out: dict[str, list[dict]], sta
         prompt = get_str(p, line, obj, "prompt")
         chosen = _summary(get_str(p, line, obj, "chosen"))
         rejected = _summary(get_str(p, line, obj, "rejected"))
-        if not chosen or not rejected or not prompt.strip():
-            stats.drop("comparison_empty_text")
-            continue
-        if chosen == rejected:
-            stats.drop("comparison_identical_summaries")
+        if not _usable(prompt, chosen, rejected, stats):
             continue
         out.setdefault(name, []).append({"id": f"{split}-{int(line)}", "prompt": _tldr_suffix(prompt),
                                          "chosen": " " + chosen, "rejected": " " + rejected,
