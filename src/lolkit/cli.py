@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from .config import DEFAULT_LR, TrainConfig
-from .errors import LolkitError
 from .data.loader import check_records_output
+from .errors import LolkitError
 from .io import check_output
 
 app = typer.Typer(name="lolkit", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -265,7 +265,7 @@ def preprocess_pairs(
                                            "pair of answers).")] = "best-worst",
     margin: Annotated[float, typer.Option(help="Keep a pair only when its rewards differ by more than this.")] = 0.0,
     top_k: Annotated[int | None, typer.Option(help="Rankings of the K best answers (prompts with fewer are dropped; "
-                                                    "pro needs one length). Default: all answers.")] = None,
+                                                    "pro needs one length). [default: all answers]")] = None,
     keep_ties: Annotated[bool, typer.Option(help="Keep pairs, and ranked answers, with equal rewards (dropped and "
                                                  "counted by default).")] = False,
 ) -> None:
@@ -313,7 +313,7 @@ def preprocess_hh_cmd(
                                                "Anthropic/hh-rlhf) or PRO's unzipped data/ folder.")],
     output_dir: OutDir,
     kind: Annotated[str | None, typer.Option(help="ranking (all responses + rewards; PRO's files only) | preference | "
-                                                   "response. Default: ranking for PRO's files, preference for the raw release.")] = None,
+                                                   "response. [default: ranking for PRO's files, preference for the raw release]")] = None,
     chosen_by: Annotated[str, typer.Option(help="human (the annotator's choice: chosen / sft_index) | reward (PRO's "
                                                 "reward-model top pick).")] = "human",
     format: Annotated[str, typer.Option("--format", help="Prompt format: alol (### Human/### Assistant) | hh (\\n\\nHuman:) | messages.")] = "alol",

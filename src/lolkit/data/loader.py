@@ -35,7 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LolkitError, data_error
-from ..io import BOM, GZIP_ERRORS, atomic_path, check_output, dumps, gzip_error, iter_jsonl, open_maybe_gzip, write_jsonl
+from ..io import (
+    BOM,
+    GZIP_ERRORS,
+    atomic_path,
+    check_output,
+    dumps,
+    gzip_error,
+    iter_jsonl,
+    open_maybe_gzip,
+    write_jsonl,
+)
 
 
 class Row(int):
