@@ -39,9 +39,13 @@ def _stats(out: Path) -> dict:
 
 
 def _all_valid(out: Path) -> None:
+    """Every split file passes the data contract's own validation and loads with datasets.load_dataset."""
+    import datasets
+
     for p in out.glob("*.jsonl"):
-        if p.stat().st_size:
-            load_records(p)  # the data contract's own validation
+        n = len(load_records(p))
+        ds = datasets.load_dataset("json", data_files=str(p), split="train", cache_dir=str(out.parent / ".hf-cache"))
+        assert ds.num_rows == n, p
 
 
 def _sigmoid(x: float) -> float:
@@ -330,7 +334,8 @@ def test_tldr_fresh_fixture_val_size(tmp_path):
     _jl(tmp_path / "batch1.json", rows)
     _run("tldr", "-o", tmp_path / "o", "--comparisons", tmp_path / "batch1.json", "--val-size", "2")
     s = _splits(tmp_path / "o")
-    assert {k: len(v) for k, v in s.items()} == {"test": 0, "train": 4, "val": 2}
+    assert {k: len(v) for k, v in s.items()} == {"train": 4, "val": 2}
+    assert _stats(tmp_path / "o")["splits"] == {"train": 4, "val": 2, "test": 0}  # an empty split gets no file
 
 
 # --------------------------------------------------------------------------------------------- imdb
@@ -669,7 +674,7 @@ def test_tldr_carperai_parquet_layouts(tmp_path):
                                   "valid": [{"prompt": post + "\nTL;DR: ", "label": "it rose"}]})
     _run("tldr", "-o", tmp_path / "o", "--comparisons", tmp_path / "comparisons", "--sft-dir", tmp_path / "sft")
     s = _splits(tmp_path / "o")
-    assert {k: len(v) for k, v in s.items()} == {"sft_train": 1, "sft_val": 1, "test": 0, "train": 1, "val": 1}
+    assert {k: len(v) for k, v in s.items()} == {"sft_train": 1, "sft_val": 1, "train": 1, "val": 1}
     assert s["train"][0]["prompt"] == post + "\nTL;DR:" and s["train"][0]["chosen"] == " my first sourdough rose"
     assert s["sft_train"][0] == {"id": "sft_train-1", "prompt": post + "\nTL;DR:", "response": " my first sourdough rose",
                                  "meta": {"source": "train-00000-of-00001.parquet: row 1"}}
@@ -692,7 +697,7 @@ def test_imdb_hub_plain_text_parquet(tmp_path):
         "unsupervised": [{"text": "no label here at all", "label": -1}]}, subdir="plain_text", features=features)
     _run("imdb", tmp_path / "imdb", "-o", tmp_path / "o", "--val-fraction", "0", "--strip-html")
     s = _splits(tmp_path / "o")
-    assert {k: len(v) for k, v in s.items()} == {"test": 1, "train": 2, "val": 0}
+    assert {k: len(v) for k, v in s.items()} == {"test": 1, "train": 2}
     by_id = {r["id"]: r for rows in s.values() for r in rows}
     assert by_id["train-1"]["prompt"] == "A slow start but" and by_id["train-1"]["response"] == "a wonderful ending overall"
     assert by_id["train-1"]["meta"] == {"label": "pos", "reference": "A slow start but a wonderful ending overall",

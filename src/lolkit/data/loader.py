@@ -208,8 +208,7 @@ def _json_array_rows(p: Path, label: str, allow_empty: bool) -> Iterator[tuple[s
 def _quiet_datasets() -> Iterator[Any]:
     """Import ``datasets`` offline and keep its progress bars and log lines off stderr: a failed
     command prints one line, and reading a local file never reaches for the network."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # read when datasets is imported; only datasets obeys it
     import datasets
 
     was_enabled = datasets.utils.logging.is_progress_bar_enabled()

@@ -179,7 +179,8 @@ def trim_history(turns: list[str], max_words: int | None, max_turns: int | None)
 
 def write_splits(output_dir: str | Path, splits: dict[str, list[dict]], stats: Stats) -> dict[str, int]:
     """Validate every record against the data contract, then write ``<split>.jsonl`` for each split and
-    ``stats.json`` into ``output_dir`` in one atomic rename. Empty splits are written as empty files."""
+    ``stats.json`` into ``output_dir`` in one atomic rename. An empty split gets no file (``stats.json``
+    counts it as 0): an empty JSON-lines file is no dataset, to lolkit or to ``datasets.load_dataset``."""
     out = Path(output_dir)
     if out.exists():
         if not out.is_dir():
@@ -198,6 +199,8 @@ def write_splits(output_dir: str | Path, splits: dict[str, list[dict]], stats: S
             seen.add(rec.id)
     with atomic_path(out, is_dir=True) as tmp:
         for name, rows in splits.items():
+            if not rows:
+                continue
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(dumps(row) + "\n")
