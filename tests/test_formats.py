@@ -194,8 +194,9 @@ def _rec(obj, **kw):
 
 
 def test_trl_language_modelling_prompt_only_and_prompt_completion():
-    text = _rec({"text": "The sky is blue."})
-    assert (text.kind, text.prompt, text.responses) == ("response", "", ["The sky is blue."])
+    text = _rec({"text": "The sky is blue.", "reward": 0.5})
+    assert (text.kind, text.prompt, text.responses, text.rewards) == ("response", "", ["The sky is blue."], [0.5])
+    assert text.to_json() == {"id": "line-1", "text": "The sky is blue.", "reward": 0.5}  # read back as it was
     conv = _rec({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
     assert conv.prompt == [{"role": "user", "content": "hi"}] and conv.responses == ["hello"]
     pc = _rec({"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "4"}]})

@@ -99,29 +99,25 @@ class Source:
 
 def open_source(spec: str | os.PathLike, allow_empty: bool = False) -> Source:
     """The rows behind ``spec`` (one split), or a one-line error saying what is missing."""
-    spec = str(spec)
-    splits, chosen, base = _resolve(spec, allow_empty)
+    splits, chosen, base = _resolve(str(spec), allow_empty)
     if chosen is None:
         if len(splits) == 1:
             return next(iter(splits.values()))
         raise LolkitError(f"{base}: holds the splits {', '.join(splits)}; name one as {base}:SPLIT")
-    if chosen not in splits:
-        raise LolkitError(f"{base}: no split {chosen!r} (it has: {', '.join(splits)})")
-    return splits[chosen]
+    return _pick(splits, chosen, base)
 
 
 def open_splits(spec: str | os.PathLike, allow_empty: bool = False) -> dict[str, Source]:
-    """Every split behind ``spec`` (just the named one for ``SPEC:split``), in the order the source has them."""
-    spec = str(spec)
-    splits, chosen, _ = _resolve(spec, allow_empty)
-    if chosen is None:
-        return splits
-    return {chosen: open_source(spec, allow_empty)}
+    """Every split behind ``spec`` by name (just the named one for ``SPEC:split``), in the source's order; a
+    single file or dataset is the split its name says (:func:`split_of`)."""
+    splits, chosen, base = _resolve(str(spec), allow_empty)
+    return splits if chosen is None else {chosen: _pick(splits, chosen, base)}
 
 
-def iter_rows(spec: str | os.PathLike, allow_empty: bool = False) -> Iterator[tuple[str, int, dict]]:
-    """``(label, line or Row, object)`` for every row of ``spec``; see :func:`open_source`."""
-    yield from open_source(spec, allow_empty).rows()
+def _pick(splits: dict[str, Source], chosen: str, base: str) -> Source:
+    if chosen not in splits:
+        raise LolkitError(f"{base}: no split {chosen!r} (it has: {', '.join(splits)})")
+    return splits[chosen]
 
 
 def _split_suffix(spec: str) -> tuple[str, str | None]:
@@ -141,7 +137,7 @@ def _resolve(spec: str, allow_empty: bool) -> tuple[dict[str, Source], str | Non
     if p.is_file():
         if split is not None:
             raise LolkitError(f"{p}: a single file has no splits (drop ':{split}')")
-        return {"": _file_source(p, str(p), allow_empty)}, None, path_s
+        return {split_of(p): _file_source(p, str(p), allow_empty)}, None, path_s
     if p.is_dir():
         if _is_saved_dataset(p):
             return _disk_splits(p, allow_empty), split, path_s
@@ -340,7 +336,7 @@ def _disk_splits(p: Path, allow_empty: bool) -> dict[str, Source]:
                               f"({' '.join(str(e).split())})") from None
     if isinstance(loaded, datasets.DatasetDict):
         return {name: _dataset_source(ds, f"{p}:{name}", allow_empty) for name, ds in loaded.items()}
-    return {"": _dataset_source(loaded, str(p), allow_empty)}
+    return {split_of(p): _dataset_source(loaded, str(p), allow_empty)}
 
 
 def _dataset_source(ds, label: str, allow_empty: bool = False) -> Source:

@@ -50,7 +50,10 @@ class Record:
         """The record in the contract's own field names."""
         out: dict[str, Any] = {"id": self.id, "prompt": self.prompt}
         if self.kind == "response":
-            out["response"] = self.responses[0]
+            if self.prompt == "":  # a language-modelling text record (no prompt) stays one
+                out = {"id": self.id, "text": self.responses[0]}
+            else:
+                out["response"] = self.responses[0]
             if self.rewards[0] is not None:
                 out["reward"] = self.rewards[0]
             if self.components and self.components[0]:
@@ -164,7 +167,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "response": frozenset({"id", "meta", "prompt", "response", "reward", "rewards"}),
     "preference": frozenset({"id", "meta", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward"}),
     "ranking": frozenset({"id", "meta", "prompt", "responses", "rewards"}),
-    "text": frozenset({"id", "meta", "text"}),
+    "text": frozenset({"id", "meta", "text", "reward", "rewards"}),
 }
 _ASSISTANT = "\n\nAssistant:"  # the turn marker of Anthropic-style transcripts (HH-RLHF)
 
@@ -365,8 +368,10 @@ def _text_record(path: str, line: int, obj: dict, kind: Kind | None, id_prefix: 
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, (str, int)):
         raise data_error(path, line, "id", f"expected a string or integer, got {_tname(rid)}")
+    reward = _reward(path, line, "reward", obj.get("reward"))
+    comps = _components(path, line, "rewards", obj.get("rewards"))
     meta = _meta(path, line, obj, _FIELDS["text"])
-    return Record("response", "", [text], [None], [{}], str(rid) if rid is not None else default_id(line, id_prefix),
+    return Record("response", "", [text], [reward], [comps], str(rid) if rid is not None else default_id(line, id_prefix),
                   meta, line)
 
 

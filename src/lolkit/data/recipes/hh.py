@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import LolkitError, data_error
-from ..loader import open_source, open_splits, split_of
+from ..loader import open_source, open_splits
 from ._common import Stats, get_list, get_str, write_splits
 
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
@@ -250,7 +250,6 @@ def _raw_splits(input_path: str, stats: Stats, opts: dict) -> dict[str, list[dic
     train and test files of each), or a dataset the loader reads (a cached ``Anthropic/hh-rlhf``)."""
     splits: dict[str, list[dict]] = {}
     for split, src in open_splits(input_path).items():
-        split = split or split_of(Path(src.label))  # a single file: its name says its split
         if src.format == "folder":
             if split not in RAW_SPLITS:
                 stats.options.setdefault("skipped_files", []).extend(str(f) for f in src.files)

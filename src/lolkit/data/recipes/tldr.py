@@ -32,7 +32,7 @@ import random
 from pathlib import Path
 
 from ...errors import LolkitError, data_error
-from ..loader import Source, open_splits, split_of
+from ..loader import Source, open_splits
 from ._common import Stats, get_list, get_str, write_splits
 
 SPLITS = {"train": "train", "valid1": "val", "valid2": "test", "valid": "val", "test": "test"}
@@ -126,14 +126,14 @@ def _comparisons(inputs: list[str | Path], stats: Stats) -> dict[str, list[dict]
             if "info" in first[2] or "summaries" in first[2]:
                 _openai_comparisons(src, out, stats)
             else:
-                _carper_comparisons(src, split or split_of(Path(src.label)), out, stats)
+                _carper_comparisons(src, split, out, stats)
     return out
 
 
 def _sft(sft: str | Path, stats: Stats) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for given, src in open_splits(sft, allow_empty=True).items():
-        split = SFT_SPLITS.get(given or split_of(Path(src.label)), f"sft_{given}")
+        split = SFT_SPLITS.get(given, f"sft_{given}")
         rows, seen = out.setdefault(split, []), set()
         for p, line, obj in src.rows():
             stats.read[split] += 1

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import LolkitError, data_error
-from ..loader import open_splits, split_of
+from ..loader import open_splits
 from ._common import Stats, get_list, get_number, get_str, write_splits
 
 SPLIT_NAMES = {"train_prefs": "train", "test_prefs": "test", "train": "train", "test": "test"}
@@ -86,7 +86,6 @@ def preprocess_ultrafeedback(inputs: list[str | Path], output_dir: str | Path, p
     for given in inputs:
         found = open_splits(given, allow_empty=True)
         for split, src in found.items():
-            split = split or split_of(Path(src.label))
             if len(found) > 1 and not split.endswith("_prefs"):
                 stats.options.setdefault("skipped_splits", []).append(split)  # *_sft / *_gen hold no pairs
                 continue
