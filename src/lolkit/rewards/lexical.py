@@ -138,7 +138,18 @@ class Tfidf(Component):
         if self.opts["save_state"] and self.state is not None:
             from ..io import write_json
 
-            write_json(self.opts["save_state"], self.state.to_json())
+            target = Path(self.opts["save_state"])
+            if target.exists() or target.is_symlink():  # replace only a state file lolkit wrote
+                try:
+                    own = not target.is_symlink() and json.loads(target.read_text(encoding="utf-8")).get(
+                        "format") == STATE_FORMAT
+                except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+                    own = False
+                if not own:
+                    raise LolkitError(f"{self.source}: component '{self.name}': save_state {target} exists and is "
+                                      "not a lolkit TF-IDF state file; lolkit does not overwrite files it did not "
+                                      "write: choose another path")
+            write_json(target, self.state.to_json())
 
     def prepare(self, batch: Batch) -> None:
         """Without ``corpus`` or ``state``, fit on the responses being scored (A-LoL fits on the
