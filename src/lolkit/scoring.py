@@ -23,17 +23,9 @@ from pathlib import Path
 
 from .data.schema import Record, iter_records, prompt_text
 from .errors import LolkitError
-from .io import ProgressLog, recover_partial, write_jsonl
+from .io import ProgressLog, file_sha256, recover_partial, write_jsonl
 
 FORMAT = "lolkit-reward-progress/2"  # /2: every line carries its checksum
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_input(path: str, reward) -> tuple[list[Record], list[list[str]]]:
@@ -97,7 +89,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
     if size < 1:
         raise LolkitError(f"--batch-size must be positive, got {size}")
     spans = chunks(records, size)
-    fingerprint = hashlib.sha256(json.dumps({"format": FORMAT, "input": _file_digest(input_path),
+    fingerprint = hashlib.sha256(json.dumps({"format": FORMAT, "input": file_sha256(Path(input_path)),
                                              "reward": reward.fingerprint(), "batch_size": size}).encode()).hexdigest()
     side = progress_path(out, fingerprint)
 

@@ -16,7 +16,6 @@ The fitted state (N and document frequencies) is stored as JSON, never pickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import LolkitError
+from ..io import file_sha256
 from .base import Batch, Component, register
 
 TERM = re.compile(r"(?u)\b\w\w+\b")
@@ -86,14 +86,6 @@ def corpus_texts(path: str) -> list[str]:
     return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @register
 class Tfidf(Component):
     TYPE = "tfidf"
@@ -114,7 +106,7 @@ class Tfidf(Component):
         fp = super().fingerprint()
         for key in ("corpus", "state"):
             if self.opts[key] and Path(self.opts[key]).is_file():
-                fp[f"{key}_sha256"] = file_digest(self.opts[key])
+                fp[f"{key}_sha256"] = file_sha256(Path(self.opts[key]))
         fp.pop("save_state", None)
         return fp
 
