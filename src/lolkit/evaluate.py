@@ -480,10 +480,7 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     recorded = cfg.reward if run is not None else None
     cfg = build(TrainConfig, _as_dict(cfg), opts.overrides, source="eval settings")
     out_dir = Path(opts.output_dir) if opts.output_dir else (run / "eval" if run else None)
-    if out_dir is None:
-        from .models import resolve_model
-
-        resolve_model(opts.model)  # a mistyped run directory says "not found", not "--output-dir is required"
+    if out_dir is None:  # (a mistyped model directory has failed above with "not found")
         raise LolkitError("--output-dir is required when --model is not a run directory")
     check_eval_output(out_dir, opts.overwrite)
     if opts.data:
