@@ -1,11 +1,13 @@
 """Crash safety: ``lolkit train`` and ``lolkit reward`` killed with SIGKILL at random moments, then re-run
 with ``--resume`` (train) or plainly (reward), end exactly where an uninterrupted run ends — the same
-weights (tensors equal on CPU) and metrics for ``train``, the same bytes for ``reward``.
+weights (tensors equal on CPU) and metrics for ``train``, the same bytes for ``reward``. And every
+command killed at the last instant of its final write (train offline / ppo / quark, reward, eval)
+leaves no temporary behind once it is resumed.
 
 The kill moments are drawn from a seeded RNG: after a random number of finished optimizer steps (0 =
 during start-up) plus a random delay, so kills land in the forward/backward pass, in validation, in
 the metrics append, and in the middle of checkpoint and ``best/`` writes. Validation runs every step
-with a deliberately slow reward (tests.reward_helpers:slow_length) to widen those windows.
+with a deliberately slow reward (tests/reward_helpers.py:slow_length) to widen those windows.
 (``lolkit eval``'s kill test belongs to the evaluation work, tests/test_eval_*.)
 """
 
@@ -30,11 +32,11 @@ from .test_rewards_resume import make_input, sidecars
 REPO = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).with_name("lolkit"))
 MAX_STEPS = 12
-VAL_REWARD = """\
+VAL_REWARD = f"""\
 components:
   len:
     type: callable
-    function: tests.reward_helpers:slow_length
+    function: {REPO}/tests/reward_helpers.py:slow_length
 """
 TIMING = {"step_time"}
 
@@ -146,3 +148,44 @@ def test_reward_killed_at_a_random_moment_resumes_to_identical_bytes(seed, tmp_p
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == ref_out.read_bytes()
     assert not sidecars(out) and not list(tmp_path.glob(".out.jsonl.tmp-*"))
+
+
+KILL_AT_FINAL_WRITE = {
+    "train": (["train", "--output-dir", "run", "--max-steps", "2", "--batch-size", "8", "--set", "eval_prompts=2",
+               "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false", "--quiet"], "final", "run"),
+    "ppo": (["train", "--algo", "ppo", "--output-dir", "run", "--max-steps", "2", "--batch-size", "4",
+             "--set", "data.task=numbers", "--set", "ppo.max_new_tokens=4", "--set", "ppo.minibatch_size=4",
+             "--set", "eval_prompts=2", "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false", "--quiet"],
+            "final", "run"),
+    "quark": (["train", "--algo", "quark", "--output-dir", "run", "--batch-size", "4",
+               "--set", "feedback.iterations=1", "--set", "feedback.steps=1", "--set", "feedback.prompts_per_iteration=2",
+               "--set", "feedback.samples_per_prompt=2", "--set", "feedback.max_new_tokens=4",
+               "--set", "tensorboard=false", "--quiet"], "final", "run"),
+    "reward": (["reward", "--input", "{data}", "--output", "out/scored.jsonl", "--quiet"], "scored.jsonl", "out"),
+    "eval": (["eval", "--model", "tiny", "--output-dir", "ev", "--metrics", "none", "--set", "eval.max_prompts=3",
+              "--set", "eval.max_new_tokens=3", "--quiet"], "summary.json", "ev"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", list(KILL_AT_FINAL_WRITE))
+def test_sigkill_during_the_final_write_then_resume_leaves_no_temporary(command, tmp_path, tiny_model):
+    from lolkit.tasks.colours import records
+
+    from .conftest import write_jsonl
+
+    args, target, out = KILL_AT_FINAL_WRITE[command]
+    data = write_jsonl(tmp_path / "in.jsonl", list(records("test", 0))[:6])
+    args = [a.replace("{data}", str(data)) for a in args]
+    env = _env(tmp_path, 0.0)
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "kill_on_rename.py"), target, *args], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = [p.name for p in (tmp_path / out).rglob(".*tmp-*")]
+    assert left, "the kill should leave the final write's temporary behind"
+    assert not (tmp_path / out / target).exists()
+    again = [*args, "--resume"] if command in ("train", "ppo", "quark") else args
+    res = subprocess.run([EXE, *again], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / out / target).exists()
+    assert [p.name for p in tmp_path.rglob("*") if ".tmp-" in p.name or ".old-" in p.name] == [], left

@@ -15,13 +15,14 @@ import pytest
 from .conftest import read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = """\
+# the helper is named by its file: a subprocess does not have the repository on its import path
+CONFIG = f"""\
 name: slow
 batch_size: 4
 components:
   len:
     type: callable
-    function: tests.reward_helpers:slow_length
+    function: {REPO}/tests/reward_helpers.py:slow_length
     weight: 0.5
   div:
     type: distinct

@@ -1,12 +1,16 @@
 """Checkpoints without pickle: weights and optimizer tensors in safetensors, the rest in JSON.
 
-A checkpoint directory is written under a temporary name and renamed when complete, so it is either
-whole or absent. Layout of ``checkpoints/step-N/``:
+A checkpoint directory is written under a temporary name, fsynced and renamed when complete, so it
+is either whole or absent; ``manifest.json`` (every file's size and SHA-256) is written last. A resume
+trusts only a checkpoint whose manifest verifies (:func:`usable_checkpoint`): a damaged one — a file
+truncated, emptied, deleted or with bytes changed — is reported in one line and the previous complete
+one is used instead. Layout of ``checkpoints/step-N/``:
 
 * the model in Hugging Face format (full weights, or the peft adapter) — loadable on its own;
 * ``trainer/optimizer.safetensors`` + ``trainer/optimizer.json``: the optimizer state, flattened;
 * ``trainer/rng.safetensors``: torch (and CUDA) generator states;
-* ``trainer/state.json``: step, scheduler state, best validation metric, Python RNG state.
+* ``trainer/state.json``: step, scheduler state, best validation metric, Python RNG state;
+* ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import atomic_path, read_json, write_json
+from .errors import LolkitError
+from .io import atomic_path, read_json, verify_manifest, warn, write_json
 from .models import is_peft
 
 STEP_PREFIX = "step-"
@@ -76,7 +81,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
-    with atomic_path(path, is_dir=True) as tmp:
+    with atomic_path(path, is_dir=True, manifest=True) as tmp:
         save_model(model, tokenizer, tmp)
         t = tmp / "trainer"
         t.mkdir()
@@ -127,16 +132,34 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 
 def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete step checkpoints, oldest first (incomplete ones never carry the final name)."""
+    """The ``step-N`` directories, oldest first (a killed write never carries the final name; whether a
+    checkpoint is complete and intact is for :func:`usable_checkpoint` to say)."""
     found = []
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
-            if p.name.startswith(STEP_PREFIX) and (p / "trainer" / "state.json").is_file():
+            if p.name.startswith(STEP_PREFIX) and p.is_dir():
                 try:
                     found.append((int(p.name[len(STEP_PREFIX):]), p))
                 except ValueError:
                     continue
     return sorted(found)
+
+
+def usable_checkpoint(candidates: list[tuple[int, Path]], where: Path | str) -> tuple[int, Path] | None:
+    """The newest of ``candidates`` (``(step, directory)``, oldest first) whose manifest verifies. Each
+    newer one that fails is reported in one line and skipped; when every candidate fails, the resume is
+    refused in one line (None only when there are no candidates: the run starts from the beginning)."""
+    failed = []
+    for step, path in reversed(candidates):
+        problem = verify_manifest(path)
+        if problem is None:
+            return step, path
+        warn(f"checkpoint {path} fails verification ({problem}); skipping it")
+        failed.append(f"{path.name}: {problem}")
+    if failed:
+        raise LolkitError(f"{where}: no checkpoint passes verification ({'; '.join(failed)}); nothing safe to resume "
+                          "from: start again with --overwrite")
+    return None
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:

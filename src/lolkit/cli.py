@@ -80,8 +80,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. [default: {_LR_HELP}]")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Random seed. [default: {_D.seed}]")] = None,
     reward: Annotated[str | None, typer.Option(help="Reward for validation and the value estimate: a task, preset, YAML "
-                                                   "file or module:function. [default: the built-in task's reward without "
-                                                   "--data, else none]")] = None,
+                                                   "file, module:function or file.py:function. [default: the built-in "
+                                                   "task's reward without --data, else none]")] = None,
     clip: Annotated[str | None, typer.Option(help="Ratio clip ε: clamp to [1−ε, 1+ε]; 'off' for no clip. "
                                                  f"[default: {_D.algo.clip}]")] = None,
     kl_beta: Annotated[float | None, typer.Option(help=f"β of a_lol_kl's KL term. [default: {_D.algo.kl_beta}]")] = None,
@@ -148,7 +148,7 @@ def eval_(
     model: Annotated[str, typer.Option(help="Run directory, model directory or short name.")],
     data: Annotated[str | None, typer.Option(help="Records or prompts to answer, in any format train --data reads "
                                                   "(default: the built-in task's test split).")] = None,
-    reward: Annotated[str | None, typer.Option(help="Reward to score with (default: the run's).")] = None,
+    reward: Annotated[str | None, typer.Option(help="Reward to score with (default: the run's when it is a task, preset or code-free YAML).")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Where to write generations.jsonl and summary.json (default: RUN/eval).")] = None,
     checkpoint: Annotated[str, typer.Option(help="For run directories: final or best.")] = "final",
     sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample instead of greedy decoding.")] = False,
@@ -454,7 +454,8 @@ _REWARD_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "rew
 def reward(
     input: Annotated[str, typer.Option(help="Records to score: " + DATA_FORMATS)],
     output: Annotated[str, typer.Option(help="Scored records, written when complete: " + OUTPUT_FORMATS)],
-    reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours), preset ({_REWARD_PRESETS}) or YAML path. "
+    reward: Annotated[str | None, typer.Option("--reward", "-r", help=f"Built-in task (colours, numbers, dates), preset ({_REWARD_PRESETS}), "
+                                                                                "YAML path, module:function or file.py:function. "
                                                                                 "[default: colours]")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML reward config (same as --reward PATH). "
                                                                                    "[default: none]")] = None,
@@ -477,7 +478,7 @@ def reward(
 
 @app.command()
 def generate(
-    model: Annotated[str, typer.Option(help="Model directory, short name (tiny, smollm2) or run's final/ directory.")],
+    model: Annotated[str, typer.Option(help="Model directory, run directory (its final/) or short name (tiny, smollm2).")],
     data: Annotated[str, typer.Option(help="Prompts (rows with a 'prompt'; any record kind works): " + DATA_FORMATS)],
     output: Annotated[str, typer.Option(help="Response records, written when complete: " + OUTPUT_FORMATS)],
     num_samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
@@ -489,6 +490,7 @@ def generate(
     max_prompt_len: Annotated[int, typer.Option(help="Prompt tokens kept (from the end).")] = 256,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Load pickle weights (pytorch_model.bin) when the model has no safetensors.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Sample responses from a model for every prompt: builds an offline dataset to score and train on."""
@@ -500,7 +502,8 @@ def generate(
         raise LolkitError("--num-samples must be >= 1, and 1 with --greedy")
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
                            num_samples=num_samples, batch_size=batch_size, max_prompt_len=max_prompt_len, seed=seed)
-    info = generate_file(model, data, output, cfg, trust_remote_code=trust_remote_code, quiet=quiet)
+    info = generate_file(model, data, output, cfg, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                         quiet=quiet)
     _console().print(f"wrote {output}: {info['responses']} responses for {info['prompts']} prompts"
                      + (f" ({info['empty']} empty ones dropped)" if info["empty"] else ""))
 

@@ -8,9 +8,10 @@ Every metric is defined in docs/evaluation.md.
 
 Resumable and atomic: prompts are generated in the same batches as one :func:`generate` call would
 use (sorted by length, batch ``b`` seeded with ``seed + b``); after each batch its generations and
-rewards go, as one JSON line, to a hidden progress file ``.generations.progress-<fingerprint>.jsonl``
-in the output directory (the fingerprint covers the model, prompts, generation settings and
-reward). A re-run after a kill reuses the batches there and generates the rest; the metrics are then
+rewards go, as one JSON line with its own checksum, to a hidden progress file
+``.generations.progress-<fingerprint>.jsonl`` in the output directory (:class:`lolkit.io.ProgressLog`;
+the fingerprint covers the model, prompts, generation settings and reward). A re-run after a kill
+removes the killed run's temporaries, reuses the batches that verify and generates the rest; the metrics are then
 computed from the generations alone, so the final files are byte-identical to an uninterrupted
 run's. Outputs are written atomically, ``summary.json`` last; the progress file is removed at the end.
 """
@@ -19,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import LolkitError
 from .generation import GenerationConfig, generate
-from .io import dumps, iter_progress, read_json, write_json, write_jsonl
+from .io import ProgressLog, dumps, read_json, recover_partial, write_json, write_jsonl
 from .metrics import corpus_perplexity, coverage_density, distinct_n, mean_std, quality_diversity
 
 # optional metrics (``--metrics``); reward, length and distinct-n are always computed
@@ -37,7 +37,7 @@ DEFAULT_METRICS = ("self_bleu", "qd", "ppl", "rouge", "bleu", "chrf", "coverage"
 # the per-response values averaged into the summary (perplexity is pooled over tokens instead)
 ROW_MEANS = ("self_bleu", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "meteor", "coverage", "density")
 SELF_BLEU_MAX_REFS = 256  # with one sample per prompt: at most this many other responses per hypothesis
-PROGRESS_FORMAT = "lolkit-eval-progress/1"
+PROGRESS_FORMAT = "lolkit-eval-progress/2"  # /2: every line carries its checksum
 
 
 def run_dir_of(model: str) -> Path | None:
@@ -355,6 +355,39 @@ class EvalOptions:
     ppl_model: str | None = None  # default: the evaluated model
 
 
+EVAL_FILES = ("generations.jsonl", "summary.json")
+
+
+def check_eval_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write an evaluation over files lolkit did not write (even with --overwrite), and over a
+    finished evaluation without --overwrite. generations.jsonl without summary.json is a killed run's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LolkitError(f"{out_dir}: --output-dir exists and is not a directory")
+    summary, gens = out_dir / "summary.json", out_dir / "generations.jsonl"
+    if summary.exists() or summary.is_symlink():
+        try:
+            obj = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() and not summary.is_symlink() else None
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        if not (isinstance(obj, dict) and "num_generations" in obj and "generation" in obj):
+            raise LolkitError(f"{summary}: exists and is not a lolkit evaluation summary; lolkit does not replace "
+                              "files it did not write: choose another --output-dir")
+        if not overwrite:
+            raise LolkitError(f"{out_dir}: evaluation exists; pass --overwrite to replace it")
+    if gens.exists() or gens.is_symlink():
+        first = b""
+        if gens.is_file() and not gens.is_symlink():
+            with open(gens, "rb") as fh:
+                first = fh.readline()
+        try:
+            row = json.loads(first) if first.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            row = None
+        if not (isinstance(row, dict) and (not row or {"sample", "response", "metrics"} <= set(row))):
+            raise LolkitError(f"{gens}: exists and is not lolkit's generations file; lolkit does not replace "
+                              "files it did not write: choose another --output-dir")
+
+
 def _model_identity(path: str) -> list:
     """A model directory's files with sizes and modification times (a hub id: its name)."""
     p = Path(path)
@@ -372,9 +405,9 @@ def _batches(tokenizer, prompts: list[str], gcfg: GenerationConfig) -> list[list
     return [order[s : s + gcfg.batch_size] for s in range(0, len(order), gcfg.batch_size)]
 
 
-def _read_progress(path: Path, fingerprint: str, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
+def _read_progress(log: ProgressLog, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
     done: dict[int, list] = {}
-    for obj in iter_progress(path, fingerprint):
+    for obj in log.entries():
         b, rows = obj.get("batch"), obj.get("rows")
         if isinstance(b, int) and 0 <= b < len(batches) and isinstance(rows, list) \
                 and len(rows) == len(batches[b]) * per_prompt:
@@ -388,12 +421,12 @@ def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], rec
     with ``reward`` and append it to the progress file ``side``; batches already there are reused.
     Returns the rows in (prompt, sample) order and the number of prompts reused."""
     batches = _batches(tokenizer, prompts, gcfg)
-    done = _read_progress(side, fingerprint, batches, gcfg.num_samples)
+    log = ProgressLog(side, {"format": PROGRESS_FORMAT, "fingerprint": fingerprint})
+    done = _read_progress(log, batches, gcfg.num_samples)
     reused = sum(len(batches[b]) for b in done)
     if progress is not None and reused:
         progress(reused)
-    fh = None
-    try:
+    with log:
         for b, idx in enumerate(batches):
             if b in done:
                 continue
@@ -407,22 +440,9 @@ def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], rec
             rows = [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
                      "num_tokens": g.num_tokens, "finished": g.finished}
                     for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
-            line = dumps({"batch": b, "rows": rows})
-            done[b] = json.loads(line)["rows"]  # through JSON either way: fresh and resumed runs agree
-            if fh is None:
-                fh = open(side, "a", encoding="utf-8")
-                if fh.tell() == 0:
-                    fh.write(dumps({"format": PROGRESS_FORMAT, "fingerprint": fingerprint}) + "\n")
-                elif not side.read_bytes().endswith(b"\n"):
-                    fh.write("\n")
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            done[b] = log.append({"batch": b, "rows": rows})["rows"]  # through JSON: fresh and resumed agree
             if progress is not None:
                 progress(len(idx))
-    finally:
-        if fh is not None:
-            fh.close()
     rows = sorted((r for b in done.values() for r in b), key=lambda r: (r["k"], r["sample"]))
     return rows, reused
 
@@ -434,12 +454,15 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     from .data.dataset import builtin_records
     from .data.schema import load_prompts
     from .data.tokenize import prompt_text, render_prompt
-    from .models import ModelConfig, load_model
+    from .models import load_model, resolve_model
     from .progress import CountProgress
-    from .rewards import get_reward
+    from .rewards import get_reward, spec_runs_code
 
     names, explicit = parse_metrics(opts.metrics)
     run = run_dir_of(opts.model)
+    # A run directory is data, not code: its config.yaml gives the settings to evaluate with, but never
+    # trust_remote_code / allow_pickle (only this command line does) nor a reward that imports code.
+    cli_model = build(TrainConfig, {"model": opts.overrides.get("model") or {}}, source="eval settings").model
     if run is not None:
         cfg = build(TrainConfig, load_yaml(run / "config.yaml"), source=str(run / "config.yaml"))
         model_path = run / ("final" if opts.checkpoint == "final" else "checkpoints/best")
@@ -447,19 +470,19 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
             raise LolkitError(f"--checkpoint {opts.checkpoint!r}: expected final or best")
         if not model_path.exists():
             raise LolkitError(f"{model_path}: not found (did the run finish?)")
-        mcfg = ModelConfig(name=str(model_path), dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+        dtype = cli_model.dtype if "dtype" in (opts.overrides.get("model") or {}) else cfg.model.dtype
+        mcfg = replace(cli_model, name=str(model_path), dtype=dtype)
+        cfg.model = replace(cfg.model, trust_remote_code=False, allow_pickle=False)
     else:
         cfg = TrainConfig()
-        mcfg = ModelConfig(name=opts.model)
+        mcfg = replace(cli_model, name=opts.model)
+        resolve_model(opts.model)  # a mistyped model path fails here, before the questions about the output
+    recorded = cfg.reward if run is not None else None
     cfg = build(TrainConfig, _as_dict(cfg), opts.overrides, source="eval settings")
     out_dir = Path(opts.output_dir) if opts.output_dir else (run / "eval" if run else None)
-    if out_dir is None:
-        from .models import resolve_model
-
-        resolve_model(opts.model)  # a mistyped run directory says "not found", not "--output-dir is required"
+    if out_dir is None:  # (a mistyped model directory has failed above with "not found")
         raise LolkitError("--output-dir is required when --model is not a run directory")
-    if (out_dir / "summary.json").exists() and not opts.overwrite:
-        raise LolkitError(f"{out_dir}: evaluation exists; pass --overwrite to replace it")
+    check_eval_output(out_dir, opts.overwrite)
     if opts.data:
         records = load_prompts(opts.data)
         source = opts.data
@@ -469,6 +492,13 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     else:
         raise LolkitError("--data is required: the run was trained on a file, and lolkit cannot guess its test split")
     reward_name = opts.reward or cfg.reward or (cfg.data.task if cfg.data.train is None and not opts.data else None)
+    if reward_name and reward_name == recorded and not opts.reward and "reward" not in opts.overrides:
+        runs = spec_runs_code(recorded)
+        if runs:
+            raise LolkitError(f"{run / 'config.yaml'}: the run's reward {recorded!r} runs code ({runs}); lolkit does "
+                              f"not run code named by a run directory: pass --reward {recorded} to use it")
+        if log is not None:
+            log(f"reward: {recorded} (recorded in {run / 'config.yaml'})")
     if cfg.eval.max_prompts:
         records = records[: cfg.eval.max_prompts]
     if not records:
@@ -484,7 +514,8 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
         "ids": [r.id for r in records], "generation": gcfg.__dict__,
         "reward": reward.fingerprint() if reward else None}, sort_keys=True).encode()).hexdigest()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in EVAL_FILES:  # a killed run's half-written outputs
+        recover_partial(out_dir, only=name)
     side = out_dir / f".generations.progress-{fingerprint[:16]}.jsonl"
     with CountProgress("generate", len(prompts), disable=quiet) as bar:
         rows, reused = generate_and_score(model, tokenizer, prompts, raw, records, reward, gcfg, side, fingerprint,
@@ -499,7 +530,7 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         if opts.ppl_model is None or opts.ppl_model == mcfg.name:
             ppl_scorer = (model, tokenizer, opts.model if opts.ppl_model is None else opts.ppl_model)
         else:
-            pm, ptok, _ = load_model(ModelConfig(name=opts.ppl_model), trainable=False, device=device)
+            pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device)
             ppl_scorer = (pm, ptok, ppl_name)
     extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
                                      max_prompt_len=cfg.data.max_prompt_len)

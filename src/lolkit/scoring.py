@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 from .data.loader import source_digest, write_records
 from .data.schema import Record, iter_records, prompt_text
 from .errors import LolkitError
-from .io import dumps, iter_progress
+from .io import ProgressLog, recover_partial
 
-FORMAT = "lolkit-reward-progress/1"
+FORMAT = "lolkit-reward-progress/2"  # /2: every line carries its checksum
 
 
 def read_input(path: str, reward) -> tuple[list[Record], list[list[str]]]:
@@ -60,11 +59,10 @@ def progress_path(output: Path, fingerprint: str) -> Path:
     return output.with_name(f".{output.name}.progress-{fingerprint[:16]}.jsonl")
 
 
-def _read_progress(path: Path, fingerprint: str, spans: list[tuple[int, int]], records: list[Record]) -> dict:
-    """Chunk index → list (per record) of [[reward, components], ...]; unreadable lines are ignored
-    (only a kill mid-write can produce one, and that chunk is simply scored again)."""
+def _read_progress(log: ProgressLog, spans: list[tuple[int, int]], records: list[Record]) -> dict:
+    """Chunk index → list (per record) of [[reward, components], ...], from the lines that verify."""
     done: dict[int, list] = {}
-    for obj in iter_progress(path, fingerprint):
+    for obj in log.entries():
         j, scores = obj.get("chunk"), obj.get("scores")
         if not isinstance(j, int) or not 0 <= j < len(spans) or not isinstance(scores, list):
             continue
@@ -103,39 +101,28 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
                      messages=[r.prompt for r, _, _ in items], where=[f"{input_path}:{r.line}" for r, _, _ in items])
 
     reward.prepare(batch_of(0, len(records)))
-    done = _read_progress(side, fingerprint, spans, records)
+    recover_partial(out.parent, only=out.name)  # a killed run's half-written output
+    log = ProgressLog(side, {"format": FORMAT, "fingerprint": fingerprint, "input": input_path})
+    done = _read_progress(log, spans, records)
     total = sum(len(r.responses) for r in records)
     reused = sum(len(records[k].responses) for j in done for k in range(*spans[j]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fh = None
-    try:
-        with CountProgress("score", total, disable=quiet) as bar:
-            bar.advance(reused)
-            for j, (a, b) in enumerate(spans):
-                if j in done:
-                    continue
-                batch = batch_of(a, b)
-                scored = reward.score_batch(batch)
-                for (value, _), where in zip(scored, batch.where, strict=True):
-                    if not math.isfinite(value):
-                        raise LolkitError(f"{where}: reward {reward.name!r} gave {value} (not a finite number)")
-                it = iter(scored)
-                per_record = [[list(next(it)) for _ in rec.responses] for rec in records[a:b]]
-                # the scores go through JSON either way, so resumed and fresh runs write the same bytes
-                done[j] = json.loads(dumps(per_record))
-                if fh is None:  # opened lazily: a run that fails before its first chunk leaves nothing
-                    fh = open(side, "a", encoding="utf-8")
-                    if fh.tell() == 0:
-                        fh.write(dumps({"format": FORMAT, "fingerprint": fingerprint, "input": input_path}) + "\n")
-                    elif not side.read_bytes().endswith(b"\n"):
-                        fh.write("\n")  # end a line torn by a kill so the next chunk starts clean
-                fh.write(dumps({"chunk": j, "scores": per_record}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.advance(len(batch))
-    finally:
-        if fh is not None:
-            fh.close()
+    with log, CountProgress("score", total, disable=quiet) as bar:
+        bar.advance(reused)
+        for j, (a, b) in enumerate(spans):
+            if j in done:
+                continue
+            batch = batch_of(a, b)
+            scored = reward.score_batch(batch)
+            for (value, _), where in zip(scored, batch.where, strict=True):
+                if not math.isfinite(value):
+                    raise LolkitError(f"{where}: reward {reward.name!r} gave {value} (not a finite number)")
+            it = iter(scored)
+            per_record = [[list(next(it)) for _ in rec.responses] for rec in records[a:b]]
+            # the scores go through JSON either way, so resumed and fresh runs write the same bytes;
+            # the log is opened at the first chunk: a run that fails before it leaves nothing
+            done[j] = log.append({"chunk": j, "scores": per_record})["scores"]
+            bar.advance(len(batch))
     rows = []
     values: list[float] = []
     for j, (a, b) in enumerate(spans):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,15 @@ import torch
 
 from . import checkpoint as ckpt
 from .algorithms import Algorithm, get_algorithm
-from .config import TrainConfig, check_settings, default_lr, dump_yaml, load_yaml, to_dict
+from .config import TrainConfig, check_settings, default_lr, to_dict
 from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, group_by_length, micro_batches
 from .errors import LolkitError
-from .io import child_path, read_json, recover_partial, write_json, write_text
+from .io import atomic_path, child_path, read_json, write_json, write_text
 from .logprobs import forward_logprobs
 from .losses import LossInputs, LossParams
 from .models import count_parameters, load_model
+from .run import check_run_dir, discard_unstarted, prepare_run_dir
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -143,47 +143,6 @@ def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def check_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Refuse to touch an existing run without --resume / --overwrite (writes nothing); returns
-    whether the run directory holds anything."""
-    run = Path(cfg.output_dir)
-    if run.exists() and not run.is_dir():
-        raise LolkitError(f"{run}: exists and is not a directory")
-    existing = run.exists() and any(run.iterdir())
-    if existing and resume:
-        saved = run / "config.yaml"
-        if saved.is_file():
-            old = load_yaml(saved)
-            new = to_dict(cfg)
-            diff = _first_difference(old, new)
-            if diff:
-                raise LolkitError(f"{saved}: --resume with a different config ({diff}); "
-                                  "use the same settings, or --overwrite to start again")
-    elif existing and not overwrite:
-        raise LolkitError(f"{run}: run directory exists; pass --resume to continue it or --overwrite to replace it")
-    return existing
-
-
-def prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
-    """Create (or, with --overwrite, replace) the run directory; called once the inputs are valid."""
-    run = Path(cfg.output_dir)
-    if check_run_dir(cfg, resume, overwrite) and overwrite and not resume:
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    write_text(run / "config.yaml", dump_yaml(cfg))
-    return run
-
-
-def _first_difference(old, new, prefix: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            d = _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if old == new else f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
-
-
 @dataclass
 class Validator:
     """Validation: mean reward of greedy generations on the validation prompts (higher is better),
@@ -284,8 +243,10 @@ def refuse_sharded_weights(accelerator) -> None:
                           "(docs/scaling.md)")
 
 
+@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    """Train per ``cfg``; returns the run directory. See the README for its layout."""
+    """Train per ``cfg``; returns the run directory. See the README for its layout. A fresh run that fails
+    before its first step leaves no run directory (:func:`lolkit.run.discard_unstarted`)."""
     from .algorithms import is_iterative, is_online
 
     if is_online(cfg.algo.name):  # PPO / NLPO: their own loop (lolkit.online)
@@ -323,24 +284,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         from .rewards import get_reward
 
         get_reward(cfg.reward)  # an unknown reward or a bad reward config fails here, not at the first validation
-    fresh_run = not (Path(cfg.output_dir).is_dir() and any(Path(cfg.output_dir).iterdir())) or (overwrite and not resume)
-    run = prepare_run_dir(cfg, resume, overwrite) if main else Path(cfg.output_dir)
+    log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
+    # on --resume, the killed run's leftovers (half-written temporaries, a directory between renames) go
+    run = prepare_run_dir(cfg, resume, overwrite, log=log) if main else Path(cfg.output_dir)
     accelerator.wait_for_everyone()
     world, rank = accelerator.num_processes, accelerator.process_index
-    log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
     from .engine import Dist, prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
     dist = Dist(rank, world, accelerator.wait_for_everyone, lambda t: accelerator.reduce(t, reduction="sum"))
-    try:
-        engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
-                                log=log, run=run, dist=dist)
-        plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool,
-                        engine.weights)
-    except LolkitError:
-        if main and fresh_run:  # failed before training started: leave no half-made run directory
-            shutil.rmtree(run, ignore_errors=True)
-        raise
+    engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
+                            log=log, run=run, dist=dist)
+    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool,
+                    engine.weights)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -355,14 +311,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     ckpt_dir = run / "checkpoints"
     metrics_path = run / "metrics.jsonl"
     start, best = 0, None
-    if resume and main:  # leftovers of the killed run: half-written temporaries, a directory between renames
-        for folder in (run, ckpt_dir):
-            for change in recover_partial(folder):
-                log(f"resume: {change} in {folder}")
-    accelerator.wait_for_everyone()
-    done = ckpt.step_checkpoints(ckpt_dir) if resume else []
+    done = ckpt.usable_checkpoint(ckpt.step_checkpoints(ckpt_dir), ckpt_dir) if resume else None
     if done:
-        state = ckpt.load_checkpoint(done[-1][1], unwrapped, optimizer, scheduler)
+        state = ckpt.load_checkpoint(done[1], unwrapped, optimizer, scheduler)
         start, best = state["step"], state.get("best")
     if main:
         _truncate_metrics(metrics_path, start)
@@ -423,9 +374,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                 ckpt.prune(ckpt_dir, cfg.save_total_limit)
             accelerator.wait_for_everyone()
     if main:
-        from .io import atomic_path
-
-        with atomic_path(run / "final", is_dir=True) as tmp:
+        with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
             ckpt.save_model(unwrapped, tokenizer, tmp)
         if tb is not None:
             tb.close()
@@ -452,9 +401,7 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def _save_best(model, tokenizer, ckpt_dir: Path, step: int, metric: str, value: float) -> None:
-    from .io import atomic_path
-
-    with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
+    with atomic_path(ckpt_dir / "best", is_dir=True, manifest=True) as tmp:
         ckpt.save_model(model, tokenizer, tmp)
         write_json(tmp / "best.json", {"step": step, "metric": metric, "value": value})
 

@@ -120,15 +120,23 @@ def hidden_cache(run: Path, model, model_path: str, seqs: list[list[int]], pad_i
     """Load the run's cache for (model, corpus), or compute it (batch by batch) and write it atomically."""
     from safetensors.torch import load_file, save_file
 
-    from ..io import atomic_path
+    from ..io import atomic_path, file_sha256, read_json, warn, write_json
 
     key = cache_key(model_path, seqs, str(next(model.parameters()).dtype))
     path = run / "cache" / f"hidden-{key[:16]}.safetensors"
+    check = path.with_suffix(".json")  # size and SHA-256 of the tensors, written after them
     if path.is_file():
-        t = load_file(str(path))
-        if log:
-            log(f"hidden states: reused {path}")
-        return HiddenCache(t["h"], t["ids"], t["offsets"].tolist())
+        try:
+            want = read_json(check) if check.is_file() else None
+        except LolkitError:  # a damaged record: the tensors are computed again
+            want = None
+        size = path.stat().st_size
+        if isinstance(want, dict) and want.get("size") == size and want.get("sha256") == file_sha256(path):
+            t = load_file(str(path))
+            if log:
+                log(f"hidden states: reused {path}")
+            return HiddenCache(t["h"], t["ids"], t["offsets"].tolist())
+        warn(f"{path} fails verification against {check.name}: computing the hidden states again")
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: less padding
     out: list[torch.Tensor | None] = [None] * len(seqs)
     device = next(model.parameters()).device
@@ -146,6 +154,7 @@ def hidden_cache(run: Path, model, model_path: str, seqs: list[list[int]], pad_i
     with atomic_path(path) as tmp:
         save_file({"h": flat, "ids": ids_flat, "offsets": torch.tensor(offsets)}, str(tmp),
                   metadata={"format": CACHE_FORMAT, "key": key})
+    write_json(check, {"size": path.stat().st_size, "sha256": file_sha256(path)})
     if log:
         log(f"hidden states: {len(seqs)} sequences, {flat.shape[0]} tokens → {path}")
     return HiddenCache(flat, ids_flat, offsets)

@@ -224,7 +224,7 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
     summary = {"reward": reward_name, "reward_before": before, "reward_after": after,
                "eval_prompts": len(ev), "eval_samples": opts.eval_samples, "steps": opts.steps,
                "final_kl": rows[-1]["kl"], "train_seconds": time.perf_counter() - t0}
-    with atomic_path(Path(dest), is_dir=True) as tmp:
+    with atomic_path(Path(dest), is_dir=True, manifest=True) as tmp:
         save_module(policy, tmp / "policy.safetensors")
         write_jsonl(tmp / "metrics.jsonl", rows)
         write_jsonl(tmp / "rollouts.jsonl", samples_log)

@@ -70,7 +70,20 @@ class Cola:
         return self.base.get_output_embeddings()
 
     def policy(self, which: str) -> LatentPolicy:
-        return load_module(LatentPolicy(self.config), policy_dir(self.info["run"], which) / "policy.safetensors").eval()
+        folder = policy_dir(self.info["run"], which)
+        check_stage(folder)
+        return load_module(LatentPolicy(self.config), folder / "policy.safetensors").eval()
+
+
+def check_stage(folder: Path) -> None:
+    """A stage folder is read only when its manifest verifies (stages written before manifests existed
+    are read as they are)."""
+    from ..io import MANIFEST, verify_manifest
+
+    if (folder / MANIFEST).is_file():
+        problem = verify_manifest(folder)
+        if problem:
+            raise LolkitError(f"{folder}: fails verification ({problem}); run its stage again with --overwrite")
 
 
 def load_cola(run: str | Path, device: str = "cpu") -> Cola:
@@ -85,6 +98,7 @@ def load_cola(run: str | Path, device: str = "cpu") -> Cola:
         raise LolkitError(f"{Path(run) / 'cola.json'}: field 'config.hidden_size': {cfg.hidden_size}, but the base "
                           f"model {info['model']} has {base.config.hidden_size}")
     world_dir = Path(run) / "world"
+    check_stage(world_dir)
     idm = load_module(InverseDynamics(cfg), world_dir / "idm.safetensors").to(device).eval()
     world = load_module(WorldModel(cfg), world_dir / "world_model.safetensors").to(device).eval()
     return Cola(base, tok, cfg, idm, world, info)

@@ -140,7 +140,7 @@ def _progress(total: int, quiet: bool, label: str):
 def _write_stage(dest: Path, modules: dict, rows: list[dict], summary: dict) -> None:
     from ..io import atomic_path, write_json, write_jsonl
 
-    with atomic_path(dest, is_dir=True) as tmp:
+    with atomic_path(dest, is_dir=True, manifest=True) as tmp:
         for name, mod in modules.items():
             save_module(mod, tmp / f"{name}.safetensors")
         write_jsonl(tmp / "metrics.jsonl", rows)
@@ -148,8 +148,23 @@ def _write_stage(dest: Path, modules: dict, rows: list[dict], summary: dict) -> 
 
 
 def _refuse_existing(dest: Path, overwrite: bool) -> None:
-    if dest.exists() and not overwrite:
-        raise LolkitError(f"{dest}: exists; pass --overwrite to replace it")
+    """Before a stage writes ``dest`` (inside a CoLA run): refuse an existing one without --overwrite, a
+    symbolic link, and a run folder that is not a CoLA run; tidy a killed stage's temporaries."""
+    from ..io import recover_partial
+    from ..run import refuse_to_remove
+
+    run = dest.parent
+    own = {"cola.json", "cache", "world", "policy_bc", "policy_rl", "eval"}
+    foreign = sorted(p.name for p in run.iterdir() if p.name not in own and not p.name.startswith(".")) \
+        if run.is_dir() and dest.name == "world" else []
+    if foreign:
+        raise LolkitError(f"{run}: holds files that are not a CoLA run's ({', '.join(foreign[:3])}); lolkit writes a "
+                          "CoLA run only into a new or empty folder or an existing CoLA run: choose another --output-dir")
+    if dest.exists() or dest.is_symlink():
+        if not overwrite:
+            raise LolkitError(f"{dest}: exists; pass --overwrite to replace it")
+        refuse_to_remove(dest, "CoLA stage directory")
+    recover_partial(run, only=dest.name)
 
 
 def _drop_downstream(run: Path, names: tuple[str, ...], log=None) -> None:
@@ -157,10 +172,15 @@ def _drop_downstream(run: Path, names: tuple[str, ...], log=None) -> None:
     import shutil
 
     for name in names:
-        if (run / name).exists():
-            shutil.rmtree(run / name)
-            if log:
-                log(f"removed {run / name}: it was built on the replaced stage")
+        p = run / name
+        if p.is_symlink():
+            p.unlink()  # a link the user made: remove the link, never what it points to
+        elif p.exists():
+            shutil.rmtree(p)
+        else:
+            continue
+        if log:
+            log(f"removed {p}: it was built on the replaced stage")
 
 
 # --------------------------------------------------------------------------------------------------

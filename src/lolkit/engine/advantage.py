@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import LolkitError
-from ..io import atomic_path, read_json, write_json
+from ..io import write_json
+from .cache import read_entry, write_entry
 from .value import cross_fit_values, fit_value_head, predict_values
 
 
@@ -80,11 +81,10 @@ def estimate_advantages(*, source: str, model, tokenizer, data, rewards: list[fl
                         max_value: float, cfg, key: str, cache_root: Path, disable_adapter: bool, log) -> Advantages:
     """Values and advantages for every training example (cached under ``cache_root/adv-<key>``)."""
     folder = cache_root / f"adv-{key[:24]}"
-    if (folder / "meta.json").is_file():
-        meta = read_json(folder / "meta.json")
-        if meta.get("key") == key and meta.get("count") == len(rewards):
-            t = load_file(folder / "values.safetensors")
-            return Advantages(t["values"], t["advantages"], True, meta["info"])
+    meta = read_entry(folder)
+    if meta is not None and meta.get("key") == key and meta.get("count") == len(rewards):
+        t = load_file(folder / "values.safetensors")
+        return Advantages(t["values"], t["advantages"], True, meta["info"])
     start = time.perf_counter()
     prompts = [e.prompt for e in data.examples]
     unique = list(dict.fromkeys(prompts))
@@ -130,7 +130,12 @@ def estimate_advantages(*, source: str, model, tokenizer, data, rewards: list[fl
     values = values.float()
     adv = torch.tensor(rewards, dtype=torch.float32) - values
     info["seconds"] = time.perf_counter() - start
-    with atomic_path(folder, is_dir=True) as tmp:
+
+    def build(tmp: Path) -> None:
         save_file({"values": values.contiguous(), "advantages": adv.contiguous()}, tmp / "values.safetensors")
         write_json(tmp / "meta.json", {"key": key, "count": len(rewards), "info": info})
+
+    if not write_entry(folder, build):  # another run published the same entry first: use that copy
+        t = load_file(folder / "values.safetensors")
+        values, adv = t["values"], t["advantages"]
     return Advantages(values, adv, False, info)

@@ -4,8 +4,9 @@ training, and the result is cached on disk.
 For each example it stores the sequence log-prob log p_ref(y|x) and, when asked, the per-token
 log-probs of the response. The cache lives in ``$LOLKIT_CACHE/engine/ref-<key>/`` and is keyed on
 the reference model's files, the exact token ids of every example (so data, tokenizer and
-truncation settings are all covered), the dtype and whether the LoRA adapter was disabled. The
-training step only indexes these tensors: no reference forward pass happens inside it.
+truncation settings are all covered), the dtype and whether the LoRA adapter was disabled; it is
+verified before it is read and published atomically (:mod:`lolkit.engine.cache`). The training step
+only indexes these tensors: no reference forward pass happens inside it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data.tokenize import Encoded, collate
-from ..io import atomic_path, read_json, write_json
+from ..io import write_json
 from ..logprobs import forward_logprobs
+from .cache import read_entry, write_entry
 from .fingerprint import digest, ids_digest
 
 
@@ -91,23 +93,16 @@ def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], 
     """Return cached reference scores when the key matches, else compute (sharded across processes
     when ``dist`` has several) and cache them. Every process gets the same scores."""
     folder = cache_root / f"ref-{key[:24]}"
-    meta_path = folder / "meta.json"
     if dist is not None:
         dist.wait()  # every process looks at the cache before any of them writes it
-    hit = False
-    if meta_path.is_file():
-        meta = read_json(meta_path)
-        hit = meta.get("key") == key and meta.get("count") == len(examples) and bool(meta.get("tokens") or not tokens)
+    meta = read_entry(folder)
+    hit = meta is not None and meta.get("key") == key and meta.get("count") == len(examples) \
+        and bool(meta.get("tokens") or not tokens)
     if dist is not None and dist.world > 1:  # all processes must agree (node-local caches may differ)
         flag = torch.tensor([float(hit)], device=next(model.parameters()).device)
         hit = int(dist.reduce_sum(flag).item()) == dist.world
     if hit:
-        data = load_file(folder / "reference.safetensors")
-        tok = None
-        if tokens:
-            offsets = data["offsets"].tolist()
-            tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(len(examples))]
-        return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)
+        return _read(folder, key, len(examples), tokens)
     t = time.perf_counter()
     shard = {"rank": dist.rank, "world": dist.world, "reduce_sum": dist.reduce_sum} if dist is not None else {}
     seq, tok = compute_reference(model, examples, pad_id, batch_size, disable_adapter=disable_adapter,
@@ -115,10 +110,24 @@ def load_or_compute(cache_root: Path, key: str, model, examples: list[Encoded], 
     seconds = time.perf_counter() - t
     if dist is None or dist.is_main:
         lengths = torch.tensor([0] + [len(x) for x in tok], dtype=torch.long)
-        with atomic_path(folder, is_dir=True) as tmp:
+
+        def build(tmp: Path) -> None:
             save_file({"seq_logps": seq, "token_logps": torch.cat(tok) if tok else torch.zeros(0),
                        "offsets": lengths.cumsum(0)}, tmp / "reference.safetensors")
             write_json(tmp / "meta.json", {"key": key, "count": len(examples), "tokens": True, "seconds": seconds})
+
+        if not write_entry(folder, build):  # another run published the same entry first: use that copy
+            winner = _read(folder, key, len(examples), True)
+            seq, tok = winner.seq_logps, winner.token_logps
     if dist is not None:
         dist.wait()
     return ReferenceScores(seq, tok if tokens else None, key, False, seconds)
+
+
+def _read(folder: Path, key: str, count: int, tokens: bool) -> ReferenceScores:
+    data = load_file(folder / "reference.safetensors")
+    tok = None
+    if tokens:
+        offsets = data["offsets"].tolist()
+        tok = [data["token_logps"][offsets[i] : offsets[i + 1]] for i in range(count)]
+    return ReferenceScores(data["seq_logps"], tok, key, True, 0.0)

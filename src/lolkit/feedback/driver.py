@@ -38,11 +38,12 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
-from ..io import child_path, read_jsonl, write_json, write_jsonl
+from ..io import child_path, file_sha256, read_json, read_jsonl, warn, write_json, write_jsonl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
 from ..models import count_parameters, is_peft, load_model
 from ..online.policy import _run, build_batch, frozen_copy, token_logps
 from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
+from ..run import discard_unstarted
 from . import pool as P
 from .providers import QUARK_TOKEN, add_control_tokens, condition_text, make_provider
 
@@ -94,13 +95,36 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def completed_iterations(run: Path) -> list[tuple[int, Path]]:
-    """Iterations whose checkpoint was written (the last thing an iteration writes), oldest first."""
+    """Iterations whose checkpoint was written (the last thing an iteration writes), oldest first; whether
+    it is intact is checked on resume (:func:`resume_point`)."""
     out = []
     for d in run.glob(f"{ITER_PREFIX}*"):
         num = d.name[len(ITER_PREFIX):]
-        if num.isdigit() and (d / "checkpoint" / "trainer" / "state.json").is_file():
+        if num.isdigit() and (d / "checkpoint").is_dir():
             out.append((int(num), d))
     return sorted(out)
+
+
+def resume_point(run: Path) -> tuple[int, Path] | None:
+    """The newest iteration whose checkpoint passes verification, the pool file it was trained on
+    included (its checksum is in the checkpoint's state); a damaged one is reported and skipped."""
+    candidates = [(n, d / "checkpoint") for n, d in completed_iterations(run)]
+    while candidates:
+        found = ckpt.usable_checkpoint(candidates, run)
+        if found is None:
+            return None
+        n, path = found
+        want = read_json(path / "trainer" / "state.json").get("pool_sha256")
+        pool = path.parent / "pool.jsonl"
+        if want is None or (pool.is_file() and file_sha256(pool) == want):
+            return n, path.parent
+        warn(f"{pool} fails verification (its checksum differs from the checkpoint's record); skipping "
+             f"{path.parent.name}")
+        candidates = [c for c in candidates if c[0] < n]
+        if not candidates:
+            raise LolkitError(f"{run}: no iteration's checkpoint and pool pass verification; nothing safe to "
+                              "resume from: start again with --overwrite")
+    return None
 
 
 def selm_slice(n_prompts: int, size: int, seed: int, iteration: int) -> list[int]:
@@ -124,7 +148,8 @@ class Driver:
 
     def __init__(self, cfg: TrainConfig, resume: bool, overwrite: bool, quiet: bool):
         from ..data.tokenize import encode_prompt, render_prompt
-        from ..train import check_run_dir, make_optimizer, make_scheduler
+        from ..run import check_run_dir
+        from ..train import make_optimizer, make_scheduler
 
         self.cfg = cfg = resolve_feedback_config(cfg)
         self.f, self.algo, self.quiet = cfg.feedback, cfg.algo.name, quiet
@@ -433,15 +458,16 @@ class Driver:
     def run(self) -> Path:
         from ..io import atomic_path
         from ..progress import TrainProgress
-        from ..train import _append_metrics, _truncate_metrics, prepare_run_dir
+        from ..run import prepare_run_dir
+        from ..train import _append_metrics, _truncate_metrics
 
         cfg, f = self.cfg, self.f
         run = prepare_run_dir(cfg, self.resume, self.overwrite)
         metrics_path = run / "metrics.jsonl"
         start = 0
-        done = completed_iterations(run) if self.resume else []
+        done = resume_point(run) if self.resume else None
         if done:
-            start, last = done[-1]
+            start, last = done
             ckpt.load_checkpoint(last / "checkpoint", self.policy, self.optimizer, self.scheduler)
             if self.algo != "selm":
                 self.pool = [P.Entry.from_json(row) for _, row in read_jsonl(last / "pool.jsonl")]
@@ -470,15 +496,18 @@ class Driver:
                 row = self.selm_iteration(it, out) if self.algo == "selm" else self.pool_iteration(it, out)
                 row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
                 _append_metrics(metrics_path, row)  # a resume drops rows past the last checkpoint
+                pool = out / "pool.jsonl"  # resume reads it: its checksum goes into the verified checkpoint
                 ckpt.save_checkpoint(out / "checkpoint", self.policy, self.tok, self.optimizer, self.scheduler,
-                                     it * f.steps, {"iteration": it})
+                                     it * f.steps, {"iteration": it,
+                                                    "pool_sha256": file_sha256(pool) if pool.is_file() else None})
                 for _, d in completed_iterations(run)[: -max(1, cfg.save_total_limit)]:
                     shutil.rmtree(d / "checkpoint", ignore_errors=True)
                 progress.update(it, row)
-        with atomic_path(run / "final", is_dir=True) as tmp:
+        with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
             ckpt.save_model(self.policy, self.tok, tmp)
         return run
 
 
+@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     return Driver(cfg, resume, overwrite, quiet).run()

@@ -32,6 +32,7 @@ from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
 from ..io import atomic_path, child_path, dumps, read_json, write_json
 from ..models import count_parameters, is_peft, load_model
+from ..run import check_run_dir, discard_unstarted, prepare_run_dir
 from .core import (
     AdaptiveKLController,
     RunningMoments,
@@ -88,12 +89,9 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def make_reward(spec: str):
-    """Any lolkit reward spec, or a Python callable ``module:function`` (called as
-    f(prompts, responses, references, metas) → one number per response)."""
-    from ..rewards import available, get_reward, presets
+    """Any lolkit reward spec: a task, preset, YAML file, ``module:function`` or ``file.py:function``."""
+    from ..rewards import get_reward
 
-    if ":" in spec and not Path(spec).exists() and spec not in available() and spec not in presets():
-        return get_reward({"name": spec, "components": {"callable": {"type": "callable", "function": spec}}})
     return get_reward(spec)
 
 
@@ -146,6 +144,7 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     from ..data.tokenize import encode_prompt, render_prompt
     from ..evaluate import score_prompts
@@ -157,14 +156,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         _truncate_metrics,
         make_optimizer,
         make_scheduler,
-        prepare_run_dir,
     )
     from .nlpo import MaskPolicy
 
     cfg = resolve_online_config(cfg)
     p = cfg.ppo
     nlpo = cfg.algo.name == "nlpo"
-    run = prepare_run_dir(cfg, resume, overwrite)
+    check_run_dir(cfg, resume, overwrite)  # the run directory itself is made once the inputs have loaded
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,6 +185,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     prompt_ids = [encode_prompt(tokenizer, t, cfg.data.max_prompt_len) for t in rendered]
     reward = make_reward(cfg.reward)
     validation = load_validation(cfg, tokenizer)
+    run = prepare_run_dir(cfg, resume, overwrite)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = make_optimizer(cfg, modules)
     scheduler = make_scheduler(cfg, optimizer, total)
@@ -195,9 +194,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
 
     ckpt_dir, metrics_path, rollouts_path = run / "checkpoints", run / "metrics.jsonl", run / "rollouts.jsonl"
     start, best = 0, None
-    done = ckpt.step_checkpoints(ckpt_dir) if resume else []
+    done = ckpt.usable_checkpoint(ckpt.step_checkpoints(ckpt_dir), ckpt_dir) if resume else None
     if done:
-        state = _load(done[-1][1], policy, head, critic, mask_policy, optimizer, scheduler)
+        state = _load(done[1], policy, head, critic, mask_policy, optimizer, scheduler)
         start, best = state["step"], state.get("best")
         kl_ctl.value = state["kl_beta"]
         moments = RunningMoments(**state["reward_moments"])
@@ -336,7 +335,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                       optimizer, scheduler, it + 1, kl_ctl.value, moments, best)
                 ckpt.prune(ckpt_dir, cfg.save_total_limit)
 
-    with atomic_path(run / "final", is_dir=True) as tmp:
+    with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
         ckpt.save_model(policy, tokenizer, tmp)
         from safetensors.torch import save_file
 
@@ -352,7 +351,7 @@ def _save(path: Path, policy, tokenizer, head, critic, mask_policy, optimizer, s
 
     from safetensors.torch import save_file
 
-    with atomic_path(path, is_dir=True) as tmp:
+    with atomic_path(path, is_dir=True, manifest=True) as tmp:
         ckpt.save_model(policy, tokenizer, tmp)
         t = tmp / "trainer"
         t.mkdir()

@@ -1,8 +1,8 @@
 """Rewards: named components combined by a weighted sum.
 
-A reward is given by a *spec*: a built-in task (``colours``), a preset shipped with lolkit
-(``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``) or the path of a
-YAML reward config::
+A reward is given by a *spec*: a built-in task (``colours``, ``numbers``, ``dates``), a preset shipped
+with lolkit (``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``), a Python
+function (``module:function`` or ``path/to/file.py:function``) or the path of a YAML reward config::
 
     name: my-reward
     extends: reddit            # optional: start from a preset or another config file
@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import LolkitError
 from .base import Batch, Component, component_types
+from .misc import is_callable_spec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = ("name", "description", "extends", "models", "references", "batch_size", "components")
@@ -169,12 +170,15 @@ def _load_raw(spec: str, depth: int = 0, relative_to: Path | None = None) -> tup
         data.setdefault("name", path.stem)
     elif spec in available():
         data, source = {"name": spec, "components": {spec: {"type": "task", "task": spec}}}, f"builtin:{spec}"
-    elif (PRESET_DIR / f"{spec}.yaml").is_file():
+    elif "/" not in spec and (PRESET_DIR / f"{spec}.yaml").is_file():
         data, source = load_yaml(PRESET_DIR / f"{spec}.yaml"), f"preset:{spec}"
         data.setdefault("name", spec)
+    elif is_callable_spec(spec):
+        fn = spec.rpartition(":")[2]
+        data, source = {"name": fn, "components": {fn: {"type": "callable", "function": spec}}}, spec
     else:
-        raise LolkitError(f"unknown reward {spec!r}: not a file, a built-in task ({', '.join(available())}) "
-                          f"or a preset ({', '.join(presets())})")
+        raise LolkitError(f"unknown reward {spec!r}: not a file, a built-in task ({', '.join(available())}), "
+                          f"a preset ({', '.join(presets())}) or a function (module:function, path/to/file.py:function)")
     for key in data:
         if key not in TOP_KEYS:
             raise LolkitError(f"{source}: unknown key '{key}' (allowed: {', '.join(TOP_KEYS)})")
@@ -228,6 +232,24 @@ def build_reward(data: dict, source: str = "reward config", default_name: str = 
         parts.append(types[ctype](str(cname), opts, source))
     return Reward(str(data.get("name") or default_name), parts, references=refs, batch_size=batch_size,
                   source=source, spec=data)
+
+
+def spec_runs_code(spec: str) -> str | None:
+    """What Python code a reward spec would run (a function, or a classifier's own code through
+    ``trust_remote_code``), in a few words; None for a built-in task, a preset or a config without any.
+    Nothing is imported to find out."""
+    if not isinstance(spec, str):
+        return None
+    data, _ = _load_raw(spec)
+    comps = data.get("components")
+    for name, opts in (comps.items() if isinstance(comps, dict) else []):
+        if not isinstance(opts, dict):
+            continue
+        if opts.get("type") == "callable":
+            return f"component '{name}' imports {opts.get('function')}"
+        if opts.get("trust_remote_code"):
+            return f"component '{name}' sets trust_remote_code"
+    return None
 
 
 def get_reward(spec: str | dict | Reward, overrides: dict | None = None) -> Reward:

@@ -56,7 +56,7 @@ _TURN_MARK = re.compile(r"(?:^|\n\n|\s*###\s*)(Human|Assistant):[ \t]?|<\|(promp
 # ------------------------------------------------------------------------------------------------
 # OpenAssistant GPT-NeoX reward model
 # ------------------------------------------------------------------------------------------------
-def _read_state_dict(path: Path) -> dict:
+def _read_state_dict(path: Path, allow_pickle: bool = False) -> dict:
     import torch
 
     files = sorted(path.glob("*.safetensors"))
@@ -70,13 +70,16 @@ def _read_state_dict(path: Path) -> dict:
     files = sorted(path.glob("pytorch_model*.bin"))
     if not files:
         raise LolkitError(f"{path}: no model weights (*.safetensors or pytorch_model*.bin)")
+    if not allow_pickle:
+        raise LolkitError(f"{path}: holds only pickle weights ({files[0].name}); set allow_pickle: true on the "
+                          "reward component to load them (with torch's restricted weights_only unpickler)")
     state = {}
     for f in files:
         state.update(torch.load(f, map_location="cpu", weights_only=True))
     return state
 
 
-def load_neox_reward_model(path: str, dtype):
+def load_neox_reward_model(path: str, dtype, allow_pickle: bool = False):
     """OpenAssistant's ``GPTNeoXRewardModel``: GPT-NeoX body, ``out_proj`` Linear(hidden, 1) on the
     last attended token (``pooling: last``) or the masked mean (``pooling: mean``)."""
     import torch
@@ -109,7 +112,7 @@ def load_neox_reward_model(path: str, dtype):
             return _Out(self.out_proj(pooled))
 
     model = NeoXRewardModel()
-    state = _read_state_dict(p)
+    state = _read_state_dict(p, allow_pickle)
     missing, unexpected = model.load_state_dict(state, strict=False)
     buffers = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
     unexpected = [k for k in unexpected if not k.endswith(buffers)]
@@ -149,7 +152,7 @@ class HFClassifier(Component):
     OPTIONS = {
         "model": REQUIRED, "tokenizer": None, "output": "prob", "label": None, "input": "response",
         "separator": "", "text": None, "text_pair": None, "max_length": 512, "truncation_side": "right",
-        "batch_size": 16, "trust_remote_code": False, "dtype": "float32", "device": "auto",
+        "batch_size": 16, "trust_remote_code": False, "allow_pickle": False, "dtype": "float32", "device": "auto",
     }
     DOC = "Any AutoModelForSequenceClassification (or OpenAssistant GPT-NeoX reward model) as a reward."
 
@@ -186,7 +189,7 @@ class HFClassifier(Component):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from ..models import choose_dtype, quiet_transformers, resolve_model
+        from ..models import check_model_files, choose_dtype, quiet_transformers, resolve_model
 
         quiet_transformers()
         path = resolve_model(str(self.opts["model"]))
@@ -199,15 +202,22 @@ class HFClassifier(Component):
         try:
             tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust)
             model_type = _model_type(path)
+            pickle_ok = bool(self.opts["allow_pickle"])
             if model_type == "gpt_neox_reward_model":
-                model = load_neox_reward_model(path, dtype)
+                model = load_neox_reward_model(path, dtype, pickle_ok)
                 style = "mask"
             else:
-                model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, trust_remote_code=trust)
+                if not pickle_ok:
+                    check_model_files(path, False, tokenizer=False)
+                kw = {} if pickle_ok else {"use_safetensors": True}
+                model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, trust_remote_code=trust,
+                                                                           **kw)
                 style = "decoder" if _is_decoder(model_type) else "encoder"
-        except (OSError, ValueError) as e:
+        except LolkitError as e:
+            raise LolkitError(f"reward component '{self.name}': {e}") from None
+        except Exception as e:  # a user's model folder: any failure to read it is one line
             raise LolkitError(f"{path}: cannot load the classifier for reward component '{self.name}' "
-                              f"({str(e).splitlines()[0]})") from None
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
         model.to(device).eval()
         model.requires_grad_(False)
         tok.truncation_side = self.opts["truncation_side"]

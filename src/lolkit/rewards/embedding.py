@@ -49,9 +49,10 @@ class EmbeddingSimilarity(Component):
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
                 tok = AutoTokenizer.from_pretrained(path)
-                model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
-            except (OSError, ValueError) as e:
-                raise LolkitError(f"{path}: cannot load the sentence encoder ({str(e).splitlines()[0]})") from None
+                model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True).to(device).eval()
+            except Exception as e:  # a user's model folder: any failure to read it is one line
+                raise LolkitError(f"{path}: cannot load the sentence encoder ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]})") from e
             self._enc = (tok, model, device)
         return self._enc
 

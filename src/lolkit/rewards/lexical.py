@@ -16,7 +16,6 @@ The fitted state (N and document frequencies) is stored as JSON, never pickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import LolkitError
+from ..io import file_sha256
 from .base import Batch, Component, register
 
 TERM = re.compile(r"(?u)\b\w\w+\b")
@@ -86,14 +86,6 @@ def corpus_texts(path: str) -> list[str]:
     return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @register
 class Tfidf(Component):
     TYPE = "tfidf"
@@ -114,7 +106,7 @@ class Tfidf(Component):
         fp = super().fingerprint()
         for key in ("corpus", "state"):
             if self.opts[key] and Path(self.opts[key]).is_file():
-                fp[f"{key}_sha256"] = file_digest(self.opts[key])
+                fp[f"{key}_sha256"] = file_sha256(Path(self.opts[key]))
         fp.pop("save_state", None)
         return fp
 
@@ -138,7 +130,18 @@ class Tfidf(Component):
         if self.opts["save_state"] and self.state is not None:
             from ..io import write_json
 
-            write_json(self.opts["save_state"], self.state.to_json())
+            target = Path(self.opts["save_state"])
+            if target.exists() or target.is_symlink():  # replace only a state file lolkit wrote
+                try:
+                    own = not target.is_symlink() and json.loads(target.read_text(encoding="utf-8")).get(
+                        "format") == STATE_FORMAT
+                except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+                    own = False
+                if not own:
+                    raise LolkitError(f"{self.source}: component '{self.name}': save_state {target} exists and is "
+                                      "not a lolkit TF-IDF state file; lolkit does not overwrite files it did not "
+                                      "write: choose another path")
+            write_json(target, self.state.to_json())
 
     def prepare(self, batch: Batch) -> None:
         """Without ``corpus`` or ``state``, fit on the responses being scored (A-LoL fits on the
