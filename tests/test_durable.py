@@ -226,17 +226,17 @@ def test_reward_rescores_a_chunk_whose_progress_line_was_damaged(tmp_path, cli):
     out = tmp_path / "out.jsonl"
     import lolkit.scoring as sc
 
-    original = sc.write_jsonl
+    original = sc.write_records
 
     def stop(*a, **kw):
         raise KeyboardInterrupt
 
-    sc.write_jsonl = stop  # leave the finished progress file behind, as a kill before the output would
+    sc.write_records = stop  # leave the finished progress file behind, as a kill before the output would
     try:
         with pytest.raises(KeyboardInterrupt):
             sc.score_file(str(cfg), str(data), str(out), quiet=True)
     finally:
-        sc.write_jsonl = original
+        sc.write_records = original
     side = next(tmp_path.glob(".out.jsonl.progress-*"))
     lines = side.read_text().splitlines()
     assert len(lines) == 1 + 3  # header + 3 chunks of 4 responses
