@@ -460,6 +460,10 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         raise LolkitError("--output-dir is required when --model is not a run directory")
     if (out_dir / "summary.json").exists() and not opts.overwrite:
         raise LolkitError(f"{out_dir}: evaluation exists; pass --overwrite to replace it")
+    if run is not None:  # the run's trackers receive the summary: a missing one fails now, not after generating
+        from .tracking import check_trackers
+
+        check_trackers(cfg.report_to)
     if opts.data:
         records = load_prompts(opts.data)
         source = opts.data
@@ -523,6 +527,11 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     write_json(out_dir / "summary.json", summary)
     for stale in out_dir.glob(".generations.progress-*.jsonl"):
         stale.unlink(missing_ok=True)
+    if run is not None and cfg.report_to:
+        from .tracking import log_eval_summary
+
+        prefix = "eval" if opts.checkpoint == "final" else f"eval_{opts.checkpoint}"
+        log_eval_summary(run, cfg.report_to, summary, info.get("total_steps"), prefix)
     return summary
 
 
