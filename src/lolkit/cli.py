@@ -482,7 +482,7 @@ def aggregate(
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     rows = run(dirs, output_dir, metric, baseline=baseline, columns=cols, warn=_warn)
     _results_table(rows, metric)
-    _console().print(f"wrote {output_dir}/: {_written(output_dir)}")
+    _console().print(f"wrote {output_dir}/: {_written(output_dir)}", soft_wrap=True)
 
 
 def _warn(message: str) -> None:
@@ -567,7 +567,7 @@ def demo(
     rows = run_demo(output_dir, algo_list, seed_list, model, quiet, log=lambda m: con.print(f"[dim]{m}[/dim]"),
                     max_steps=max_steps, warn=_warn)
     _results_table(rows)
-    con.print(f"wrote {output_dir}/: {_written(output_dir)} ({time.perf_counter() - t0:.0f} s)")
+    con.print(f"wrote {output_dir}/: {_written(output_dir)} ({time.perf_counter() - t0:.0f} s)", soft_wrap=True)
 
 
 @app.command("tiny-model")

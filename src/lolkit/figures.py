@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+# Okabe & Ito (2008), yellow last: as a thin line on white it is the hardest to see
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442"]
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 HATCHES = ["", "//", "..", "xx"]
@@ -162,7 +163,7 @@ def training_curves(groups, stem: Path) -> bool:
     ncols = 1 if n == 1 else 2 if n <= 8 else 3
     nrows = math.ceil(n / ncols)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, 0.35 + 0.95 * nrows), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, 0.35 + 1.05 * nrows), sharex=True, squeeze=False)
         for k, (g, key, series) in enumerate(data):
             ax = axes[k // ncols][k % ncols]
             st = style(order.index(g.algo))
@@ -173,7 +174,7 @@ def training_curves(groups, stem: Path) -> bool:
             if len(series) > 1:
                 ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.25, lw=0)
             name = g.label + ("" if key == "loss_per_token" else " (loss)")
-            ax.text(0.97, 0.93, name, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+            ax.set_title(name, fontsize=7, loc="left", pad=2)  # a panel's name, not a figure title
             ax.tick_params(labelsize=6, length=2)
             ax.grid(alpha=0.25, lw=0.4)
             ax.yaxis.get_offset_text().set_fontsize(6)
@@ -207,20 +208,23 @@ def validation_curves(groups, stem: Path) -> bool:
         return False
     plt = _plt()
     order = list(dict.fromkeys(g.algo for g in groups))
+    seeds = {len(series) for _, series in data}  # seed counts go into the legend only when they differ
+    labels = [g.label + (f" ({len(series)} seed{'s' * (len(series) > 1)})" if len(seeds) > 1 else "")
+              for g, series in data]
+    ncol = 3 if max(map(len, labels)) <= 12 else 2 if max(map(len, labels)) <= 22 else 1
     with plt.rc_context(STYLE):
-        rows = math.ceil(len(data) / 3)
-        fig, ax = plt.subplots(figsize=(WIDTH, 2.2 + 0.14 * rows))
-        for g, series in data:
+        fig, ax = plt.subplots(figsize=(WIDTH, 2.2 + 0.14 * math.ceil(len(data) / ncol)))
+        for (g, series), label in zip(data, labels, strict=True):
             st = style(order.index(g.algo))
             steps, mean, lo, hi = _mean_band(series)
             ax.plot(steps, mean, color=st["color"], linestyle=st["linestyle"], marker=st["marker"], ms=3,
-                    label=g.label + (f" ({len(series)} seeds)" if len(series) > 1 else ""))
+                    label=label)
             if len(series) > 1:
                 ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.2, lw=0)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel({"val_reward": "validation reward", "val_nll": "validation NLL / token"}[val_key])
         ax.grid(alpha=0.3, lw=0.5)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, handlelength=2.2, columnspacing=1.0)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, handlelength=2.2, columnspacing=1.0)
         save(fig, stem)
         plt.close(fig)
     return True

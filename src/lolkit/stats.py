@@ -20,7 +20,8 @@ reports (``f`` = exp for perplexity, identity otherwise).
 * **p-value**: a paired permutation (sign-flip) test over prompts. Per prompt, the seed-averaged mean
   of the group and of the baseline swap labels with probability ½; the statistic is the mean over
   prompts of the difference; two-sided, as ``scipy.stats.permutation_test(permutation_type="samples")``
-  defines it (exact when 2^prompts ≤ the number of resamples). It is written as one matrix product
+  defines it (exact when 2^prompts ≤ the number of patterns; aggregate sizes that number to the table's
+  tests). It is written as one matrix product
   because scipy's takes about a second per test at 2,000 prompts and a table holds dozens of tests;
   tests/test_stats.py pins it against scipy. The test is conditional on the trained seeds: it asks
   whether the difference exceeds what the choice of test prompts would produce.
@@ -172,8 +173,12 @@ def sign_flip_test(d: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 
         adjust, total = 0, len(stats)
     else:
         rng = np.random.default_rng([seed, n, 1])
-        stats = np.concatenate([(1 - 2 * rng.integers(0, 2, (min(_CHUNK * 4, permutations - s), n))) @ d / n
-                                for s in range(0, permutations, _CHUNK * 4)])
+        total_d, stats = d.sum(), []
+        for s in range(0, permutations, _CHUNK * 4):  # a sign is 1 − 2·bit: Σ sign·d = Σ d − 2 Σ bit·d
+            b = min(_CHUNK * 4, permutations - s)
+            bits = np.unpackbits(rng.integers(0, 256, (b, (n + 7) // 8), dtype=np.uint8), axis=1, count=n)
+            stats.append((total_d - 2 * (bits @ d)) / n)
+        stats = np.concatenate(stats)
         adjust, total = 1, permutations
     gamma = abs(np.finfo(float).eps * 100 * observed)  # ties up to rounding count as ties (scipy's tolerance)
     greater = (np.sum(stats >= observed - gamma) + adjust) / (total + adjust)
