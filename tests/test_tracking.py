@@ -124,14 +124,7 @@ def test_trackers_offline_and_progress_off_a_terminal(tmp_path, tiny_model):
     want = {r["step"]: r["loss_per_token"] for r in rows}
 
     # tensorboard: every row's scalars by step, and the eval summary at the last step
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    mux = EventMultiplexer().AddRunsFromDirectory(str(run / "tensorboard"))
-    mux.Reload()
-    scalars = {}
-    for name in mux.Runs():
-        for tag in mux.GetAccumulator(name).Tags()["scalars"]:
-            scalars.setdefault(tag, {}).update({e.step: e.value for e in mux.Scalars(name, tag)})
+    scalars = _tensorboard_scalars(run)
     assert scalars["loss_per_token"] == pytest.approx(want, rel=1e-6)
     assert scalars["eval/reward_mean"] == pytest.approx({4: summary["reward_mean"]})
 
@@ -166,6 +159,19 @@ def test_trackers_offline_and_progress_off_a_terminal(tmp_path, tiny_model):
     assert json.loads(cfg)["algo.name"] == "nll"
 
 
+def _tensorboard_scalars(run) -> dict:
+    """{tag: {step: value}} of every event file in RUN/tensorboard."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(run / "tensorboard"))
+    mux.Reload()
+    scalars: dict = {}
+    for name in mux.Runs():
+        for tag in mux.GetAccumulator(name).Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in mux.Scalars(name, tag)})
+    return scalars
+
+
 def _config(run):
     import yaml
 
@@ -195,7 +201,6 @@ def _close(a, b):
     return a == pytest.approx(b, rel=1e-5, abs=1e-9)
 
 
-@pytest.mark.slow
 def test_every_loop_logs_losses_per_token_and_per_sequence(tmp_path, tiny_model):
     """PPO (per-token objective), Quark (per-token) and SELM (per-unit) through the feedback driver, and
     CoLA's stages: each row has both views, and the one matching the loop's own normaliser equals `loss`."""
@@ -210,10 +215,14 @@ def test_every_loop_logs_losses_per_token_and_per_sequence(tmp_path, tiny_model)
                                   "eval_prompts": 2, "eval": {"max_new_tokens": 4}, **extra})
         return read_jsonl(train(cfg, quiet=True) / "metrics.jsonl")
 
-    ppo = rows_of("ppo", max_steps=2, ppo={"max_new_tokens": 5, "epochs": 1, "minibatch_size": 4})
+    ppo = rows_of("ppo", max_steps=2, ppo={"max_new_tokens": 5, "epochs": 1, "minibatch_size": 4},
+                  report_to=["tensorboard"])
     feedback = {"iterations": 1, "steps": 1, "prompts_per_iteration": 3, "samples_per_prompt": 3, "max_new_tokens": 5}
     quark = rows_of("quark", feedback=feedback)
-    selm = rows_of("selm", feedback=feedback)
+    selm = rows_of("selm", feedback=feedback, report_to=["tensorboard"])
+    for algo, rows in (("ppo", ppo), ("selm", selm)):  # the online and feedback loops report to trackers too
+        assert _tensorboard_scalars(tmp_path / algo)["loss_per_token"] == \
+            pytest.approx({r["step"]: r["loss_per_token"] for r in rows}, rel=1e-6)
     for row in ppo + quark:  # these normalise by tokens
         assert _close(row["loss_per_token"], row["loss"]) and abs(row["loss_per_seq"]) >= abs(row["loss_per_token"])
     for row in selm:  # SELM normalises by preference units
