@@ -96,7 +96,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     report_to: Annotated[str | None, typer.Option(help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, "
-                                                       "trackio (offline by default; docs/evaluation.md).")] = None,
+                                                       "trackio (offline; docs/evaluation.md). [default: none]")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
@@ -468,9 +468,12 @@ def generate(
 def aggregate(
     dirs: Annotated[list[str], typer.Argument(help="Directories to search for eval summary.json files.")],
     output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the figures.")],
-    metric: Annotated[str, typer.Option(help="Main metric: first column, Δ column and bar chart (a summary.json key, e.g. reward_mean, rougeL, qd).")] = "reward_mean",
-    baseline: Annotated[str | None, typer.Option(help="Algorithm every other is compared with (default: each test set's first).")] = None,
-    columns: Annotated[str | None, typer.Option(help="Metrics of the paper table, comma-separated (default: the main metric, length, distinct-2, self-BLEU, PPL, ROUGE-L).")] = None,
+    metric: Annotated[str, typer.Option(help="Main metric: first column, Δ column and bar chart (a summary.json key, "
+                                             "e.g. reward_mean, rougeL, qd).")] = "reward_mean",
+    baseline: Annotated[str | None, typer.Option(help="Algorithm every other is compared with. [default: each test "
+                                                      "set's first]")] = None,
+    columns: Annotated[str | None, typer.Option(help="Metrics of the paper table, comma-separated. [default: the main "
+                                                     "metric, length, distinct-2, self-BLEU, PPL, ROUGE-L]")] = None,
 ) -> None:
     """Paper tables (LaTeX, Markdown, CSV) and figures (PNG, PDF, SVG) from many evaluated runs, grouped by test data,
     algorithm and model: mean over seeds with 95% intervals over prompts and seeds, paired differences to a
