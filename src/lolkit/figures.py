@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-# Okabe & Ito (2008), yellow last: as a thin line on white it is the hardest to see
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442"]
+# Okabe & Ito (2008), yellow last (as a thin line on white it is the hardest to see) and grey for their
+# black (a black bar hides its black error bar)
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999", "#F0E442"]
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-HATCHES = ["", "//", "..", "xx"]
+HATCHES = ["", "..", "xx", "\\\\"]  # for groups past eight; the baseline's bar has "////"
 WIDTH = 3.4  # inches: one column of a two-column paper
 STYLE = {"font.size": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7,
          "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6, "lines.linewidth": 1.2,
