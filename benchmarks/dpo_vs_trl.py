@@ -72,7 +72,7 @@ def run_lolkit(model_dir: Path, data: Path, steps: int, batch: int, lr: float, o
     from lolkit.train import read_metrics, train
 
     cfg = build(TrainConfig, {"output_dir": str(out), "batch_size": batch, "max_steps": steps, "save_every": 0,
-                              "tensorboard": False, "model": {"name": str(model_dir)},
+                              "model": {"name": str(model_dir)},
                               "data": {"train": str(data), "val_fraction": 0.0, "max_prompt_len": 512,
                                        "max_response_len": 512},
                               "optim": {"lr": lr, "scheduler": "constant", "max_grad_norm": 1.0},

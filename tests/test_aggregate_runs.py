@@ -34,20 +34,21 @@ def test_validation_extremes_and_group_means(tmp_path):
     # without a reward: val_nll, lower is better
     n0 = _run(tmp_path, "n0", "nll", 0, 0.3, [(10, 3.0), (20, 2.0), (30, 2.5)], key="val_nll")
     assert validation_extremes(n0)["val_best"] == 2.0 and validation_extremes(n0)["val_worst_step"] == 10
-    rows = aggregate([str(tmp_path)], str(tmp_path / "out"), metric="rougeL")
+    rows = aggregate([str(tmp_path)], str(tmp_path / "out"), metric="rougeL", warn=lambda m: None)
     a = next(r for r in rows if r["algo"] == "a_lol")
-    assert a["val_best"] == pytest.approx(0.45) and a["val_best_step"] == pytest.approx(15)  # (0.5+0.4)/2, (20+10)/2
-    assert a["val_worst"] == pytest.approx(0.2) and a["val_worst_step"] == 30  # (0.1+0.3)/2
-    assert a["rougeL"] == pytest.approx(0.35) and 0.3 <= a["rougeL_ci_low"] <= a["rougeL_ci_high"] <= 0.4
+    assert a["val_best"] == pytest.approx(0.45) and a["val_best_steps"] == "20;10"  # (0.5+0.4)/2, each seed's step
+    assert a["val_worst"] == pytest.approx(0.2) and a["val_worst_steps"] == "30;30"  # (0.1+0.3)/2
+    assert a["rougeL"] == pytest.approx(0.35) and "rougeL_ci_low" not in a  # summaries alone: no interval
     assert a["qd"] == 2.0 and a["qd_std"] == 0.0  # a metric only one seed has: averaged over that seed
     out = tmp_path / "out"
     md = (out / "results.md").read_text()
-    assert "| d.jsonl | a_lol | tiny | 2 | val_reward | 0.450 ± 0.050 @ 15.0 | 0.200 ± 0.100 @ 30 |" in md
-    assert "| d.jsonl | nll | tiny | 1 | val_nll | 2.000 @ 20 | 3.000 @ 10 |" in md
+    assert "| d.jsonl | a_lol | 2 | val_reward | 0.450 ± 0.050 @ 20, 10 | 0.200 ± 0.100 @ 30, 30 |" in md
+    assert "| d.jsonl | nll | 1 | val_nll | 2.000 @ 20 | 3.000 @ 10 |" in md
     table = list(csv.DictReader((out / "results.csv").open()))
-    assert {"val_best", "val_worst_step", "rougeL_ci_low", "qd"} <= set(table[0])
-    assert "best val." in (out / "results.tex").read_text()
-    assert (out / "rougeL.png").stat().st_size > 5000 and (out / "curves.png").stat().st_size > 5000
+    assert {"val_best", "val_worst_steps", "rougeL_std", "qd"} <= set(table[0])
+    assert "ROUGE-L $\\uparrow$" in (out / "results.tex").read_text()
+    for stem in ("rougeL", "curves", "validation"):
+        assert all((out / f"{stem}.{ext}").stat().st_size > 5000 for ext in ("png", "pdf", "svg")), stem
     with pytest.raises(Exception, match="--metric 'bleurt'"):
         aggregate([str(tmp_path)], str(tmp_path / "o2"), metric="bleurt")
 
@@ -63,16 +64,21 @@ def test_aggregate_over_the_demo_with_three_seeds(tmp_path, cli):
     table = {r["algo"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert set(table) == {"nll", "a_lol"} and all(r["seeds"] == "3" for r in table.values())
     for r in table.values():
-        assert r["val_metric"] == "val_reward" and r["val_runs"] == "3"
+        assert r["val_metric"] == "val_reward" and r["val_runs"] == "3" and len(r["val_best_steps"].split(";")) == 3
         assert float(r["val_best"]) >= float(r["val_worst"])
-        assert float(r["reward_ci_low"]) <= float(r["reward_mean"]) <= float(r["reward_ci_high"])
+        assert float(r["reward_mean_ci_low"]) < float(r["reward_mean"]) < float(r["reward_mean_ci_high"])
         for m in ("self_bleu", "ppl", "rougeL", "bleu", "chrf"):
             assert r[m] != "", m
+    # a_lol starts from each seed's nll model and is compared with it on the same 3 × test prompts
+    a = table["a_lol"]
+    assert a["baseline"] == "nll" and 0 <= float(a["reward_mean_p_holm"]) <= 1
+    assert float(a["reward_mean_diff_low"]) <= float(a["reward_mean_diff"]) <= float(a["reward_mean_diff_high"])
     md = (out / "results.md").read_text()
-    assert "**Validation checkpoints**" in md and md.count("| 3 |") >= 2
+    assert "**Validation checkpoints**" in md and md.count("| 3 |") >= 2 and "Δ reward" in md
     assert "\\begin{tabular}" in (out / "results.tex").read_text()
-    for png in ("reward.png", "curves.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10000
+    for stem in ("reward", "curves", "validation"):
+        assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / f"{stem}.png").stat().st_size > 10000
+        assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_models_trained_by_lolkit_are_labelled_by_what_trained_them(tmp_path):

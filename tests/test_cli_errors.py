@@ -118,7 +118,7 @@ def test_ctrl_c_during_reward_exits_130_and_a_rerun_finishes(tmp_path):
 def test_ctrl_c_during_train_exits_130_and_resumes(tmp_path, tiny_model):
     run = tmp_path / "run"
     args = ["train", "--output-dir", str(run), "--max-steps", "40", "--save-every", "2", "--batch-size", "8",
-            "--quiet", "--set", "tensorboard=false"]
+            "--quiet"]
     proc = _start(args, tmp_path)
     res = _interrupt_when(proc, lambda: (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()))
     assert _one_error_line(res, 130).startswith("interrupted")

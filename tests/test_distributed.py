@@ -14,7 +14,7 @@ from lolkit.train import read_metrics
 from .conftest import run_cli
 
 ARGS = ["train", "--algo", "a_lol", "--max-steps", "3", "--batch-size", "8", "--save-every", "0", "--quiet",
-        "--set", "eval_prompts=4", "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false"]
+        "--set", "eval_prompts=4", "--set", "eval.max_new_tokens=4"]
 
 
 @pytest.mark.slow

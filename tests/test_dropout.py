@@ -62,7 +62,7 @@ def test_dpo_first_step_is_log2_with_zero_margin_on_a_dropout_model(tiny_gpt2, t
     run = tmp_path / "dpo"
     res = cli("train", "--algo", "dpo", "--model", tiny_gpt2, "--data", data, "--max-steps", "1", "--batch-size", "8",
               "--lr", "1e-3", "--output-dir", run, "--quiet", "--set", "data.val_fraction=0",
-              "--set", f"algo.cache_dir={tmp_path / 'cache'}", "--set", "tensorboard=false")
+              "--set", f"algo.cache_dir={tmp_path / 'cache'}")
     assert res.code == 0, res
     row = read_jsonl(run / "metrics.jsonl")[0]
     assert row["loss"] == pytest.approx(math.log(2), abs=1e-6)
@@ -77,8 +77,7 @@ def test_a_lol_ratio_is_one_at_the_first_step_on_a_dropout_model(tiny_gpt2, tmp_
     run = tmp_path / "alol"
     res = cli("train", "--algo", "a_lol", "--model", tiny_gpt2, "--data", data, "--max-steps", "1", "--batch-size", "4",
               "--lr", "1e-3", "--value-source", "data", "--output-dir", run, "--quiet", "--set", "data.val_fraction=0",
-              "--set", "algo.value_folds=2", "--set", f"algo.cache_dir={tmp_path / 'cache'}",
-              "--set", "tensorboard=false")
+              "--set", "algo.value_folds=2", "--set", f"algo.cache_dir={tmp_path / 'cache'}")
     assert res.code == 0, res
     row = read_jsonl(run / "metrics.jsonl")[0]
     # equal up to float32 summation order (the reference pass batches the rows differently); 0.856 with dropout on

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lolkit.aggregate import aggregate, bootstrap_ci, group_rows
+from lolkit.aggregate import aggregate
 from lolkit.evaluate import summarise
 from lolkit.metrics import distinct_n
 
@@ -32,19 +32,21 @@ def _summary(path, algo, seed, reward):
 
 
 def test_aggregate_groups_seeds(tmp_path):
+    # summaries without their generations.jsonl: means ± std over seeds, no intervals or tests, a warning each
     for seed, r in enumerate([0.2, 0.4, 0.6]):
         _summary(tmp_path / f"nll-{seed}" / "eval", "nll", seed, r)
     _summary(tmp_path / "wbc-0" / "eval", "wbc", 0, 0.9)
-    rows = aggregate([str(tmp_path)], str(tmp_path / "out"))
+    warnings = []
+    rows = aggregate([str(tmp_path)], str(tmp_path / "out"), warn=warnings.append)
+    assert len(warnings) == 4 and all("no generations.jsonl" in w for w in warnings)
     nll = next(r for r in rows if r["algo"] == "nll")
-    assert nll["seeds"] == 3 and nll["reward_mean"] == pytest.approx(0.4)
+    assert nll["seeds"] == 3 and nll["reward_mean"] == pytest.approx(0.4) and nll["seed_list"] == "0;1;2"
     assert nll["reward_mean_std"] == pytest.approx((0.08 / 3) ** 0.5)  # population std of .2 .4 .6
-    assert 0.2 <= nll["reward_ci_low"] <= 0.4 <= nll["reward_ci_high"] <= 0.6
+    assert "reward_mean_ci_low" not in nll and "reward_mean_diff" not in rows[1]
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| d.jsonl | nll | tiny | 3 | 0.400 ± 0.163 |" in md
+    assert "| d.jsonl | nll | tiny | 3 | 0.400 ± 0.163 |" in md and "| d.jsonl | wbc | tiny | 1 | **0.900** |" in md
     csv = (tmp_path / "out" / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("data,algo,model,seeds,reward_mean") and len(csv) == 3
+    assert csv[0].startswith("data,train_data,algo,model,checkpoint,label,seeds,seed_list,baseline,reward_mean")
+    assert len(csv) == 3
     assert "\\begin{tabular}" in (tmp_path / "out" / "results.tex").read_text()
     assert (tmp_path / "out" / "reward.png").stat().st_size > 1000
-    assert len(group_rows([(tmp_path / "x", {"reward_mean": 1.0, "run": {"algo": "a"}})])) == 1
-    assert bootstrap_ci([0.5]) == (0.5, 0.5)

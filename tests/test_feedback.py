@@ -19,14 +19,14 @@ TIMING = ("iteration_time",)
 EOS = 1  # the tiny tokenizer: <|pad|> = 0, <|endoftext|> = 1 (lolkit.tiny.SPECIAL)
 FAST = ["--batch-size", "4", "--set", "feedback.iterations=2", "--set", "feedback.steps=1",
         "--set", "feedback.prompts_per_iteration=3", "--set", "feedback.samples_per_prompt=3",
-        "--set", "feedback.max_new_tokens=6", "--set", "tensorboard=false", "--quiet"]
+        "--set", "feedback.max_new_tokens=6", "--quiet"]
 
 
 def cfg_for(path, algo, **feedback):
     fb = {"iterations": 3, "steps": 1, "prompts_per_iteration": 3, "samples_per_prompt": 3, "max_new_tokens": 5,
           **feedback}
     return build(TrainConfig, {"algo": {"name": algo}, "output_dir": str(path), "batch_size": 4, "micro_batch_size": 2,
-                               "tensorboard": False, "feedback": fb})
+                               "feedback": fb})
 
 
 def strip(rows):
@@ -184,11 +184,11 @@ def test_alt_rm_raises_the_colours_reward_across_iterations(tmp_path):
     sft = train(build(TrainConfig, {
         "algo": {"name": "nll"}, "data": {"task": "colours"}, "output_dir": str(tmp_path / "sft"), "max_steps": 300,
         "batch_size": 16, "save_every": 0, "optim": {"lr": 3e-3, "scheduler": "constant"}, "eval_prompts": 2,
-        "eval": {"max_new_tokens": 4}, "tensorboard": False}), quiet=True)
+        "eval": {"max_new_tokens": 4}}), quiet=True)
     run = train(build(TrainConfig, {
         "algo": {"name": "alt_rm"}, "model": {"name": str(sft / "final")}, "data": {"task": "colours"},
         "output_dir": str(tmp_path / "alt_rm"), "batch_size": 16, "optim": {"lr": 1e-3, "scheduler": "constant"},
-        "tensorboard": False, "feedback": {"iterations": 4, "steps": 40, "samples_per_prompt": 4, "max_new_tokens": 10,
+        "feedback": {"iterations": 4, "steps": 40, "samples_per_prompt": 4, "max_new_tokens": 10,
                                            "binning": "global"}}), quiet=True)
     rewards = [r["reward_mean"] for r in read_metrics(run)]
     assert rewards[3] > rewards[0] + 0.05, rewards

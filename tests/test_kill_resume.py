@@ -49,7 +49,7 @@ def _env(tmp_path: Path, delay: float) -> dict:
 def _train_args(run: Path, reward: Path) -> list[str]:
     return [EXE, "train", "--output-dir", str(run), "--max-steps", str(MAX_STEPS), "--save-every", "2",
             "--eval-every", "1", "--batch-size", "8", "--reward", str(reward), "--seed", "3", "--quiet",
-            "--set", "eval_prompts=2", "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false"]
+            "--set", "eval_prompts=2", "--set", "eval.max_new_tokens=4"]
 
 
 def _metrics(run: Path) -> list[dict]:

@@ -13,7 +13,7 @@ from lolkit.train import read_metrics, train
 from .conftest import read_jsonl
 
 # Small and fast: one optimizer step of two micro-batches per rollout.
-FAST = {"batch_size": 4, "micro_batch_size": 2, "tensorboard": False, "optim": {"lr": 1e-3},
+FAST = {"batch_size": 4, "micro_batch_size": 2, "optim": {"lr": 1e-3},
         "ppo": {"max_new_tokens": 6, "epochs": 1, "minibatch_size": 4, "mask_update_every": 2},
         "data": {"task": "numbers"}, "eval_prompts": 3, "eval": {"max_new_tokens": 6}}
 TIMING = ("tokens_per_s", "iteration_time")
@@ -170,8 +170,8 @@ def test_ppo_raises_the_increasing_numbers_reward(tmp_path):
     sft = train(build(TrainConfig, {
         "algo": {"name": "nll"}, "model": {"name": str(base)}, "data": {"task": "numbers"},
         "output_dir": str(tmp_path / "sft"), "max_steps": 40, "batch_size": 16, "save_every": 0,
-        "optim": {"lr": 3e-3, "scheduler": "constant"}, "eval_prompts": 2, "eval": {"max_new_tokens": 4},
-        "tensorboard": False}), quiet=True)
+        "optim": {"lr": 3e-3, "scheduler": "constant"}, "eval_prompts": 2, "eval": {"max_new_tokens": 4}}),
+        quiet=True)
     run = train(build(TrainConfig, {
         "algo": {"name": "ppo"}, "model": {"name": str(sft / "final")}, "data": {"task": "numbers"},
         "output_dir": str(tmp_path / "ppo"), "max_steps": 20, "batch_size": 32, "save_every": 0,

@@ -100,6 +100,8 @@ def train(
                                                        f"[default: {_D.save_every}]")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    report_to: Annotated[str | None, typer.Option(help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, "
+                                                       "trackio (offline; docs/evaluation.md). [default: none]")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
@@ -129,7 +131,8 @@ def train(
                         ("model.lora", lora or None), ("model.qlora", qlora or None),
                         ("model.gradient_checkpointing", gradient_checkpointing or None),
                         ("algo.clip", clip), ("algo.kl_beta", kl_beta), ("algo.sampling", sampling),
-                        ("algo.value_source", value_source), ("data.shift_rewards", shift_rewards or None)]:
+                        ("algo.value_source", value_source), ("data.shift_rewards", shift_rewards or None),
+                        ("report_to", report_to)]:
         put(path, value)
     layers = [load_yaml(config)] if config else []
     cfg = build(TrainConfig, *layers, parse_overrides(sets or []), flags, source=str(config or "options"))
@@ -139,7 +142,7 @@ def train(
     run = run_train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
     rows = read_metrics(run)
     last = rows[-1] if rows else {}
-    extra = "".join(f", {k} {last[k]:.4f}" for k in ("val_reward", "val_nll") if last.get(k) is not None)
+    extra = "".join(f", {k} {last[k]:.4f}" for k in ("loss_per_token", "val_reward", "val_nll") if last.get(k) is not None)
     _console().print(f"[green]done[/green]: {run} (step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}{extra})")
 
 
@@ -511,19 +514,37 @@ def generate(
 @app.command()
 def aggregate(
     dirs: Annotated[list[str], typer.Argument(help="Directories to search for eval summary.json files.")],
-    output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the plots.")],
-    metric: Annotated[str, typer.Option(help="Main metric of the bar chart (a summary.json key, e.g. reward_mean, rougeL, qd).")] = "reward_mean",
+    output_dir: Annotated[str, typer.Option(help="Where to write results.md/.csv/.tex and the figures.")],
+    metric: Annotated[str, typer.Option(help="Main metric: first column, Δ column and bar chart (a summary.json key, "
+                                             "e.g. reward_mean, rougeL, qd).")] = "reward_mean",
+    baseline: Annotated[str | None, typer.Option(help="Algorithm every other is compared with. [default: each test "
+                                                      "set's first]")] = None,
+    columns: Annotated[str | None, typer.Option(help="Metrics of the paper table, comma-separated. [default: the main "
+                                                     "metric, length, distinct-2, self-BLEU, PPL, ROUGE-L]")] = None,
 ) -> None:
-    """Tables (Markdown, CSV, LaTeX) and plots from many evaluated runs, grouped by data, algorithm and model:
-    mean ± std over seeds, bootstrap 95% intervals, best/worst validation checkpoints (docs/evaluation.md)."""
+    """Paper tables (LaTeX, Markdown, CSV) and figures (PNG, PDF, SVG) from many evaluated runs, grouped by test data,
+    algorithm and model: mean over seeds with 95% intervals over prompts and seeds, paired differences to a
+    baseline with Holm-corrected permutation tests, best/worst validation checkpoints (docs/evaluation.md)."""
     from .aggregate import aggregate as run
 
     check_output(output_dir, is_dir=True, what="--output-dir")
 
-    rows = run(dirs, output_dir, metric)
-    _results_table(rows)
-    chart = "reward.png" if metric == "reward_mean" else f"{metric.replace('/', '_')}.png"
-    _console().print(f"wrote {output_dir}/results.md, results.csv, results.tex, {chart}, curves.png")
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    rows = run(dirs, output_dir, metric, baseline=baseline, columns=cols, warn=_warn)
+    _results_table(rows, metric)
+    _console().print(f"wrote {output_dir}/: {_written(output_dir)}", soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _written(output_dir: str) -> str:
+    """The aggregate outputs in ``output_dir``: results.md/.csv/.tex, then each figure's formats."""
+    out = Path(output_dir)
+    tables = [p.name for p in (out / "results.md", out / "results.csv", out / "results.tex") if p.is_file()]
+    stems = sorted({p.stem for p in out.glob("*.pdf")}, key=lambda s: (s in ("curves", "validation"), s))
+    return ", ".join(tables + [f"{s}.{{png,pdf,svg}}" for s in stems])
 
 
 @app.command()
@@ -550,16 +571,26 @@ def compare(
     con.print(f"wrote {output_dir}/comparison.json and pairs.jsonl (judge {res['judge']})")
 
 
-def _results_table(rows: list[dict]) -> None:
+def _results_table(rows: list[dict], metric: str = "reward_mean") -> None:
+    """The main metric (mean ± half-width of its 95 % interval), its paired difference to the baseline with
+    the Holm-corrected marker, and distinct-2, per group."""
     from rich.table import Table
 
-    t = Table(title="results")
-    for c in ("algo", "data", "seeds", "reward", "distinct-2"):
-        t.add_column(c, justify="right" if c in ("seeds", "reward", "distinct-2") else "left")
+    from .aggregate import LABELS, _cell, _delta
+
+    name = LABELS.get(metric, metric)
+    t = Table(title="results (± : half-width of the 95% interval; * Holm-corrected p < 0.05)")
+    for c in ("algo", "test data", "seeds", name, f"Δ {name}", "distinct-2"):
+        t.add_column(c, justify="left" if c in ("algo", "test data") else "right")
     for r in rows:
-        rew = f"{r['reward_mean']:.3f}" + (f" ± {r['reward_mean_std']:.3f}" if r["seeds"] > 1 else "")
-        t.add_row(r["algo"], Path(r["data"]).name, str(r["seeds"]), rew, f"{r.get('distinct_2', 0):.3f}")
-    _console().print(t)
+        t.add_row(r["label"], Path(r["data"]).name, str(r["seeds"]), _cell(r, metric, False, False).replace("\\", ""),
+                  _delta(r, metric, False).replace("\\", ""), _cell(r, "distinct_2", False, False))
+    con = _console()
+    if not con.is_terminal:  # a log file: no reason to fold the numbers at 80 columns
+        from rich.console import Console
+
+        con = Console(width=160)
+    con.print(t)
 
 
 @app.command()
@@ -584,9 +615,9 @@ def demo(
     algo_list = tuple(a.strip() for a in algos.split(",")) if algos else DEMO_ALGOS
     con = _console()
     rows = run_demo(output_dir, algo_list, seed_list, model, quiet, log=lambda m: con.print(f"[dim]{m}[/dim]"),
-                    max_steps=max_steps)
+                    max_steps=max_steps, warn=_warn)
     _results_table(rows)
-    con.print(f"wrote {output_dir}/results.md and results.csv ({time.perf_counter() - t0:.0f} s)")
+    con.print(f"wrote {output_dir}/: {_written(output_dir)} ({time.perf_counter() - t0:.0f} s)", soft_wrap=True)
 
 
 @app.command("tiny-model")

@@ -144,7 +144,7 @@ class TrainConfig:
     save_every: int = 50  # optimizer steps between checkpoints (for --resume)
     save_total_limit: int = 2  # step checkpoints kept besides the best one
     reward: str | None = None  # reward for validation; default: the built-in task's reward
-    tensorboard: bool = True  # write TensorBoard logs when tensorboard is installed
+    report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, wandb, mlflow, trackio (tracking.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -316,3 +316,6 @@ def check_settings(cfg: TrainConfig, checks: list[tuple[bool, str]] = ()) -> Non
     for ok, message in [*shared, *checks]:
         if not ok:
             raise LolkitError(message)
+    from .tracking import check_trackers
+
+    check_trackers(cfg.report_to)

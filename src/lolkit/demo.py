@@ -56,7 +56,7 @@ def _preference_files(data: Path) -> dict[str, int]:
 
 
 def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[int, ...] = (0,),
-             model: str = "tiny", quiet: bool = False, log=print, max_steps: int | None = None) -> list[dict]:
+             model: str = "tiny", quiet: bool = False, log=print, max_steps: int | None = None, warn=None) -> list[dict]:
     from .aggregate import aggregate
     from .evaluate import EvalOptions, evaluate
     from .preprocess import preprocess_builtin
@@ -83,4 +83,4 @@ def run_demo(output_dir: str, algos: tuple[str, ...] = DEMO_ALGOS, seeds: tuple[
             summary = evaluate(EvalOptions(model=str(run), data=str(out / "data" / "test.jsonl"), reward="colours",
                                            overwrite=True), quiet=quiet)
             log(f"eval: {algo} seed {seed}: reward {summary['reward_mean']:.3f}")
-    return aggregate([str(out / "runs")], str(out))
+    return aggregate([str(out / "runs")], str(out), warn=warn)

@@ -483,6 +483,10 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     if out_dir is None:  # (a mistyped model directory has failed above with "not found")
         raise LolkitError("--output-dir is required when --model is not a run directory")
     check_eval_output(out_dir, opts.overwrite)
+    if run is not None:  # the run's trackers receive the summary: a missing one fails now, not after generating
+        from .tracking import check_trackers
+
+        check_trackers(cfg.report_to)
     if opts.data:
         records = load_prompts(opts.data)
         source = opts.data
@@ -554,6 +558,11 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     write_json(out_dir / "summary.json", summary)
     for stale in out_dir.glob(".generations.progress-*.jsonl"):
         stale.unlink(missing_ok=True)
+    if run is not None and cfg.report_to:
+        from .tracking import log_eval_summary
+
+        prefix = "eval" if opts.checkpoint == "final" else f"eval_{opts.checkpoint}"
+        log_eval_summary(run, cfg.report_to, summary, info.get("total_steps"), prefix)
     return summary
 
 

@@ -213,7 +213,8 @@ def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, tok
 def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: TrainData, engine, micro: list[list[int]],
                          pad_id: int, device, normaliser: float, backward, no_sync):
     """Forward, loss and backward for one optimizer step's micro-batches of units (the whole training
-    step but the optimizer update). Returns (summed per-unit metrics as tensors, pad tokens, all tokens)."""
+    step but the optimizer update). Returns (summed per-unit metrics as tensors — with the step's response
+    tokens under ``response_tokens`` — pad tokens, all tokens)."""
     sums: dict[str, torch.Tensor] = {}
     pad = tokens = 0
     for m, units in enumerate(micro):
@@ -224,7 +225,7 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
             seq_logps, token_logps, _ = forward_logprobs(model, batch)
             out = algo.loss(_loss_inputs(algo, data, engine, batch, seq_logps, token_logps), params)
             backward(reduce_losses(out.losses, normaliser))
-        for k, v in (("loss", out.losses), *out.metrics.items()):
+        for k, v in (("loss", out.losses), ("response_tokens", batch.response_mask), *out.metrics.items()):
             v = v.detach().float().sum()
             sums[k] = sums[k] + v if k in sums else v
     return sums, pad, tokens
@@ -326,11 +327,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
             "pool": len(plan.pool), "config": to_dict(cfg),  # every setting, defaults resolved
         })
-    tb = _tensorboard(run) if (main and cfg.tensorboard) else None
+    from .tracking import loss_views, open_trackers
+
+    trackers = open_trackers(cfg, run, main)
     progress = TrainProgress(total_steps, start, disable=quiet or not main)
     model.train()
     t_last = time.perf_counter()
-    with progress:
+    with progress, trackers:
         for step in range(start, total_steps):
             sums, pad, tokens = accumulate_gradients(
                 model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
@@ -349,8 +352,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             now = time.perf_counter()
+            response_tokens = sums.pop("response_tokens").item()
             row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
                    **{k: v.item() / cfg.batch_size for k, v in sums.items()},
+                   **loss_views(sums["loss"].item(), cfg.batch_size, response_tokens),
                    "lr": lr, "grad_norm": grad_norm, "pad_fraction": round(pad / max(tokens, 1), 4),
                    "step_time": round(now - t_last, 4)}
             t_last = now
@@ -363,10 +368,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                     _save_best(unwrapped, tokenizer, ckpt_dir, step + 1, validator.metric, best)
             if main:
                 _append_metrics(metrics_path, row)
-                if tb is not None:
-                    for k, v in row.items():
-                        if isinstance(v, (int, float)) and k != "step":
-                            tb.add_scalar(k, v, step + 1)
+                trackers.log(row)
             progress.update(step + 1, row)
             if main and ((cfg.save_every and (step + 1) % cfg.save_every == 0) or last):
                 ckpt.save_checkpoint(ckpt_dir / f"{ckpt.STEP_PREFIX}{step + 1}", unwrapped, tokenizer, optimizer,
@@ -376,8 +378,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     if main:
         with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
             ckpt.save_model(unwrapped, tokenizer, tmp)
-        if tb is not None:
-            tb.close()
     accelerator.wait_for_everyone()
     return run
 
@@ -429,14 +429,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if row.get("step", 0) <= step:
             keep.append(line)
     write_text(path, "".join(k + "\n" for k in keep))
-
-
-def _tensorboard(run: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed
-        return None
-    return SummaryWriter(str(run / "tensorboard"))
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import LolkitError
 from ..online.core import AdaptiveKLController, gae, kl_penalty_rewards, masked_mean, policy_loss, whiten
+from ..tracking import loss_views
 from .generate import LatentSample, latent_generate, response_text
 from .modules import LatentPolicy
 
@@ -195,6 +196,7 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
             adv = whiten(adv, r.mask)
             policy.train()
             losses, clips = [], []
+            summed = [0.0, 0.0, 0.0]  # Σ loss × actions, Σ actions, Σ samples over the updates
             n = len(samples)
             for _ in range(opts.epochs):
                 perm = torch.randperm(n)
@@ -208,9 +210,12 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
                     torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
                     opt.step()
                     losses.append(float(loss.detach()))
+                    acts = float(r.mask[rows_].sum())
+                    summed = [summed[0] + losses[-1] * acts, summed[1] + acts, summed[2] + len(rows_)]
                     clips.append(float(out.metrics["clip_frac"].sum() / r.mask[rows_].sum().clamp_min(1)))
             ctl.update(kl)
-            row = {"step": it, "loss": sum(losses) / len(losses), "reward_mean": float(scores.mean()),
+            row = {"step": it, "loss": sum(losses) / len(losses), **loss_views(*summed),
+                   "reward_mean": float(scores.mean()),
                    "kl": kl, "kl_beta": beta, "clip_frac": sum(clips) / len(clips),
                    "response_actions": float(r.mask.sum(1).mean()), "iteration_time": time.perf_counter() - t_it}
             rows.append(row)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LolkitError
+from ..tracking import loss_views
 from .data import HiddenCache, hidden_cache, read_corpus
 from .modules import (
     ColaConfig,
@@ -84,8 +85,10 @@ def fit(params, step_loss: Callable[[list[int]], tuple[torch.Tensor, dict]], n_i
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        rows.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()},
-                     "step_time": time.perf_counter() - t0})
+        tokens = float(metrics.pop("tokens"))  # the loss is a mean over the step's transitions
+        rows.append({"step": step, "loss": float(loss.detach()),
+                     **loss_views(float(loss.detach()) * tokens, len(idx), tokens),
+                     **{k: float(v) for k, v in metrics.items()}, "step_time": time.perf_counter() - t0})
         if progress is not None:
             progress(step, rows[-1])
     return rows
@@ -126,15 +129,10 @@ def world_nll(idm, world, lm_head, cache: HiddenCache, pad_id: int, batch_size: 
 
 
 def _progress(total: int, quiet: bool, label: str):
-    from ..progress import _progress as make
+    from ..progress import TrainProgress
 
-    p = make(quiet)
-    task = p.add_task(label, total=total, info="")
-
-    def update(step: int, row: dict) -> None:
-        p.update(task, completed=step, info=f"loss {row['loss']:.4f}")
-
-    return p, update
+    p = TrainProgress(total, 0, disable=quiet, description=label)
+    return p, p.update
 
 
 def _write_stage(dest: Path, modules: dict, rows: list[dict], summary: dict) -> None:
@@ -222,7 +220,8 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
         ent = usage_entropy(probs, torch.ones(a_logits.shape[0], dtype=torch.bool))
         cond = -(probs * torch.log_softmax(a_logits, -1)).sum(-1).mean()  # mean per-transition entropy
         counts = torch.bincount(y.argmax(-1), minlength=cfg.num_actions)
-        return nll + opts.entropy_weight * (log_k - ent), {"nll": nll.detach(), "usage_entropy": ent.detach(),
+        return nll + opts.entropy_weight * (log_k - ent), {"tokens": m.sum(), "nll": nll.detach(),
+                                                           "usage_entropy": ent.detach(),
                                                                   "action_entropy": cond.detach(),
                                                            "batch_perplexity": codebook_perplexity(counts)}
 
@@ -278,7 +277,7 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
         logits = policy(h, valid)[:, :-1][m]
         target = torch.tensor([a for i in idx for a in labels[i]])
         loss = F.cross_entropy(logits, target)
-        return loss, {"accuracy": (logits.argmax(-1) == target).float().mean()}
+        return loss, {"tokens": m.sum(), "accuracy": (logits.argmax(-1) == target).float().mean()}
 
     p, update = _progress(opts.steps, quiet, "cola bc")
     t1 = time.perf_counter()

@@ -266,11 +266,14 @@ class Driver:
         tl = token_logps(logits, batch.actions) * batch.mask
         return logits, tl
 
-    def fit(self, n_items: int, micro_step, normaliser, it: int) -> dict[str, float]:
+    def fit(self, n_items: int, micro_step, normaliser, it: int, tokens) -> dict[str, float]:
         """``steps`` optimizer steps; batches of ``batch_size`` items drawn from shuffled passes over the
         items (seeded by iteration), split in micro-batches; returns the metrics averaged over steps.
         ``micro_step(items, normaliser)`` backpropagates Σ losses / normaliser, the normaliser being the
-        whole step's (tokens or units), so accumulation over micro-batches is exact."""
+        whole step's (tokens or units), so accumulation over micro-batches is exact; ``tokens(items)``
+        counts their response tokens (for the per-token and per-sequence views of the loss)."""
+        from ..tracking import loss_views
+
         rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
         queue: list[int] = []
         sums: dict[str, float] = {}
@@ -287,6 +290,7 @@ class Driver:
             for s in range(0, len(batch), self.cfg.micro_batch_size):
                 for k, v in micro_step(batch[s : s + self.cfg.micro_batch_size], norm).items():
                     stats[k] = stats.get(k, 0.0) + v
+            stats.update(loss_views(stats["loss"] * norm, len(batch), tokens(batch)))
             if self.cfg.optim.max_grad_norm:
                 stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                     [q for q in self.policy.parameters() if q.requires_grad], self.cfg.optim.max_grad_norm))
@@ -354,7 +358,8 @@ class Driver:
             (o.losses.sum() / norm).backward()
             return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
 
-        stats = self.fit(len(examples), micro, lambda batch: float(sum(len(examples[i].response) for i in batch)), it)
+        n_tokens = lambda batch: float(sum(len(examples[i].response) for i in batch))  # noqa: E731
+        stats = self.fit(len(examples), micro, n_tokens, it, n_tokens)
         valid = [r for r in rewards if r is not None]
         counts = P.bin_counts(self.pool, picked, n_bins)
         row = {**stats, "condition": label, "samples": len(chosen), "pool_size": len(self.pool),
@@ -445,7 +450,8 @@ class Driver:
             (o.losses.sum() / norm).backward()
             return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
 
-        stats = self.fit(len(units), micro, lambda batch: float(len(batch)), it)
+        stats = self.fit(len(units), micro, lambda batch: float(len(batch)), it,
+                         lambda batch: float(sum(len(r) for u in batch for r in units[u][1:])))
         y_rewards = [c[0][1] for c in ranked]
         return {**stats, "prompts": len(prompts), "pairs": len(units), "ties_skipped": len(prompts) - len(units),
                 "reward_mean": sum(y_rewards) / len(y_rewards),
@@ -459,6 +465,7 @@ class Driver:
         from ..io import atomic_path
         from ..progress import TrainProgress
         from ..run import prepare_run_dir
+        from ..tracking import open_trackers
         from ..train import _append_metrics, _truncate_metrics
 
         cfg, f = self.cfg, self.f
@@ -488,7 +495,7 @@ class Driver:
             "provider": self.provider.name if self.provider else None,
             "config": to_dict(cfg)})  # every setting, defaults resolved
         progress = TrainProgress(f.iterations, start, disable=self.quiet)
-        with progress:
+        with progress, open_trackers(cfg, run) as trackers:
             for it in range(start + 1, f.iterations + 1):
                 t0 = time.perf_counter()
                 out = run / f"{ITER_PREFIX}{it}"
@@ -496,6 +503,7 @@ class Driver:
                 row = self.selm_iteration(it, out) if self.algo == "selm" else self.pool_iteration(it, out)
                 row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
                 _append_metrics(metrics_path, row)  # a resume drops rows past the last checkpoint
+                trackers.log(row)
                 pool = out / "pool.jsonl"  # resume reads it: its checksum goes into the verified checkpoint
                 ckpt.save_checkpoint(out / "checkpoint", self.policy, self.tok, self.optimizer, self.scheduler,
                                      it * f.steps, {"iteration": it,

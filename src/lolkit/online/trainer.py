@@ -150,6 +150,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     from ..evaluate import score_prompts
     from ..generation import sample_tokens
     from ..progress import TrainProgress
+    from ..tracking import loss_views, open_trackers
     from ..train import (
         _append_metrics,
         _save_best,
@@ -212,7 +213,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                   "config": to_dict(cfg)})  # every setting, defaults resolved
 
     progress = TrainProgress(total, start, disable=quiet)
-    with progress:
+    with progress, open_trackers(cfg, run) as trackers:
         for it in range(start, total):
             t0 = time.perf_counter()
             # 1. NLPO: refresh the mask policy when due.
@@ -272,6 +273,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                     idx = perm[mbs]
                     n_tok = mask[idx].sum().clamp_min(1)
                     stats = {k: 0.0 for k in ("loss", "policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl")}
+                    loss_sum = 0.0
                     for ms in _chunks(len(idx), cfg.micro_batch_size):
                         rows = idx[ms]
                         mb = batch.rows(rows)
@@ -289,6 +291,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                      ("entropy", ent), ("clip_frac", pol.metrics["clip_frac"]),
                                      ("approx_kl", pol.metrics["approx_kl"])):
                             stats[k] += float(v.detach().sum() / n_tok)
+                        loss_sum += float(per_token.detach().sum())
+                    stats.update(loss_views(loss_sum, len(idx), float(n_tok)))
                     if cfg.optim.max_grad_norm:
                         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                             [q for q in modules.parameters() if q.requires_grad], cfg.optim.max_grad_norm))
@@ -323,6 +327,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                     best = row["val_reward"]
                     _save_best(policy, tokenizer, ckpt_dir, it + 1, "val_reward", best)
             _append_metrics(metrics_path, row)
+            trackers.log(row)
             keep_n = len(chosen) if p.rollout_samples == 0 else min(p.rollout_samples, len(chosen))
             with open(rollouts_path, "a", encoding="utf-8") as fh:
                 for j in range(keep_n):
