@@ -165,12 +165,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
+def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_model: bool = False):
     """Load (model, tokenizer, resolved path — the adapter directory when ``cfg.name`` is one).
 
     With ``lora``/``qlora`` the model is a peft model whose adapter can be switched off to recover
-    the reference policy (``with model.disable_adapter():``)."""
-    from transformers import AutoModelForCausalLM
+    the reference policy (``with model.disable_adapter():``).
+
+    ``reward_model``: an ``AutoModelForSequenceClassification`` with one output instead (a causal-LM
+    folder gets a fresh head, as TRL's RewardTrainer does; :mod:`lolkit.reward_model` checks the folder
+    first), whose ``config.pad_token_id`` is the tokenizer's pad token so that the head reads the last
+    token that is not padding; its LoRA / QLoRA adapters have task SEQ_CLS, which trains the head in full."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     quiet_transformers()
     source = path = resolve_model(cfg.name)
@@ -185,6 +190,8 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
                               f"base model {e}") from None
     dtype = choose_dtype(cfg.dtype)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if reward_model:
+        kwargs["num_labels"] = 1
     if cfg.qlora:
         from transformers import BitsAndBytesConfig
 
@@ -192,12 +199,15 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        auto = AutoModelForSequenceClassification if reward_model else AutoModelForCausalLM
+        model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise LolkitError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
     # an adapter directory holds a tokenizer when lolkit saved it; one saved by peft alone does not
     tok_dir = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").is_file() else path
     tokenizer = load_tokenizer(tok_dir, cfg.trust_remote_code)
+    if reward_model:
+        model.config.pad_token_id = tokenizer.pad_token_id
     if device is not None and not cfg.qlora:
         model.to(device)
     if adapter_dir is not None:
@@ -215,7 +225,7 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         targets = cfg.lora_target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type="CAUSAL_LM")
+                          target_modules=targets, task_type="SEQ_CLS" if reward_model else "CAUSAL_LM")
         model = get_peft_model(model, lcfg)
     if cfg.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

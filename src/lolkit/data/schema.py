@@ -203,6 +203,8 @@ def parse_record(path: str, line: int, obj: dict, kind: Kind | None = None) -> R
         rejected = _response(path, line, "rejected", obj["rejected"])
         rewards = [_reward(path, line, "chosen_reward", obj.get("chosen_reward")),
                    _reward(path, line, "rejected_reward", obj.get("rejected_reward"))]
+        if "margin" in obj:  # TRL's per-pair margin column (reward-model training), checked where it is used
+            meta = {**meta, "margin": obj["margin"]}
         return Record("preference", prompt, [chosen, rejected], rewards, [{}, {}], rec_id, meta, line)
 
     responses = obj["responses"]

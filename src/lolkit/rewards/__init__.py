@@ -1,8 +1,8 @@
 """Rewards: named components combined by a weighted sum.
 
 A reward is given by a *spec*: a built-in task (``colours``), a preset shipped with lolkit
-(``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``) or the path of a
-YAML reward config::
+(``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``), a reward model
+(``rm:PATH``, a folder trained by ``lolkit train --algo rm``) or the path of a YAML reward config::
 
     name: my-reward
     extends: reddit            # optional: start from a preset or another config file
@@ -33,6 +33,7 @@ from .base import Batch, Component, component_types
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = ("name", "description", "extends", "models", "references", "batch_size", "components")
+RM_PREFIX = "rm:"  # rm:PATH, a reward model trained by `lolkit train --algo rm`
 REFERENCE_AUTO = ("references", "reference", "meta.references", "meta.reference")
 
 
@@ -164,7 +165,13 @@ def _load_raw(spec: str, depth: int = 0, relative_to: Path | None = None) -> tup
     path = Path(spec).expanduser()
     if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
         path = relative_to / path
-    if path.is_file() or spec.endswith((".yaml", ".yml")):
+    if spec.startswith(RM_PREFIX):  # rm:PATH: a reward model's raw logit on its training sequence
+        target = spec[len(RM_PREFIX):]
+        if not target.strip():
+            raise LolkitError(f"reward {spec!r}: rm: needs a reward-model folder, e.g. rm:runs/rm/final")
+        data, source = {"name": "rm", "components": {"rm": {"type": "hf_classifier", "model": target, "output": "logit",
+                                                            "input": "reward_model"}}}, spec
+    elif path.is_file() or spec.endswith((".yaml", ".yml")):
         data, source = load_yaml(path), str(path)
         data.setdefault("name", path.stem)
     elif spec in available():
@@ -173,8 +180,8 @@ def _load_raw(spec: str, depth: int = 0, relative_to: Path | None = None) -> tup
         data, source = load_yaml(PRESET_DIR / f"{spec}.yaml"), f"preset:{spec}"
         data.setdefault("name", spec)
     else:
-        raise LolkitError(f"unknown reward {spec!r}: not a file, a built-in task ({', '.join(available())}) "
-                          f"or a preset ({', '.join(presets())})")
+        raise LolkitError(f"unknown reward {spec!r}: not a file, a built-in task ({', '.join(available())}), "
+                          f"a preset ({', '.join(presets())}) or a reward model (rm:PATH)")
     for key in data:
         if key not in TOP_KEYS:
             raise LolkitError(f"{source}: unknown key '{key}' (allowed: {', '.join(TOP_KEYS)})")
