@@ -2,21 +2,28 @@
 
 Both train the same 4-layer Llama (hidden 256) with a fresh one-output head from the same folder and
 seed, on the same preference pairs (prompts and answers of varied lengths, as in HH-RLHF), with the
-same batch of pairs, learning rate, constant schedule and gradient clipping, for the same number of
-steps. The runs alternate (lolkit, TRL, lolkit, TRL, …) so that a change of load on the shared machine
-hits both alike. Reported: pairs per second of each (batch / median optimizer-step time, the first two
-steps of each run excluded), their ratio (target: lolkit ≥ 1.3×), the padding of each one's batches
-(where the difference comes from: lolkit groups pairs of similar length into a step, TRL's collator pads
-random pairs to the longest), and both final losses.
+same batch of pairs, learning rate and gradient clipping (1.0), AdamW each.
 
-TRL runs with `gradient_checkpointing=False, bf16=False, use_cpu=True` (its defaults, checkpointing and
-bf16, are much slower on this CPU) and one torch thread (see benchmarks/common.py).
-Usage: python benchmarks/rm_vs_trl.py [--quick] [--steps 12] [--repeats 2]
+Each optimizer step is one call: lolkit's is the training loop's own step function
+(`lolkit.train.accumulate_gradients` on the loop's `StepPlan` batches, then clipping and the update);
+TRL's is `RewardTrainer.training_step` (its `compute_loss`, metrics included, and backward) on a batch of
+its own dataloader, then clipping and the update. The two alternate step by step (the order swapping
+every step), so that the load of the shared machine hits both alike. After one untimed epoch each, every
+timed epoch trains on every pair exactly once on both sides: the same work, whatever the grouping of the
+batches. Throughput = pairs ÷ the epoch's summed step times; the ratio is the median over epochs of the
+per-epoch ratio (target: lolkit ≥ 1.3× TRL). Also printed: the padding of each one's batches (lolkit
+groups pairs of similar length into a step and runs the rows of a step in length groups; TRL's collator
+pads random pairs to the longest), and both mean losses of the last epoch.
+
+TRL is set up with `gradient_checkpointing=False, bf16=False, use_cpu=True` (its defaults, checkpointing and
+bf16, are much slower on this CPU), one torch thread (see benchmarks/common.py).
+Usage: python benchmarks/rm_vs_trl.py [--quick] [--pairs 96] [--epochs 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,85 +33,107 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, scratch, set_threads, verdict  # noqa: E402
+from benchmarks.common import WORDS, paired_ratio, scratch, set_threads, verdict  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def varied_pairs(n: int, seed: int = 0) -> list[dict]:
-    """Pairs whose prompts run 6–60 words and answers 3–40 words (HH-RLHF's spread, scaled down)."""
+    """Pairs whose prompts run 6-60 words and answers 3-40 words (HH-RLHF's spread, scaled down)."""
     rng = random.Random(seed)
     words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
     return [{"id": i, "prompt": words(rng.randint(6, 60)) + "?", "chosen": " " + words(rng.randint(3, 40)) + ".",
              "rejected": " " + words(rng.randint(3, 40)) + "."} for i in range(n)]
 
 
-def run_trl(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: float, out: Path):
+def lolkit_side(model_dir: Path, data: Path, batch: int, lr: float, out: Path):
+    """(steps per epoch, step(k) -> (loss, computed tokens, pad tokens of the collated batch, its tokens))."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from lolkit.algorithms import get_algorithm
+    from lolkit.config import TrainConfig, build
+    from lolkit.data.dataset import load_train_data
+    from lolkit.engine import Engine
+    from lolkit.losses import LossParams
+    from lolkit.reward_model import row_chunks
+    from lolkit.train import StepPlan, accumulate_gradients, make_optimizer, resolve_config
+
+    cfg = resolve_config(build(TrainConfig, {
+        "output_dir": str(out), "batch_size": batch, "seed": 0, "model": {"name": str(model_dir)},
+        "data": {"train": str(data), "val_fraction": 0.0, "max_prompt_len": 512, "max_response_len": 512},
+        "optim": {"lr": lr, "scheduler": "constant", "max_grad_norm": 1.0}, "algo": {"name": "rm"}}))
+    algo = get_algorithm("rm")
+    set_seed(cfg.seed)
+    model, tok, _ = algo.model.load(cfg)
+    model.train()
+    data = load_train_data(cfg.data, tok, algo, which=algo.unit)
+    plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed)
+    engine = Engine(pool=list(range(len(data.units))), weights=None)  # rm needs no reference pass
+    optimizer = make_optimizer(cfg, model)
+    params = LossParams(group_size=data.group_size)
+
+    def step(k: int):
+        micro = plan.step(k)
+        sums, pad, tokens = accumulate_gradients(model, algo, params, data, engine, micro, tok.pad_token_id, "cpu",
+                                                 cfg.batch_size, lambda loss: loss.backward(),
+                                                 lambda m: contextlib.nullcontext())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        computed = 0
+        for units in micro:
+            lengths = [len(data.examples[i].encoded) for i in data.rows(units)]
+            computed += sum(len(g) * lengths[g[0]] for g in row_chunks(lengths))
+        return sums["loss"].item() / cfg.batch_size, computed, pad, tokens
+
+    return plan.steps_per_epoch, step
+
+
+def trl_side(model_dir: Path, rows: list[dict], batch: int, lr: float, out: Path, steps: int):
+    """(its dataloader, step(batch) -> (loss, pad tokens, tokens))."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     from lolkit.models import load_tokenizer
 
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
-
     tok = load_tokenizer(str(model_dir))
     cfg = RewardConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", max_steps=steps,
                        per_device_train_batch_size=batch, learning_rate=lr, lr_scheduler_type="constant",
-                       max_grad_norm=1.0, gradient_checkpointing=False, logging_steps=1, save_strategy="no",
-                       seed=0, dataloader_num_workers=0, disable_tqdm=True,
-                       model_init_kwargs={"dtype": torch.float32})
+                       max_grad_norm=1.0, gradient_checkpointing=False, save_strategy="no", seed=0,
+                       dataloader_num_workers=0, disable_tqdm=True, model_init_kwargs={"dtype": torch.float32})
     trainer = RewardTrainer(model=str(model_dir), args=cfg, train_dataset=Dataset.from_list(
-        [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]), processing_class=tok, callbacks=[Clock()])
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    pad = []
-    for k, b in enumerate(trainer.get_train_dataloader()):  # its sampler's batches, padded by its collator
-        if k == steps:
-            break
-        pad.append(1.0 - b["attention_mask"].sum().item() / b["attention_mask"].numel())
-    return times, losses[-1], statistics.mean(pad)
+        [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]), processing_class=tok)
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(), which this loop replaces
+    model = trainer.model
 
+    def step(inputs):
+        mask = inputs["attention_mask"]
+        loss = trainer.training_step(model, inputs)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        model.zero_grad(set_to_none=True)
+        return loss.item(), int(mask.numel() - mask.sum()), mask.numel()
 
-def run_lolkit(model_dir: Path, data: Path, steps: int, batch: int, lr: float, out: Path):
-    from lolkit.config import TrainConfig, build
-    from lolkit.train import read_metrics, train
-
-    cfg = build(TrainConfig, {"output_dir": str(out), "batch_size": batch, "max_steps": steps, "save_every": 0,
-                              "tensorboard": False, "seed": 0, "model": {"name": str(model_dir)},
-                              "data": {"train": str(data), "val_fraction": 0.0, "max_prompt_len": 512,
-                                       "max_response_len": 512},
-                              "optim": {"lr": lr, "scheduler": "constant", "max_grad_norm": 1.0},
-                              "algo": {"name": "rm"}})
-    run = train(cfg, quiet=True)
-    rows = read_metrics(run)
-    return [r["step_time"] for r in rows], rows[-1]["loss"], statistics.mean(r["pad_fraction"] for r in rows)
+    return trainer.get_train_dataloader(), step
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--pairs", type=int, default=96, help="pairs in the data (one epoch)")
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2, help="rounds of (lolkit, TRL) runs")
-    ap.add_argument("--pairs", type=int, default=128)
-    ap.add_argument("--quick", action="store_true", help="one round of 6 steps on a 2-layer model")
+    ap.add_argument("--epochs", type=int, default=4, help="timed epochs (after an untimed one)")
+    ap.add_argument("--quick", action="store_true", help="2 timed epochs of 32 pairs, a 2-layer model")
     args = ap.parse_args()
     set_threads(args.threads)
     layers = 4
     if args.quick:
-        args.steps, args.repeats, args.pairs, layers = min(args.steps, 6), 1, min(args.pairs, 64), 2
+        args.epochs, args.pairs, layers = 2, min(args.pairs, 32), 2
 
     import torch
 
@@ -118,24 +147,46 @@ def main() -> None:
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+    per_epoch, lk_step = lolkit_side(model_dir, data, args.batch_size, args.lr, tmp / "lolkit")
+    loader, trl_step = trl_side(model_dir, rows, args.batch_size, args.lr, tmp / "trl", (args.epochs + 1) * per_epoch)
+    rates: dict[str, list[float]] = {"lolkit": [], "TRL": []}
+    k = 0
+    for epoch in range(args.epochs + 1):  # epoch 0 warms both up, untimed
+        trl_batches = list(loader)  # its sampler reshuffles every epoch
+        assert len(trl_batches) == per_epoch, (len(trl_batches), per_epoch)
+        secs = {"lolkit": 0.0, "TRL": 0.0}
+        lk_loss, trl_loss, lk_tok, lk_pad, lk_all, trl_pad, trl_all = [], [], 0, 0, 0, 0, 0
+        for j, inputs in enumerate(trl_batches):
+            order = ("lolkit", "TRL") if (k + j) % 2 == 0 else ("TRL", "lolkit")
+            for side in order:
+                t = time.perf_counter()
+                if side == "lolkit":
+                    loss, computed, pad, tokens = lk_step(k + j)
+                else:
+                    loss, pad_t, tokens_t = trl_step(inputs)
+                secs[side] += time.perf_counter() - t
+                if side == "lolkit":
+                    lk_loss.append(loss)
+                    lk_tok, lk_pad, lk_all = lk_tok + computed, lk_pad + pad, lk_all + tokens
+                else:
+                    trl_loss.append(loss)
+                    trl_pad, trl_all = trl_pad + pad_t, trl_all + tokens_t
+        k += per_epoch
+        if epoch:
+            for side in rates:
+                rates[side].append(per_epoch * args.batch_size / secs[side])
     med = statistics.median
-    lk_times: list[float] = []
-    trl_times: list[float] = []
-    for r in range(args.repeats):  # alternate, so a change of load hits both alike
-        t, lk_loss, lk_pad = run_lolkit(model_dir, data, args.steps, args.batch_size, args.lr, tmp / f"lolkit{r}")
-        lk_times += t[2:]
-        t, trl_loss, trl_pad = run_trl(model_dir, rows, args.steps, args.batch_size, args.lr, tmp / f"trl{r}")
-        trl_times += t[2:]
-    lk_rate, trl_rate = args.batch_size / med(lk_times), args.batch_size / med(trl_times)
+    real = lk_all - lk_pad  # the same real tokens on both sides
     print(f"model: Llama hidden 256 x {layers} layers + a one-output head; {len(rows)} pairs (prompts 6-60 words, "
-          f"answers 3-40), batch {args.batch_size} pairs, {args.steps} steps x {args.repeats} rounds (first 2 steps "
-          f"of each run excluded), CPU fp32, {torch.get_num_threads()} thread(s)")
-    print(f"median step: lolkit {med(lk_times) * 1e3:.0f} ms | TRL {med(trl_times) * 1e3:.0f} ms")
-    print(f"throughput: lolkit {lk_rate:.1f} pairs/s | TRL {trl_rate:.1f} pairs/s")
-    print(f"padding: lolkit {lk_pad:.1%} of the batch tokens | TRL {trl_pad:.1%}")
-    ratio = lk_rate / trl_rate
+          f"answers 3-40), batch {args.batch_size} pairs; {args.epochs} timed epochs after 1 untimed, steps "
+          f"alternating; CPU fp32, {torch.get_num_threads()} thread(s)")
+    print(f"throughput: lolkit {med(rates['lolkit']):.2f} pairs/s | TRL {med(rates['TRL']):.2f} pairs/s "
+          "(median over epochs)")
+    print(f"padding (last epoch): lolkit {lk_pad / lk_all:.1%} of the collated batch, {1 - real / lk_tok:.1%} of "
+          f"the tokens its grouped forward computes | TRL {trl_pad / trl_all:.1%}")
+    ratio = paired_ratio(rates["lolkit"], rates["TRL"])
     print(f"speed-up lolkit vs TRL = {ratio:.2f}x  (target >= 1.3) {verdict(ratio >= 1.3)}")
-    print(f"final loss: lolkit {lk_loss:.4f} | TRL {trl_loss:.4f}")
+    print(f"mean loss of the last epoch: lolkit {statistics.mean(lk_loss):.4f} | TRL {statistics.mean(trl_loss):.4f}")
 
 
 if __name__ == "__main__":

@@ -67,5 +67,5 @@ def test_rm_vs_trl_benchmark_runs_quick():
     rates = re.search(r"throughput: lolkit ([\d.]+) pairs/s \| TRL ([\d.]+) pairs/s", res.stdout)
     assert rates and float(rates.group(1)) > 0 and float(rates.group(2)) > 0, res.stdout
     assert re.search(r"speed-up lolkit vs TRL = [\d.]+x", res.stdout), res.stdout
-    losses = re.search(r"final loss: lolkit ([\d.]+) \| TRL ([\d.]+)", res.stdout)
+    losses = re.search(r"mean loss of the last epoch: lolkit ([\d.]+) \| TRL ([\d.]+)", res.stdout)
     assert losses and all(0 < float(x) < 5 for x in losses.groups()), res.stdout

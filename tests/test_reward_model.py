@@ -116,6 +116,39 @@ def test_rm_matches_trl(margin, center, tiny_model, tiny_tokenizer, tmp_path):
         torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_row_chunks_cut_where_padding_is_saved():
+    from lolkit.reward_model import row_chunks
+
+    # one cut: 8 rows × 10 = 80 tokens become 4 × 10 + 4 × 2 = 48; neither side can be cut again (4 rows each)
+    assert row_chunks([2, 10, 2, 10, 10, 2, 10, 2]) == [[1, 3, 4, 6], [0, 2, 5, 7]]
+    assert row_chunks([10, 9, 10, 9, 10, 9, 10, 9]) == [[0, 2, 4, 6, 1, 3, 5, 7]]  # saves 5% < 10%: one forward
+    assert row_chunks([5, 4, 3]) == [[0, 1, 2]]
+    assert sorted(i for g in row_chunks(list(range(1, 40))) for i in g) == list(range(39))
+
+
+def test_grouped_forward_equals_one_forward(tiny_model, tiny_tokenizer):
+    """Rows run in length groups give the scores and gradients of one padded forward."""
+    from lolkit.config import TrainConfig, build
+    from lolkit.data.tokenize import collate, encode_pair
+    from lolkit.reward_model import forward, load_for_training, row_chunks, scores
+
+    model, tok, _ = load_for_training(build(TrainConfig, {"model": {"name": tiny_model}}))
+    texts = [(r["prompt"], r[k]) for r in pairs(4) for k in ("chosen", "rejected")]
+    texts += [(p + " Tell me everything you know about it, please, at length.", a) for p, a in texts]
+    enc = [encode_pair(tok, p, a, 256, 64) for p, a in texts]
+    b = collate(enc, list(range(len(enc))), tok.pad_token_id)
+    assert len(row_chunks(b.attention_mask.sum(-1).tolist())) == 3  # rows of 50-54 tokens, of 20, of 16
+    grouped = forward(model, b).scores
+    grouped.pow(2).sum().backward()
+    g1 = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    whole = scores(model, b.input_ids, b.attention_mask)
+    whole.pow(2).sum().backward()
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(g1[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
 # --------------------------------------------------------------------------------------------- data
 
 

@@ -118,11 +118,54 @@ def scores(model, input_ids, attention_mask):
     return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, 0].float()
 
 
+def row_chunks(lengths: list[int], min_rows: int = 4, gain: float = 0.1) -> list[list[int]]:
+    """Rows (indices into ``lengths``) in groups that each run as one forward, cut to their own longest row.
+
+    The rows are sorted longest first; a group is cut in two where that saves the most padded tokens, as
+    long as the cut saves at least ``gain`` of the group's tokens and leaves ``min_rows`` rows on each
+    side. A batch of pairs needs this: pairs of similar length share a step, but the chosen and the
+    rejected answer of one pair can differ a lot, and a row's score does not depend on the padding after
+    it, so each group can stop at its own longest row."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    todo = [order]
+    while todo:
+        rows = todo.pop()
+        n, width = len(rows), lengths[rows[0]]
+        cut, best = None, n * width
+        for k in range(min_rows, n - min_rows + 1):
+            cost = k * width + (n - k) * lengths[rows[k]]
+            if cost < best:
+                cut, best = k, cost
+        if cut is None or best > (1 - gain) * n * width:
+            out.append(rows)
+        else:
+            todo += [rows[cut:], rows[:cut]]
+    return out
+
+
 def forward(model, batch):
-    """The training forward of a reward model: :class:`~lolkit.losses.LossInputs` with ``scores``."""
+    """The training forward of a reward model: :class:`~lolkit.losses.LossInputs` with ``scores``, the
+    rows run in length groups (:func:`row_chunks`). Under DistributedDataParallel the batch runs as one
+    forward: DDP expects one forward per backward."""
+    import torch
+
     from .losses import LossInputs
 
-    return LossInputs(mask=batch.response_mask, scores=scores(model, batch.input_ids, batch.attention_mask))
+    lengths = batch.attention_mask.sum(-1).tolist()
+    groups = [list(range(len(lengths)))]
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        groups = row_chunks(lengths)
+    if len(groups) == 1:
+        return LossInputs(mask=batch.response_mask, scores=scores(model, batch.input_ids, batch.attention_mask))
+    parts, rows = [], []
+    for g in groups:
+        idx = torch.tensor(g, device=batch.input_ids.device)
+        width = lengths[g[0]]
+        parts.append(scores(model, batch.input_ids[idx, :width], batch.attention_mask[idx, :width]))
+        rows += g
+    r = torch.cat(parts)[torch.argsort(torch.tensor(rows, device=batch.input_ids.device))]  # back to batch order
+    return LossInputs(mask=batch.response_mask, scores=r)
 
 
 class PairValidator:
