@@ -40,7 +40,7 @@ def synthetic_records(path: Path, n: int, prompt_words: int, response_words: int
 
 
 def record_kind(algo: str) -> str:
-    return {"dpo": "preference", "rm": "preference", "pro": "ranking"}.get(algo, "response")
+    return {"dpo": "preference", "pro": "ranking"}.get(algo, "response")
 
 
 def setup_algo(name: str, model, tok, model_dir: Path, tmp: Path, *, batch_size: int, records: int = 64,
@@ -127,23 +127,6 @@ def timing_args(doc: str | None, quick_rounds: int, full_rounds: int,
     args.threads = set_threads(args.threads)
     args.rounds = args.rounds or (quick_rounds if args.quick else full_rounds)
     return args
-
-
-def trainer_step_clock():
-    """(a transformers ``TrainerCallback``, the list it fills with each optimizer step's seconds) — how the
-    TRL comparisons time a trainer's steps from inside its own loop."""
-    from transformers import TrainerCallback
-
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
-
-    return Clock(), times
 
 
 def scratch(prefix: str) -> Path:

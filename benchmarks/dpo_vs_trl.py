@@ -18,10 +18,11 @@ import os
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, scratch, set_threads, trainer_step_clock, verdict  # noqa: E402
+from benchmarks.common import WORDS, scratch, set_threads, verdict  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,12 +37,20 @@ def pairs(n: int, seed: int = 0) -> list[dict]:
 def run_trl(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: float, out: Path, precompute: bool):
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from lolkit.models import load_tokenizer
 
-    clock, times = trainer_step_clock()
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
     torch.manual_seed(0)
     tok = load_tokenizer(str(model_dir))
     cfg = DPOConfig(output_dir=str(out), beta=0.1, use_cpu=True, bf16=False, report_to="none", max_steps=steps,
@@ -49,7 +58,7 @@ def run_trl(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: float
                     gradient_checkpointing=False, logging_steps=1, save_strategy="no", max_length=None,
                     precompute_ref_log_probs=precompute, seed=0, dataloader_num_workers=0, disable_tqdm=True)
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=cfg,
-                         train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock])
+                         train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Clock()])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
