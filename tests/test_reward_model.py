@@ -285,6 +285,25 @@ def test_rm_spec_in_eval_and_as_reward(trained_rm, tmp_path, cli):
     assert len(rows) == 4 and all(math.isfinite(r["reward"]) for r in rows)
 
 
+@pytest.mark.slow
+def test_rm_spec_drives_the_value_estimate(trained_rm, tmp_path, cli):
+    """a_lol with --reward rm:…: the reference policy's greedy answers are scored by the reward model and
+    the value head learns them (its range from the data: a raw logit has no known maximum)."""
+    from lolkit.io import read_json
+
+    run, data = trained_rm
+    scored = tmp_path / "scored.jsonl"
+    assert cli("reward", "--reward", f"rm:{run / 'final'}", "--input", data, "--output", scored, "--quiet").code == 0
+    res = cli("train", "--algo", "a_lol", "--data", scored, "--reward", f"rm:{run / 'final'}", "--output-dir",
+              tmp_path / "alol", "--max-steps", "1", "--batch-size", "4", "--lr", "1e-4", "--set", "data.val_fraction=0.2",
+              "--set", f"algo.cache_dir={tmp_path / 'engine'}", "--set", "algo.value_epochs=1", "--quiet")
+    assert res.code == 0, res
+    value = read_json(tmp_path / "alol" / "engine.json")["value"]
+    best = max(r["chosen_reward"] for r in map(json.loads, scored.read_text().splitlines()))
+    assert value["source"] == "reference" and value["val_prompts"] > 0 and math.isfinite(value["reference_val_reward"])
+    assert value["max_value"] == pytest.approx(best)
+
+
 def test_lora_reward_model_is_an_adapter_with_a_trained_head(tmp_path, cli, tiny_model):
     """--lora: task SEQ_CLS, the head trained in full (modules_to_save); final/ is an adapter folder that
     AutoPeftModelForSequenceClassification loads (num_labels=1), and rm:final scores with it."""
