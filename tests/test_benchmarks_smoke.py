@@ -50,3 +50,22 @@ def test_forward_logprobs_never_builds_full_logits(tiny_model):
                              b.response_mask)
     torch.testing.assert_close(tokens, full)
     torch.testing.assert_close(seq, full.sum(-1))
+
+
+@pytest.mark.slow
+def test_rm_vs_trl_benchmark_runs_quick():
+    """benchmarks/rm_vs_trl.py --quick: both trainers run on the same pairs and the ratio is printed (its
+    value is the benchmark's business, not a test's: timings on a shared machine vary)."""
+    import os
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "rm_vs_trl.py"
+    res = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rates = re.search(r"throughput: lolkit ([\d.]+) pairs/s \| TRL ([\d.]+) pairs/s", res.stdout)
+    assert rates and float(rates.group(1)) > 0 and float(rates.group(2)) > 0, res.stdout
+    assert re.search(r"speed-up lolkit vs TRL = [\d.]+x", res.stdout), res.stdout
+    losses = re.search(r"mean loss of the last epoch: lolkit ([\d.]+) \| TRL ([\d.]+)", res.stdout)
+    assert losses and all(0 < float(x) < 5 for x in losses.groups()), res.stdout

@@ -12,6 +12,54 @@ from dataclasses import dataclass
 from .errors import LolkitError
 
 
+def _load_causal_lm(cfg, *, device=None):
+    from .models import load_model
+
+    return load_model(cfg.model, trainable=True, device=device)
+
+
+def _logprob_forward(model, batch):
+    from .logprobs import forward_logprobs
+    from .losses import LossInputs
+
+    seq, tokens, _ = forward_logprobs(model, batch)
+    return LossInputs(seq, tokens, batch.response_mask)
+
+
+def _load_reward_model(cfg, *, device=None):
+    from .reward_model import load_for_training
+
+    return load_for_training(cfg, device=device)
+
+
+def _reward_forward(model, batch):
+    from .reward_model import forward
+
+    return forward(model, batch)
+
+
+def _pair_validator(cfg, data, tokenizer):
+    from .reward_model import PairValidator
+
+    return PairValidator(cfg, data, tokenizer)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a row trains and how a batch goes through it: ``load(cfg, device=…)`` → (model, tokenizer,
+    resolved path); ``forward(model, batch)`` → the :class:`~lolkit.losses.LossInputs` the loss reads
+    (log-probs of the response tokens, or a reward model's scores)."""
+
+    name: str
+    load: Callable
+    forward: Callable
+
+
+CAUSAL_LM = ModelKind("causal_lm", _load_causal_lm, _logprob_forward)
+# AutoModelForSequenceClassification with one output, read at the last token that is not padding
+REWARD_MODEL = ModelKind("sequence_classifier", _load_reward_model, _reward_forward)
+
+
 @dataclass(frozen=True)
 class Algorithm:
     name: str
@@ -23,7 +71,12 @@ class Algorithm:
     needs_advantage: bool  # advantages from the value estimate
     summary: str
     token_reference: bool = False  # per-token reference log-probs as well
-    unit: str = "best"  # what one batch item is: best | all (one response), pair (DPO), ranking (PRO)
+    # what one batch item is: best | all (one response), pair (DPO: chosen/rejected, or a ranking's best/worst),
+    # pairs (every ordered pair of a ranking), ranking (PRO)
+    unit: str = "best"
+    model: ModelKind = CAUSAL_LM
+    # (cfg, data, tokenizer) -> validator (metric, better, enabled, run); None: the loop's reward / NLL validator
+    validator: Callable | None = None
 
 
 def _table() -> dict[str, Algorithm]:
@@ -54,6 +107,9 @@ def _table() -> dict[str, Algorithm]:
         Algorithm("pro", losses.pro, ("ranking", "preference"), True, False, False, False,
                   "PRO: listwise ranking of the candidates by reward + sft_weight · (n−1)² · ℓ_θ(best)",
                   unit="ranking"),
+        Algorithm("rm", losses.reward_model, ("preference", "ranking"), False, False, False, False,
+                  "reward model: −log σ(r(x, y_c) − r(x, y_r) − m) [+ c·(r_c + r_r)²] over pairs (rankings: all pairs)",
+                  unit="pairs", model=REWARD_MODEL, validator=_pair_validator),
     ]
     return {a.name: a for a in rows}
 

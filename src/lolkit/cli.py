@@ -108,7 +108,7 @@ def train(
     """Train a policy offline on records (default: the built-in task with the tiny model).
 
     Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl (offline, reward);
-    dpo, pro (preferences, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`);
+    dpo, pro (preferences, rankings); rm (a reward model on pairs, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`);
     quark, alt_rm, alt_lmu, alt_lmc, selm (iterative learning from feedback, `--set feedback.*`,
     docs/feedback.md)."""
     from .config import TrainConfig, build, load_yaml, parse_overrides
@@ -142,7 +142,7 @@ def train(
     run = run_train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
     rows = read_metrics(run)
     last = rows[-1] if rows else {}
-    extra = "".join(f", {k} {last[k]:.4f}" for k in ("loss_per_token", "val_reward", "val_nll") if last.get(k) is not None)
+    extra = "".join(f", {k} {last[k]:.4f}" for k in ("loss_per_token", "val_reward", "val_nll", "val_accuracy") if last.get(k) is not None)
     _console().print(f"[green]done[/green]: {run} (step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}{extra})")
 
 

@@ -62,6 +62,7 @@ class AlgoConfig:
     label_smoothing: float = 0.0  # cDPO's ε (sigmoid loss only)
     reference_free: bool = False  # DPO without the reference terms
     sft_weight: float = 0.05  # PRO: weight of the best response's NLL
+    center_rewards_coefficient: float | None = None  # rm: c of c·(r_c + r_r)² (TRL's name); null: no term
 
 
 @dataclass

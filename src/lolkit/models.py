@@ -231,12 +231,17 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
+def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_model: bool = False):
     """Load (model, tokenizer, resolved path — the adapter directory when ``cfg.name`` is one).
 
     With ``lora``/``qlora`` the model is a peft model whose adapter can be switched off to recover
-    the reference policy (``with model.disable_adapter():``)."""
-    from transformers import AutoModelForCausalLM
+    the reference policy (``with model.disable_adapter():``).
+
+    ``reward_model``: an ``AutoModelForSequenceClassification`` with one output instead (a causal-LM
+    folder gets a fresh head, as TRL's RewardTrainer does; :mod:`lolkit.reward_model` checks the folder
+    first), whose ``config.pad_token_id`` is the tokenizer's pad token so that the head reads the last
+    token that is not padding; its LoRA / QLoRA adapters have task SEQ_CLS, which trains the head in full."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     quiet_transformers()
     source = path = resolve_model(cfg.name)
@@ -258,6 +263,8 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if not cfg.allow_pickle:
         kwargs["use_safetensors"] = True
+    if reward_model:
+        kwargs["num_labels"] = 1
     if cfg.qlora:
         from transformers import BitsAndBytesConfig
 
@@ -265,10 +272,13 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        auto = AutoModelForSequenceClassification if reward_model else AutoModelForCausalLM
+        model = auto.from_pretrained(path, **kwargs)
     except Exception as e:  # truncated or foreign files, a missing class, …: one line, whatever the cause
         raise LolkitError(f"{path}: cannot load the model ({_first_line(e)})") from e
     tokenizer = load_tokenizer(tok_dir, cfg.trust_remote_code)
+    if reward_model:
+        model.config.pad_token_id = tokenizer.pad_token_id
     if device is not None and not cfg.qlora:
         model.to(device)
     if adapter_dir is not None:
@@ -286,7 +296,7 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         targets = cfg.lora_target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type="CAUSAL_LM")
+                          target_modules=targets, task_type="SEQ_CLS" if reward_model else "CAUSAL_LM")
         model = get_peft_model(model, lcfg)
     if is_peft(model):
         # the adapter_config.json a save writes names this base: an absolute path or a hub id, so that

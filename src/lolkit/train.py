@@ -27,7 +27,7 @@ from .errors import LolkitError
 from .io import atomic_path, child_path, read_json, write_json, write_text
 from .logprobs import forward_logprobs
 from .losses import LossInputs, LossParams
-from .models import count_parameters, load_model
+from .models import count_parameters
 from .run import check_run_dir, discard_unstarted, prepare_run_dir
 
 
@@ -58,7 +58,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise LolkitError(f"unknown value source {cfg.algo.value_source!r} (reference, data, auto)")
     if cfg.algo.dpo_loss not in ("sigmoid", "ipo"):
         raise LolkitError(f"unknown DPO loss {cfg.algo.dpo_loss!r} (sigmoid, ipo)")
-    if get_algorithm(cfg.algo.name).unit in ("pair", "ranking") and cfg.algo.sampling != "none":
+    if get_algorithm(cfg.algo.name).unit in ("pair", "pairs", "ranking") and cfg.algo.sampling != "none":
         raise LolkitError(f"--sampling {cfg.algo.sampling} applies to the offline reward family, not {cfg.algo.name}")
     a = cfg.algo
     checks = [
@@ -69,6 +69,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         (not (a.dpo_loss == "ipo" and a.label_smoothing),
          f"algo.label_smoothing={a.label_smoothing} applies to the sigmoid DPO loss only, not to ipo; set it to 0"),
         (a.kl_beta >= 0 and a.gold_u >= 0 and a.sft_weight >= 0, "algo.kl_beta, algo.gold_u and algo.sft_weight must be >= 0"),
+        (a.center_rewards_coefficient is None or (math.isfinite(a.center_rewards_coefficient)
+                                                  and a.center_rewards_coefficient >= 0),
+         f"algo.center_rewards_coefficient must be >= 0, or null for none (got {a.center_rewards_coefficient})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -152,6 +155,16 @@ class Validator:
     data: TrainData
     tokenizer: object
 
+    def __post_init__(self) -> None:
+        if not self.enabled and self.cfg.data.val:
+            raise LolkitError(f"{self.cfg.data.val}: validation without a reward needs records with responses (their "
+                              "NLL is the validation metric): pass --reward, or --val-data with records")
+
+    @property
+    def enabled(self) -> bool:
+        """Validation: the reward of greedy answers, else the NLL of validation responses, else none."""
+        return bool(self.cfg.reward) or any(r.responses for r in self.data.val_records)
+
     @property
     def metric(self) -> str:
         return "val_reward" if self.cfg.reward else "val_nll"
@@ -172,7 +185,6 @@ class Validator:
     @torch.no_grad()
     def _val_nll(self, model) -> float:
         from .data.tokenize import encode_pair
-        from .logprobs import forward_logprobs
 
         dev = next(model.parameters()).device
         recs = [r for r in self.data.val_records if r.responses][: self.cfg.eval_prompts]
@@ -193,12 +205,11 @@ class Validator:
         return total / max(tokens, 1.0)
 
 
-def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, token_logps) -> LossInputs:
-    """Everything the loss needs for this micro-batch; reference and advantage values are looked up
-    in the engine's precomputed tensors, never recomputed."""
-    dev = seq_logps.device
+def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, inp: LossInputs, units: list[int]) -> LossInputs:
+    """Everything the loss needs for this micro-batch, added to the model's outputs ``inp``; reference and
+    advantage values are looked up in the engine's precomputed tensors, never recomputed."""
+    dev = batch.input_ids.device
     idx = torch.tensor(batch.indices, dtype=torch.long)
-    inp = LossInputs(seq_logps, token_logps, batch.response_mask)
     if algo.needs_reward:
         inp.rewards = torch.tensor([data.examples[i].reward for i in batch.indices], dtype=torch.float32, device=dev)
     if engine.ref_seq is not None and algo.needs_reference:
@@ -207,6 +218,8 @@ def _loss_inputs(algo: Algorithm, data: TrainData, engine, batch, seq_logps, tok
             inp.ref_token_logps = engine.reference.token_matrix(batch.indices, batch.response_mask)
     if algo.needs_advantage:
         inp.advantages = engine.advantages[idx].to(dev)
+    if data.margins is not None:
+        inp.margins = torch.tensor([data.margins[u] for u in units], dtype=torch.float32, device=dev)
     return inp
 
 
@@ -222,8 +235,7 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
         batch = collate([data.examples[i].encoded for i in idx], idx, pad_id).to(device)
         pad, tokens = pad + batch.pad_tokens, tokens + batch.total_tokens
         with contextlib.nullcontext() if m == len(micro) - 1 else no_sync(model):
-            seq_logps, token_logps, _ = forward_logprobs(model, batch)
-            out = algo.loss(_loss_inputs(algo, data, engine, batch, seq_logps, token_logps), params)
+            out = algo.loss(_loss_inputs(algo, data, engine, batch, algo.model.forward(model, batch), units), params)
             backward(reduce_losses(out.losses, normaliser))
         for k, v in (("loss", out.losses), ("response_tokens", batch.response_mask), *out.metrics.items()):
             v = v.detach().float().sum()
@@ -272,15 +284,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
     check_run_dir(cfg, resume, overwrite)
     set_seed(cfg.seed)
-    model, tokenizer, model_path = load_model(cfg.model, trainable=True, device=accelerator.device)
+    model, tokenizer, model_path = algo.model.load(cfg, device=accelerator.device)
     _check_context(cfg, model, model_path)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit)
-    # validation: the reward of greedy answers, else the NLL of validation responses, else none
-    validate = bool(cfg.reward) or any(r.responses for r in data.val_records)
-    if not validate and cfg.data.val:
-        raise LolkitError(f"{cfg.data.val}: validation without a reward needs records with responses (their NLL is "
-                          "the validation metric): pass --reward, or --val-data with records")
+    validator = (algo.validator or Validator)(cfg, data, tokenizer)  # checks its validation data
+    validate = validator.enabled
     if cfg.reward:
         from .rewards import get_reward
 
@@ -290,6 +299,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     run = prepare_run_dir(cfg, resume, overwrite, log=log) if main else Path(cfg.output_dir)
     accelerator.wait_for_everyone()
     world, rank = accelerator.num_processes, accelerator.process_index
+    if data.tied_pairs:
+        log(f"{data.tied_pairs} ranking pairs with equal rewards dropped (no preference)")
     from .engine import Dist, prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
@@ -303,11 +314,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    validator = Validator(cfg, data, tokenizer)
     a = cfg.algo
     params = LossParams(clip=a.clip, kl_beta=a.kl_beta, gold_u=a.gold_u, beta=a.beta, dpo_loss=a.dpo_loss,
                         label_smoothing=a.label_smoothing, reference_free=a.reference_free, sft_weight=a.sft_weight,
-                        group_size=data.group_size)
+                        group_size=data.group_size, center_rewards_coefficient=a.center_rewards_coefficient)
 
     ckpt_dir = run / "checkpoints"
     metrics_path = run / "metrics.jsonl"
@@ -325,7 +335,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
             "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
-            "pool": len(plan.pool), "config": to_dict(cfg),  # every setting, defaults resolved
+            "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
+            "config": to_dict(cfg),  # every setting, defaults resolved
         })
     from .tracking import loss_views, open_trackers
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
+from itertools import combinations
 
-from ..errors import LolkitError
+from ..errors import LolkitError, data_error
 from .schema import (
     Record,
     check_nonnegative,
@@ -44,6 +46,8 @@ class TrainData:
     reward_shift: float = 0.0
     units: list[tuple[int, ...]] = field(default_factory=list)
     val_unique: list[Record] = field(default_factory=list)  # one validation record per val prompt
+    margins: list[float] | None = None  # per unit, when the pairs carry a margin (``pairs`` units)
+    tied_pairs: int = 0  # ranking pairs with equal rewards, dropped (``pairs`` units)
 
     @property
     def lengths(self) -> list[int]:
@@ -84,6 +88,8 @@ def expand(records: list[Record], which: str = "best") -> list[list[tuple[int, i
     ``best``: one per record — the response of a response record, the chosen one of a pair, the
     top-rewarded one of a ranking (first on ties). ``all``: every response, one unit each.
     ``pair``: (chosen, rejected) of a preference record, (best, worst) of a ranking.
+    ``pairs``: (chosen, rejected) of a preference record; every pair of a ranking's responses with
+    different rewards, the better one first (pairs with equal rewards carry no preference: dropped).
     ``ranking``: every response of a record, sorted by reward (best first, stable)."""
     units: list[list[tuple[int, int]]] = []
     for i, rec in enumerate(records):
@@ -99,9 +105,53 @@ def expand(records: list[Record], which: str = "best") -> list[list[tuple[int, i
                 if rec.rewards[order[0]] == rec.rewards[order[-1]]:
                     continue  # no preference among equal rewards
                 units.append([(i, order[0]), (i, order[-1])])
+        elif which == "pairs":
+            if rec.kind == "preference":
+                units.append([(i, 0), (i, 1)])
+            else:
+                order = _ranked(rec)
+                units += [[(i, a), (i, b)] for x, a in enumerate(order) for b in order[x + 1 :]
+                          if rec.rewards[a] > rec.rewards[b]]  # type: ignore[operator]
         else:  # ranking
             units.append([(i, j) for j in _ranked(rec)])
     return units
+
+
+def tied_pairs(records: list[Record]) -> int:
+    """Pairs of a ranking's responses with equal rewards (the ``pairs`` units leave them out)."""
+    return sum(a == b for rec in records if rec.kind == "ranking" for a, b in combinations(rec.rewards, 2))
+
+
+def check_distinct_pairs(records: list[Record], units: list[list[tuple[int, int]]], source: str) -> None:
+    """A pair whose two responses are the same text states no preference (and trains a reward model or DPO
+    on nothing): refused, naming the record and field."""
+    for (i, a), (_, b) in units:
+        rec = records[i]
+        if rec.responses[a] == rec.responses[b]:
+            if rec.kind == "preference":
+                raise data_error(source, rec.line, "rejected", "identical to 'chosen'; a preference pair needs two "
+                                 "different responses")
+            raise data_error(source, rec.line, f"responses[{b}]", f"identical to responses[{a}], which has a "
+                             "different reward; a ranking needs different responses")
+
+
+def pair_margins(records: list[Record], units: list[list[tuple[int, int]]], source: str) -> list[float] | None:
+    """Each pair's margin (a preference record's ``margin``, TRL's column of that name), or None when no
+    pair has one. Either every pair has a margin or none does."""
+    values = [records[u[0][0]].meta.get("margin") if records[u[0][0]].kind == "preference" else None for u in units]
+    given = [k for k, v in enumerate(values) if v is not None]
+    if not given:
+        return None
+    out = []
+    for unit, v in zip(units, values, strict=True):
+        rec = records[unit[0][0]]
+        if v is None:
+            raise data_error(source, rec.line, "margin", f"missing, while line {records[units[given[0]][0][0]].line} "
+                             "has one: give every pair a margin, or none")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise data_error(source, rec.line, "margin", f"expected a finite number, got {v!r}")
+        out.append(float(v))
+    return out
 
 
 def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainData:
@@ -139,6 +189,11 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
     units: list[tuple[int, ...]] = []
     rendered: dict[int, str] = {}
     expanded = expand(records, which)
+    margins = None
+    if which in ("pair", "pairs"):
+        check_distinct_pairs(records, expanded, source)
+    if which == "pairs":
+        margins = pair_margins(records, expanded, source)
     for unit in expanded:
         if which == "ranking" and len(unit) != len(expanded[0]):
             raise LolkitError(f"{source}:{records[unit[0][0]].line}: field 'responses': {len(unit)} candidates, but "
@@ -162,4 +217,5 @@ def load_train_data(data_cfg, tokenizer, algo, *, which: str = "best") -> TrainD
     val_unique = unique_prompts(val_records)
     val_prompts = [render_prompt(tokenizer, rec.prompt) for rec in val_unique]
     val_raw = [prompt_text(rec.prompt) for rec in val_unique]
-    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units, val_unique)
+    return TrainData(source, records, examples, val_prompts, val_raw, val_records, shift, units, val_unique, margins,
+                     tied_pairs(records) if which == "pairs" else 0)

@@ -118,7 +118,7 @@ def prepare_engine(cfg, algo, model, tokenizer, data, model_path: str, *, fresh_
             dropped = stats["dropped"] if algo.needs_advantage else 0
             log(f"advantages ({source} value, {'cached' if adv.cached else 'computed'}): mean {stats['mean']:.3f}, "
                 f"{stats['kept']}/{n} positive" + (f", {dropped} dropped from the pool" if dropped else ""))
-    if algo.unit in ("pair", "ranking"):  # DPO / PRO: every unit, plain epochs
+    if algo.unit in ("pair", "pairs", "ranking"):  # DPO / rm / PRO: every unit, plain epochs
         pool, weights = list(range(len(data.units))), None
     else:  # one example per unit, in example order
         advantages = adv.advantages.tolist() if adv is not None else None

@@ -18,15 +18,19 @@ class LossInputs:
     ref_token_logps   [B, T]  per-token reference log-probs (None when not needed)
     rewards           [B]     scalar reward R(x, y)
     advantages        [B]     A(x, y) = R − V(x)
+    scores            [B]     a reward model's output r(x, y) per row, differentiable (instead of log-probs)
+    margins           [U]     per-pair margins m, one per unit (TRL's `margin` column; None when the data has none)
     """
 
-    policy_logps: torch.Tensor
-    token_logps: torch.Tensor
-    mask: torch.Tensor
+    policy_logps: torch.Tensor | None = None
+    token_logps: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
     ref_token_logps: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    margins: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class LossParams:
     gold_u   lower bound u of r_gold's per-token weight max(π_θ(y_t|·), u)
     beta, dpo_loss, label_smoothing, reference_free   DPO (spec §2)
     sft_weight, group_size                             PRO (spec §2)
+    center_rewards_coefficient                         reward model: c of c·(r_c + r_r)² (None: no term)
     """
 
     clip: float | None = 0.9
@@ -49,6 +54,7 @@ class LossParams:
     reference_free: bool = False
     sft_weight: float = 0.05  # PRO's weight of the NLL of the best response
     group_size: int = 1  # responses per unit: 2 for DPO pairs, k for PRO rankings
+    center_rewards_coefficient: float | None = None  # reward model (TRL's RewardConfig of the same name)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Rewards: named components combined by a weighted sum.
 
 A reward is given by a *spec*: a built-in task (``colours``, ``numbers``, ``dates``), a preset shipped
-with lolkit (``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``), a Python
-function (``module:function`` or ``path/to/file.py:function``) or the path of a YAML reward config::
+with lolkit (``hh``, ``reddit``, ``wow``, ``faithdial``, ``comet`` — see ``rewards/presets/``), a reward
+model (``rm:PATH``, a folder trained by ``lolkit train --algo rm``), a Python function (``module:function``
+or ``path/to/file.py:function``) or the path of a YAML reward config::
 
     name: my-reward
     extends: reddit            # optional: start from a preset or another config file
@@ -34,6 +35,7 @@ from .misc import is_callable_spec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = ("name", "description", "extends", "models", "references", "batch_size", "components")
+RM_PREFIX = "rm:"  # rm:PATH, a reward model trained by `lolkit train --algo rm`
 REFERENCE_AUTO = ("references", "reference", "meta.references", "meta.reference")
 
 
@@ -165,7 +167,13 @@ def _load_raw(spec: str, depth: int = 0, relative_to: Path | None = None) -> tup
     path = Path(spec).expanduser()
     if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
         path = relative_to / path
-    if path.is_file() or spec.endswith((".yaml", ".yml")):
+    if spec.startswith(RM_PREFIX):  # rm:PATH: a reward model's raw logit on its training sequence
+        target = spec[len(RM_PREFIX):]
+        if not target.strip():
+            raise LolkitError(f"reward {spec!r}: rm: needs a reward-model folder, e.g. rm:runs/rm/final")
+        data, source = {"name": "rm", "components": {"rm": {"type": "hf_classifier", "model": target, "output": "logit",
+                                                            "input": "reward_model"}}}, spec
+    elif path.is_file() or spec.endswith((".yaml", ".yml")):
         data, source = load_yaml(path), str(path)
         data.setdefault("name", path.stem)
     elif spec in available():
@@ -178,7 +186,7 @@ def _load_raw(spec: str, depth: int = 0, relative_to: Path | None = None) -> tup
         data, source = {"name": fn, "components": {fn: {"type": "callable", "function": spec}}}, spec
     else:
         raise LolkitError(f"unknown reward {spec!r}: not a file, a built-in task ({', '.join(available())}), "
-                          f"a preset ({', '.join(presets())}) or a function (module:function, path/to/file.py:function)")
+                          f"a preset ({', '.join(presets())}), a reward model (rm:PATH) or a function (module:function, path/to/file.py:function)")
     for key in data:
         if key not in TOP_KEYS:
             raise LolkitError(f"{source}: unknown key '{key}' (allowed: {', '.join(TOP_KEYS)})")

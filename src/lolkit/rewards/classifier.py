@@ -12,7 +12,13 @@ Input (``input``):
   ``<|prompter|>…<|endoftext|><|assistant|>…<|endoftext|>`` turns;  ``comet`` the Symbolic Knowledge
   Distillation critic's (head, relation phrase + tail) pair;  or your own ``text`` / ``text_pair``
   templates with ``{prompt}``, ``{response}``, ``{reference}``, ``{separator}``, ``{eos}``,
-  ``{history}`` (``meta.history`` joined by the separator) and ``{meta[key]}`` fields (e.g. ``text: "{meta[knowledge]}"``, ``text_pair: "{response}"``).
+  ``{history}`` (``meta.history`` joined by the separator) and ``{meta[key]}`` fields (e.g. ``text: "{meta[knowledge]}"``, ``text_pair: "{response}"``);
+  ``reward_model`` a reward model trained by ``lolkit train --algo rm`` (or TRL's RewardTrainer): the
+  rendered prompt + response + EOS exactly as in training (:mod:`lolkit.reward_model`; ``rm:PATH`` is the
+  short spec for it, output ``logit``).
+
+A causal language model is refused (loaded as a classifier, its head would be random), and so is a
+head with several outputs for ``reward_model``.
 
 Batching with padding must not change a decoder classifier's answer: GPT-2/GPT-NeoX/Llama heads read
 the rightmost token that is not ``config.pad_token_id``, and their tokenizers often pad with the EOS
@@ -35,7 +41,7 @@ from pathlib import Path
 from ..errors import LolkitError
 from .base import REQUIRED, Batch, Component, register
 
-INPUTS = ("response", "joined", "pair", "oasst", "comet", "template")
+INPUTS = ("response", "joined", "pair", "oasst", "comet", "template", "reward_model")
 OUTPUTS = ("prob", "sigmoid", "logit", "argmax")
 
 # Symbolic Knowledge Distillation (West et al. 2022) critic input: "head" and "<relation phrase> tail".
@@ -153,6 +159,8 @@ class HFClassifier(Component):
         "model": REQUIRED, "tokenizer": None, "output": "prob", "label": None, "input": "response",
         "separator": "", "text": None, "text_pair": None, "max_length": 512, "truncation_side": "right",
         "batch_size": 16, "trust_remote_code": False, "allow_pickle": False, "dtype": "float32", "device": "auto",
+        # input reward_model: the lengths the training cut to (default: as recorded in the model's config.json)
+        "max_prompt_len": None, "max_response_len": None,
     }
     DOC = "Any AutoModelForSequenceClassification (or OpenAssistant GPT-NeoX reward model) as a reward."
 
@@ -171,6 +179,9 @@ class HFClassifier(Component):
         self.opt_choice("truncation_side", ("right", "left"))
         self.batch_size = self.opt_number("batch_size", integer=True, minimum=1)
         self.max_length = self.opt_number("max_length", integer=True, minimum=1)
+        self.lengths = (self.opt_number("max_prompt_len", integer=True, minimum=1),
+                        self.opt_number("max_response_len", integer=True, minimum=1))
+        self._check_folder(Path(str(self.opts["model"])).expanduser())  # a local folder: fail before any work
         label = self.opts["label"]
         if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
             raise LolkitError(f"{self.source}: component '{self.name}': label must be an index or a label name")
@@ -183,6 +194,21 @@ class HFClassifier(Component):
         return {"prob": (0.0, 1.0), "sigmoid": (0.0, 1.0)}.get(self.opts["output"])
 
     # -- loading -----------------------------------------------------------------------------------
+    def _check_folder(self, path: Path) -> None:
+        """Refuse a causal LM (its classification head would be random) and, for ``input: reward_model``, a
+        head with several outputs; reads config files only."""
+        from ..reward_model import read_head, refuse_causal_lm, refuse_many_outputs
+
+        if not path.is_dir():
+            return
+        head = read_head(str(path))
+        try:
+            refuse_causal_lm(head)
+            if self.opts["input"] == "reward_model":
+                refuse_many_outputs(head)
+        except LolkitError as e:
+            raise LolkitError(f"{e} (reward component '{self.name}')") from None
+
     def _load(self):
         if self._loaded is not None:
             return self._loaded
@@ -193,12 +219,15 @@ class HFClassifier(Component):
 
         quiet_transformers()
         path = resolve_model(str(self.opts["model"]))
+        self._check_folder(Path(path))
         tok_path = resolve_model(str(self.opts["tokenizer"])) if self.opts["tokenizer"] else path
         trust = bool(self.opts["trust_remote_code"])
         dtype = choose_dtype(str(self.opts["dtype"]))
         device = self.opts["device"]
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.opts["input"] == "reward_model":
+            return self._load_reward_model(path, str(self.opts["dtype"]), trust, device)
         try:
             tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust)
             model_type = _model_type(path)
@@ -218,6 +247,10 @@ class HFClassifier(Component):
         except Exception as e:  # a user's model folder: any failure to read it is one line
             raise LolkitError(f"{path}: cannot load the classifier for reward component '{self.name}' "
                               f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
+        if style != "mask" and not Path(path).is_dir():  # a hub id: what its config says, once loaded
+            from ..reward_model import head_of, refuse_causal_lm
+
+            refuse_causal_lm(head_of(model.config.to_dict(), f"{path} (config)"))
         model.to(device).eval()
         model.requires_grad_(False)
         tok.truncation_side = self.opts["truncation_side"]
@@ -225,6 +258,21 @@ class HFClassifier(Component):
             raise LolkitError(f"{tok_path}: the tokenizer has no padding token")
         index = self._label_index(model)
         self._loaded = (tok, model, device, style, index)
+        return self._loaded
+
+    def _load_reward_model(self, path: str, dtype: str, trust: bool, device: str):
+        from ..models import load_tokenizer, resolve_model
+        from ..reward_model import load_for_scoring
+
+        try:
+            model, tok, lengths = load_for_scoring(path, dtype=dtype, trust_remote_code=trust, device=device,
+                                                   allow_pickle=bool(self.opts["allow_pickle"]))
+        except LolkitError as e:
+            raise LolkitError(f"{e} (reward component '{self.name}')") from None
+        if self.opts["tokenizer"]:
+            tok = load_tokenizer(resolve_model(str(self.opts["tokenizer"])), trust)
+        self.lengths = (self.lengths[0] or lengths[0], self.lengths[1] or lengths[1])
+        self._loaded = (tok, model, device, "reward_model", self._label_index(model))
         return self._loaded
 
     def _label_index(self, model) -> int | None:
@@ -324,9 +372,14 @@ class HFClassifier(Component):
     def score(self, batch: Batch) -> list[float]:
         import torch
 
-        tok, _, _, _, index = self._load()
-        texts, pairs = self.texts(batch, tok.eos_token or "<|endoftext|>")
-        logits = self.logits(texts, pairs)
+        tok, model, device, style, index = self._load()
+        if style == "reward_model":  # the training sequence: rendered prompt (chat template) + response + EOS
+            from ..reward_model import score_texts
+
+            logits = score_texts(model, tok, batch.messages, batch.responses, self.lengths, self.batch_size,
+                                 device)[:, None]
+        else:
+            logits = self.logits(*self.texts(batch, tok.eos_token or "<|endoftext|>"))
         out = self.opts["output"]
         if out == "argmax":
             values = logits.argmax(-1)
