@@ -32,8 +32,7 @@ from .conftest import read_jsonl, run_cli, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).with_name("lolkit"))
-FAST = {"batch_size": 8, "eval_prompts": 4, "optim": {"lr": 3e-3}, "eval": {"max_new_tokens": 6},
-        "tensorboard": False}
+FAST = {"batch_size": 8, "eval_prompts": 4, "optim": {"lr": 3e-3}, "eval": {"max_new_tokens": 6}}
 
 
 def cli_subprocess(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -266,7 +265,7 @@ CKPT_DAMAGE = {
 def _train_args(run: Path) -> list[str]:
     return ["train", "--output-dir", str(run), "--max-steps", "4", "--save-every", "2", "--batch-size", "8",
             "--lr", "3e-3", "--set", "eval_prompts=4", "--set", "eval.max_new_tokens=6", "--set",
-            "save_total_limit=3", "--set", "tensorboard=false", "--quiet"]
+            "save_total_limit=3", "--quiet"]
 
 
 def copy_run(src: Path, dest: Path) -> Path:
@@ -341,7 +340,7 @@ def test_online_and_feedback_resume_skip_a_damaged_checkpoint(tmp_path, tiny_mod
     train(build(TrainConfig, {**ppo, "output_dir": str(cut)}), resume=True, quiet=True)
     assert _equal_weights(load_file(full / "final" / "model.safetensors"), load_file(cut / "final" / "model.safetensors"))
 
-    fb = {"algo": {"name": "quark"}, "batch_size": 4, "micro_batch_size": 2, "tensorboard": False,
+    fb = {"algo": {"name": "quark"}, "batch_size": 4, "micro_batch_size": 2,
           "save_total_limit": 3, "feedback": {"iterations": 2, "steps": 1, "prompts_per_iteration": 3,
                                               "samples_per_prompt": 2, "max_new_tokens": 4}}
     full = train(build(TrainConfig, {**fb, "output_dir": str(tmp_path / "q-full")}), quiet=True)
@@ -511,7 +510,7 @@ def test_online_and_feedback_runs_with_a_bad_reward_leave_no_run_directory(algo,
 def test_a_fresh_run_failing_in_its_first_rollout_leaves_no_run_directory(tmp_path, tiny_model, cli):
     (tmp_path / "bad.py").write_text("def score(prompt, response):\n    raise ValueError('no score for ' + prompt)\n")
     res = cli("train", "--algo", "ppo", "--reward", f"{tmp_path}/bad.py:score", "--output-dir", tmp_path / "run",
-              "--max-steps", "2", "--set", "ppo.max_new_tokens=2", "--set", "tensorboard=false", "--quiet")
+              "--max-steps", "2", "--set", "ppo.max_new_tokens=2", "--quiet")
     assert res.code == 2 and "raised ValueError: no score for" in res.err, res
     assert not (tmp_path / "run").exists()
 
@@ -523,7 +522,7 @@ def test_lora_final_loads_with_plain_peft_from_another_directory(tmp_path, tiny_
     shutil.copytree(tiny_model, work / "base")
     monkeypatch.chdir(work)
     res = cli("train", "--algo", "nll", "--model", "base", "--lora", "--output-dir", "runs/l", "--max-steps", "1",
-              "--set", "model.lora_r=2", "--set", "tensorboard=false", "--set", "eval_prompts=2", "--quiet")
+              "--set", "model.lora_r=2", "--set", "eval_prompts=2", "--quiet")
     assert res.code == 0, res
     final = work / "runs" / "l" / "final"
     base = json.loads((final / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -536,9 +535,9 @@ def test_lora_final_loads_with_plain_peft_from_another_directory(tmp_path, tiny_
 def test_every_model_option_takes_a_run_directory(tmp_path, tiny_model, cli):
     run = tmp_path / "sft"
     assert cli("train", "--algo", "nll", "--output-dir", run, "--max-steps", "1", "--quiet",
-               "--set", "tensorboard=false", "--set", "eval_prompts=2").code == 0
+               "--set", "eval_prompts=2").code == 0
     res = cli("train", "--algo", "nll", "--model", run, "--output-dir", tmp_path / "next", "--max-steps", "1",
-              "--quiet", "--set", "tensorboard=false", "--set", "eval_prompts=2")
+              "--quiet", "--set", "eval_prompts=2")
     assert res.code == 0, res
     assert json.loads((tmp_path / "next" / "run.json").read_text())["model_path"] == str(run / "final")
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What colour is a banana?"}])

@@ -152,15 +152,15 @@ def test_reward_killed_at_a_random_moment_resumes_to_identical_bytes(seed, tmp_p
 
 KILL_AT_FINAL_WRITE = {
     "train": (["train", "--output-dir", "run", "--max-steps", "2", "--batch-size", "8", "--set", "eval_prompts=2",
-               "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false", "--quiet"], "final", "run"),
+               "--set", "eval.max_new_tokens=4", "--quiet"], "final", "run"),
     "ppo": (["train", "--algo", "ppo", "--output-dir", "run", "--max-steps", "2", "--batch-size", "4",
              "--set", "data.task=numbers", "--set", "ppo.max_new_tokens=4", "--set", "ppo.minibatch_size=4",
-             "--set", "eval_prompts=2", "--set", "eval.max_new_tokens=4", "--set", "tensorboard=false", "--quiet"],
+             "--set", "eval_prompts=2", "--set", "eval.max_new_tokens=4", "--quiet"],
             "final", "run"),
     "quark": (["train", "--algo", "quark", "--output-dir", "run", "--batch-size", "4",
                "--set", "feedback.iterations=1", "--set", "feedback.steps=1", "--set", "feedback.prompts_per_iteration=2",
                "--set", "feedback.samples_per_prompt=2", "--set", "feedback.max_new_tokens=4",
-               "--set", "tensorboard=false", "--quiet"], "final", "run"),
+               "--quiet"], "final", "run"),
     "reward": (["reward", "--input", "{data}", "--output", "out/scored.jsonl", "--quiet"], "scored.jsonl", "out"),
     "eval": (["eval", "--model", "tiny", "--output-dir", "ev", "--metrics", "none", "--set", "eval.max_prompts=3",
               "--set", "eval.max_new_tokens=3", "--quiet"], "summary.json", "ev"),
