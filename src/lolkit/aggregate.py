@@ -610,7 +610,10 @@ def aggregate(dirs: list[str], output_dir: str, metric: str = "reward_mean", bas
     runs = find_runs(dirs, held.append)
     metrics = metric_names(runs)
     if metric not in metrics:
-        raise LolkitError(f"--metric {metric!r}: no summary has it (available: {', '.join(metrics)})")
+        bad = [r for r in runs if metric in r.summary and not _numeric(r.summary[metric])]
+        why = (f"{bad[0].path} has {metric} = {bad[0].summary[metric]!r} (not a finite number)"
+               + (f", and {len(bad) - 1} more summaries" if len(bad) > 1 else "")) if bad else "no summary has it"
+        raise LolkitError(f"--metric {metric!r}: {why} (available: {', '.join(metrics) or 'none'})")
     for c in columns or []:
         if c not in metrics:
             raise LolkitError(f"--columns: {c!r} is in no summary (available: {', '.join(metrics)})")
