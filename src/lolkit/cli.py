@@ -283,6 +283,21 @@ def preprocess_pairs(
                      highlight=False, soft_wrap=True)
 
 
+@preprocess_app.command("split")
+def preprocess_split(
+    input: Annotated[str, typer.Argument(help="Records to split: " + DATA_FORMATS)],
+    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="Directory for <part>.jsonl + stats.json.")],
+    parts: Annotated[str, typer.Option(help="NAME=SIZE,…: shares (train=0.8,val=0.1,test=0.1) or prompt counts, one "
+                                            "part may be 'rest' (rm=600,test=200,policy=rest).")],
+    seed: Annotated[int, typer.Option(help="Seed of the prompt order.")] = 0,
+) -> None:
+    """Split a dataset into disjoint parts by prompt: all records of a prompt go to the same part."""
+    from .preprocess import preprocess_split as run
+
+    check_output(output_dir, is_dir=True, what="--output-dir")
+    _wrote(output_dir, run(input, output_dir, parts, seed))
+
+
 # --- corpus recipes (src/lolkit/data/recipes; documented in data_recipes/<name>.md) -----------------------
 def _writable_dir(value: str | None) -> str | None:
     return None if value is None else str(check_output(value, is_dir=True, what="--output-dir"))
@@ -322,11 +337,12 @@ def preprocess_hh_cmd(
     format: Annotated[str, typer.Option("--format", help="Prompt format: alol (### Human/### Assistant) | hh (\\n\\nHuman:) | messages.")] = "alol",
     reward_transform: Annotated[str, typer.Option(help="sigmoid (A-LoL) | raw (PRO's reward-model logits).")] = "sigmoid",
     clean: Annotated[bool, typer.Option(help="Drop train rows whose responses end with ':' (A-LoL's cleaning).")] = True,
+    max_history_turns: HistTurns = None,
 ) -> None:
     """Anthropic HH-RLHF, as released or as PRO / A-LoL re-package it → preference, response or ranking records.
     Rows with empty or identical last replies are dropped and counted."""
     _wrote(output_dir, _recipe("hh")(input, output_dir, kind=kind, fmt=format, reward_transform=reward_transform,
-                                     clean=clean, chosen_by=chosen_by))
+                                     clean=clean, chosen_by=chosen_by, max_history_turns=max_history_turns))
 
 
 @preprocess_app.command("reddit")

@@ -4,7 +4,8 @@
 * ``jsonl``: validates any contract or TRL-format dataset (any format the loader reads: JSON lines,
   Parquet, CSV, a ``save_to_disk`` folder, a cached Hub dataset …) and writes it back with the contract's
   field names (``completion`` → ``response``, ids filled in);
-* ``pairs``: scored samples (``generate`` + ``reward`` output) → preference pairs or rankings.
+* ``pairs``: scored samples (``generate`` + ``reward`` output) → preference pairs or rankings;
+* ``split``: one dataset → disjoint parts by prompt (every record of a prompt lands in the same part).
 
 Outputs are JSON lines, or Parquet / an Arrow folder when ``--output`` names one
 (:func:`lolkit.data.loader.write_records`). The corpus recipes (``hh``, ``reddit``, ``wow``, ``faithdial``,
@@ -76,3 +77,71 @@ def preprocess_pairs(input_path: str, output_path: str, kind: str = "preference"
 
 def _dropped(counts: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()))
+
+
+def parse_parts(text: str) -> list[tuple[str, float]]:
+    """``"train=0.8,val=0.1,test=0.1"`` (shares) or ``"rm=600,test=200,policy=rest"`` (prompt counts;
+    ``rest`` takes what is left) → [(name, size)]; a share is < 1, a count >= 1, ``rest`` is -1."""
+    import re
+
+    parts: list[tuple[str, float]] = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, size = item.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not size:
+            raise LolkitError(f"--parts {item!r}: expected NAME=SIZE (a share below 1, a number of prompts, or rest)")
+        if size == "rest":
+            parts.append((name, -1.0))
+            continue
+        try:
+            value = float(size)
+        except ValueError:
+            raise LolkitError(f"--parts {item!r}: {size!r} is not a number") from None
+        if not value > 0 or (value >= 1 and value != int(value)):
+            raise LolkitError(f"--parts {item!r}: a size is a share in (0, 1) or a whole number of prompts")
+        parts.append((name, value))
+    names = [n for n, _ in parts]
+    if len(parts) < 2 or len(set(names)) != len(names):
+        raise LolkitError(f"--parts {text!r}: give at least two parts with distinct names")
+    if sum(1 for _, v in parts if v == -1) > 1:
+        raise LolkitError(f"--parts {text!r}: only one part can be 'rest'")
+    return parts
+
+
+def preprocess_split(input_path: str, output_dir: str, parts: str, seed: int = 0) -> dict[str, int]:
+    """Split a dataset into disjoint parts by prompt (every record sharing a prompt's text goes to the same
+    part, so no test prompt was seen in training), in a seeded random order; writes ``<part>.jsonl`` and
+    ``stats.json`` (prompts and records per part) into ``output_dir``."""
+    import random
+
+    from .data.recipes._common import Stats, write_splits
+    from .data.schema import prompt_text
+
+    sizes = parse_parts(parts)
+    records = load_records(input_path)
+    by_prompt: dict[str, list] = {}
+    for rec in records:
+        by_prompt.setdefault(prompt_text(rec.prompt), []).append(rec)
+    prompts = list(by_prompt)
+    random.Random(f"lolkit-split-{seed}").shuffle(prompts)
+    n = len(prompts)
+    counts = {name: (round(v * n) if v < 1 else int(v)) for name, v in sizes if v != -1}
+    rest = [name for name, v in sizes if v == -1]
+    if rest:
+        counts[rest[0]] = n - sum(counts.values())
+    elif all(v < 1 for _, v in sizes):  # shares: the last part takes the rounding remainder
+        counts[sizes[-1][0]] = n - sum(c for name, c in counts.items() if name != sizes[-1][0])
+    if min(counts.values()) < 1 or sum(counts.values()) > n:
+        raise LolkitError(f"{input_path}: {n} distinct prompts cannot make the parts {parts!r} "
+                          f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    stats = Stats("split", {"input": input_path, "parts": parts, "seed": seed})
+    stats.read["records"] = len(records)
+    splits: dict[str, list[dict]] = {}
+    start = 0
+    for name, _ in sizes:
+        chosen = prompts[start : start + counts[name]]
+        start += counts[name]
+        splits[name] = [r.to_json() for p in chosen for r in by_prompt[p]]
+        stats.changed[f"{name}_prompts"] = len(chosen)
+    if start < n:
+        stats.drop("prompts_in_no_part", n - start)
+    return write_splits(output_dir, splits, stats)

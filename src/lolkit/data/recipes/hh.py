@@ -101,6 +101,17 @@ def render(turns: list[tuple[str, str]], fmt: str) -> str | list[dict[str, str]]
     return SYSTEM + text.strip()
 
 
+def last_turns(turns: list[tuple[str, str]], max_turns: int | None, stats: Stats) -> list[tuple[str, str]]:
+    """The dialogue cut to its last ``max_turns`` turns, starting at a human turn (counted in stats.json)."""
+    if not max_turns or len(turns) <= max_turns:
+        return turns
+    kept = turns[-max_turns:]
+    while len(kept) > 1 and kept[0][0] != "user":
+        kept = kept[1:]
+    stats.changed["history_trimmed"] += 1
+    return kept
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -157,7 +168,7 @@ def _read_pro(label: str, rows, split: str, stats: Stats, opts: dict, subset: st
             meta["sft_index"] = human
         if isinstance(obj.get("meta"), dict):
             meta["pro_meta"] = obj["meta"]
-        prompt = render(turns, fmt)
+        prompt = render(last_turns(turns, opts["max_turns"], stats), fmt)
         if kind == "ranking":
             if not all(responses):
                 stats.drop("empty_response")
@@ -233,7 +244,7 @@ def _read_raw(rows, split: str, stats: Stats, opts: dict, subset: str | None) ->
         if subset:
             meta["subset"] = subset
         rid = f"{subset}-{split}-{line}" if subset else f"{split}-{line}"
-        prompt = render(prompt_turns, fmt)
+        prompt = render(last_turns(prompt_turns, opts["max_turns"], stats), fmt)
         if kind == "response":
             out.append({"id": rid, "prompt": prompt, "response": chosen, "meta": meta})
         else:
@@ -263,7 +274,8 @@ def _raw_splits(input_path: str, stats: Stats, opts: dict) -> dict[str, list[dic
 
 
 def preprocess_hh(input_path: str | Path, output_dir: str | Path, kind: str | None = None, fmt: str = "alol",
-                  reward_transform: str = "sigmoid", clean: bool = True, chosen_by: str = "human") -> dict[str, int]:
+                  reward_transform: str = "sigmoid", clean: bool = True, chosen_by: str = "human",
+                  max_history_turns: int | None = None) -> dict[str, int]:
     """HH-RLHF → ``<split>.jsonl`` (+ ``stats.json``): PRO's unzipped ``data/`` folder (``train`` / ``val`` /
     ``test``), or the raw release (a ``.jsonl.gz`` file, a folder of them, a cached Hub dataset)."""
     for value, allowed, opt in ((kind, KINDS + (None,), "--kind"), (fmt, FORMATS, "--format"),
@@ -281,10 +293,13 @@ def preprocess_hh(input_path: str | Path, output_dir: str | Path, kind: str | No
             raise LolkitError(f"{input_path}: the raw HH-RLHF release has no reward scores, so no --kind ranking "
                               "and no --chosen-by reward (those need PRO's re-packaging)")
     kind = kind or "ranking"
-    opts = {"kind": kind, "fmt": fmt, "transform": reward_transform, "clean": clean, "chosen_by": chosen_by}
+    if max_history_turns is not None and max_history_turns < 1:
+        raise LolkitError(f"--max-history-turns must be at least 1, got {max_history_turns}")
+    opts = {"kind": kind, "fmt": fmt, "transform": reward_transform, "clean": clean, "chosen_by": chosen_by,
+            "max_turns": max_history_turns}
     stats = Stats("hh", {"input": str(input_path), "layout": "pro" if pro else "anthropic", "kind": kind,
                          "format": fmt, "reward_transform": reward_transform if pro else None, "clean": clean,
-                         "chosen_by": chosen_by})
+                         "chosen_by": chosen_by, "max_history_turns": max_history_turns})
     if not pro:
         return write_splits(output_dir, _raw_splits(str(input_path), stats, opts), stats)
     splits: dict[str, list[dict]] = {}
