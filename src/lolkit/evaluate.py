@@ -179,19 +179,24 @@ def embed_texts(texts: list[str]):
     return EmbeddingSimilarity("qd", {"type": "embedding_similarity"}, "eval").embed(texts)
 
 
-def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int,
+def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int | None,
                  batch_size: int = 16) -> list[tuple[float, int]]:
     """``(Σ −log p(y_t | x, y_<t), number of tokens)`` of each response under ``model``: the response's
     tokens (the scorer's tokenizer, no special tokens, no EOS), conditioned on the prompt (its last
-    ``max_prompt_len`` tokens). An empty response gives (0, 0)."""
+    ``max_prompt_len`` tokens, all when None, and no more than the scorer's context leaves beside the
+    response). An empty response gives (0, 0)."""
     import torch
 
-    from .data.tokenize import Encoded, collate, encode_prompt
+    from .data.tokenize import Encoded, collate, context_window, encode_prompt
     from .logprobs import forward_logprobs
 
-    enc = [Encoded(tuple(encode_prompt(tokenizer, p, max_prompt_len)),
-                   tuple(tokenizer(r, add_special_tokens=False)["input_ids"]), False)
-           for p, r in zip(prompts, responses, strict=True)]
+    window = context_window(model)
+    enc = []
+    for p, r in zip(prompts, responses, strict=True):
+        ids = tuple(tokenizer(r, add_special_tokens=False)["input_ids"])
+        room = None if window is None else max(1, window - len(ids))
+        limit = room if max_prompt_len is None else max_prompt_len if room is None else min(max_prompt_len, room)
+        enc.append(Encoded(tuple(encode_prompt(tokenizer, p, limit)), ids, False))
     device = next(model.parameters()).device
     out: list[tuple[float, int]] = []
     was = model.training
@@ -258,7 +263,7 @@ def parse_metrics(spec: str | list[str] | None) -> tuple[list[str], bool]:
 
 
 def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool, *, ppl_scorer=None,
-                    max_prompt_len: int = 256, log=None) -> tuple[dict, dict]:
+                    max_prompt_len: int | None = None, log=None) -> tuple[dict, dict]:
     """Adds per-response values to ``rows[i]['metrics']``; returns (corpus-level values, skipped).
     ``rows[i]['_k']`` is the row's prompt index into ``records``; ``ppl_scorer`` is
     (model, tokenizer, name) or None."""
@@ -453,7 +458,7 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     from .config import TrainConfig, build, load_yaml
     from .data.dataset import builtin_records
     from .data.schema import load_prompts
-    from .data.tokenize import prompt_text, render_prompt
+    from .data.tokenize import context_window, encode_prompts, prompt_text, render_prompt
     from .models import load_model, resolve_model
     from .progress import CountProgress
     from .rewards import get_reward, spec_runs_code
@@ -512,8 +517,14 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, _ = load_model(mcfg, trainable=False, device=device)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
+    # prompts longer than the limit: counted, and per data.truncation reported, refused or left out
+    cut = encode_prompts(tokenizer, prompts, setting=cfg.data.max_prompt_len, window=context_window(model),
+                         reserve=cfg.eval.max_new_tokens, policy=cfg.data.truncation, split="test",
+                         where=lambda i: (source, records[i].line), model=mcfg.name)
+    cut.report(lambda message: None)  # a cut is a warning; the counts go to summary.json
+    records, prompts = [records[i] for i in cut.kept], [prompts[i] for i in cut.kept]
     raw = [prompt_text(r.prompt) for r in records]
-    gcfg = generation_config(cfg, cfg.eval.do_sample)
+    gcfg = replace(generation_config(cfg, cfg.eval.do_sample), max_prompt_len=cut.limits.max_prompt_len)
     fingerprint = hashlib.sha256(dumps({
         "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
         "ids": [r.id for r in records], "generation": gcfg.__dict__,
@@ -537,11 +548,12 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
             pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device)
             ppl_scorer = (pm, ptok, ppl_name)
     extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
-                                     max_prompt_len=cfg.data.max_prompt_len)
+                                     max_prompt_len=cut.limits.max_prompt_len)
     out_rows = [{"id": records[r["_k"]].id, "prompt": raw[r["_k"]], "sample": r["sample"], "response": r["response"],
                  "reward": r["reward"], "rewards": r["rewards"], "num_tokens": r["num_tokens"],
                  "finished": r["finished"], "metrics": r["metrics"]} for r in rows]
     summary = summarise(out_rows, extra)
+    summary["truncation"] = cut.to_json()
     summary["metrics_computed"] = [m for m in names if m not in skipped]
     if skipped:
         summary["metrics_skipped"] = skipped
