@@ -162,8 +162,9 @@ def eval_(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing evaluation.")] = False,
     metrics: Annotated[str, typer.Option(help="Optional metrics, comma-separated: self_bleu, qd, ppl, rouge, bleu, chrf, "
-                                              "meteor, coverage; 'default' (all that apply but meteor, which "
-                                              "loads WordNet: ~15 s), 'all' or 'none'.")] = "default",
+                                              "meteor, coverage, or any evaluate module (a local script or "
+                                              "folder, a Hub metric already cached); 'default' (all that apply "
+                                              "but meteor, which loads WordNet: ~15 s), 'all' or 'none'.")] = "default",
     ppl_model: Annotated[str | None, typer.Option(help="Model scoring the perplexity of the responses (default: the evaluated one).")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
