@@ -150,6 +150,21 @@ MODULES = {"rouge": "rouge", "bleu": "bleu", "chrf": "chrf", "meteor": "meteor",
            "distinct": "distinct"}
 
 
+def text_metric_info(description: str, citation: str, inputs: str, references: bool = True):
+    """The ``evaluate`` info of one of lolkit's modules: predictions, with one reference text or a list of
+    them per prediction (or none)."""
+    import datasets
+    import evaluate
+
+    text = datasets.Value("string")
+    if not references:
+        return evaluate.MeasurementInfo(description=description, citation=citation, inputs_description=inputs,
+                                        features=datasets.Features({"predictions": text}))
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=inputs,
+                               features=[datasets.Features({"predictions": text, "references": datasets.Sequence(text)}),
+                                         datasets.Features({"predictions": text, "references": text})])
+
+
 def per_reference_batch(predictions: Sequence[str], references: Sequence):
     """The reward components' batch for an ``evaluate`` module's inputs (one text or a list per prediction)."""
     from .rewards.base import Batch

@@ -1,9 +1,8 @@
 """Sentence BLEU of each prediction against its references, / 100 (lolkit's eval metric; sacrebleu)."""
 
-import datasets
 import evaluate
 
-from lolkit.metrics import module_result, per_reference_batch
+from lolkit.metrics import module_result, per_reference_batch, text_metric_info
 from lolkit.rewards.reference import Bleu as BleuComponent
 
 _DESCRIPTION = """sacrebleu's sentence-level BLEU of each prediction against all its references (multi-reference
@@ -17,12 +16,7 @@ aggregate: return the mean instead of the per-prediction list."""
 
 class Bleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+        return text_metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, smooth_method="exp", tokenize="13a", lowercase=False,
                  aggregate=False):

@@ -1,9 +1,8 @@
 """Sentence chrF of each prediction against its references, / 100 (lolkit's eval metric; sacrebleu)."""
 
-import datasets
 import evaluate
 
-from lolkit.metrics import module_result, per_reference_batch
+from lolkit.metrics import module_result, per_reference_batch, text_metric_info
 from lolkit.rewards.reference import Chrf as ChrfComponent
 
 _DESCRIPTION = """sacrebleu's sentence-level chrF (character n-grams up to 6, β = 2; word_order = 2 gives chrF++)
@@ -16,12 +15,7 @@ aggregate: return the mean instead of the per-prediction list."""
 
 class Chrf(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+        return text_metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, char_order=6, word_order=0, beta=2, aggregate=False):
         component = ChrfComponent("chrf", {"type": "chrf", "char_order": char_order, "word_order": word_order,

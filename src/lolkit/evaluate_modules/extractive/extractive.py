@@ -1,9 +1,8 @@
 """Extractive coverage and density of each prediction against its knowledge (lolkit's eval metric)."""
 
-import datasets
 import evaluate
 
-from lolkit.metrics import coverage_density, module_result
+from lolkit.metrics import coverage_density, module_result, text_metric_info
 
 _DESCRIPTION = """Grusky et al.'s extractive fragment coverage (Σ|f| / |S|) and density (Σ|f|² / |S|) of each
 prediction S against its knowledge passages (fragments never cross passages) — `lolkit eval`'s coverage
@@ -16,12 +15,7 @@ text); aggregate: return means (over the predictions that have a value) instead 
 
 class Extractive(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+        return text_metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, aggregate=False):
         pairs = [coverage_density(k if isinstance(k, str) else list(k), p) for p, k in zip(predictions, references, strict=True)]

@@ -1,9 +1,8 @@
 """METEOR of each prediction against its best reference (lolkit's eval metric; nltk, local WordNet)."""
 
-import datasets
 import evaluate
 
-from lolkit.metrics import module_result, per_reference_batch
+from lolkit.metrics import module_result, per_reference_batch, text_metric_info
 from lolkit.rewards.reference import Meteor as MeteorComponent
 
 _DESCRIPTION = """nltk's METEOR (exact, Porter-stem and WordNet-synonym matches) on lower-cased regex word tokens,
@@ -18,12 +17,7 @@ aggregate: return the mean instead of the per-prediction list."""
 
 class Meteor(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+        return text_metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, alpha=0.9, beta=3.0, gamma=0.5, lowercase=True, aggregate=False):
         component = MeteorComponent("meteor", {"type": "meteor", "alpha": alpha, "beta": beta, "gamma": gamma,

@@ -1,9 +1,8 @@
 """ROUGE-1/2/L of each prediction against its best reference (lolkit's eval metric; rouge-score)."""
 
-import datasets
 import evaluate
 
-from lolkit.metrics import module_result, per_reference_batch
+from lolkit.metrics import module_result, per_reference_batch, text_metric_info
 from lolkit.rewards.reference import Rouge as RougeComponent
 
 _DESCRIPTION = """ROUGE-N / ROUGE-L F-measure (or precision / recall) of each prediction, the best over its
@@ -17,12 +16,7 @@ aggregate: return means instead of per-prediction lists."""
 
 class Rouge(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+        return text_metric_info(_DESCRIPTION, _CITATION, _INPUTS)
 
     def _compute(self, predictions, references, rouge_types=("rouge1", "rouge2", "rougeL"), measure="f",
                  use_stemmer=True, aggregate=False):
