@@ -10,8 +10,8 @@ on the same file (the cache hit: nothing validated or tokenised again) takes ≤
            schema validates every record, the records stream into Arrow and `datasets.map` tokenises them
 * cached   `load_corpus` again, same cache
 
-Each measurement runs in a fresh process (so each peak RSS is its own: the process's and its
-workers' `ru_maxrss`, whichever is larger); imports are done before the clock starts. The tokenizer
+Each measurement runs in a fresh process, so each peak RSS is its own (the process's high-water mark,
+or its map workers', whichever is larger; Linux only); imports are done before the clock starts. The tokenizer
 is the tiny model's byte-level BPE, one thread (TOKENIZERS_PARALLELISM=false), and both pipelines use
 the same number of map processes (--num-proc). Rounds alternate plain and lolkit; medians are reported.
 
@@ -59,9 +59,11 @@ def write_preferences(path: Path, n: int, words: int = 12, seed: int = 0) -> Pat
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss would include the RSS of the parent it was forked from)
+    or its map workers' (ru_maxrss of the waited-for children), whichever is larger."""
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, workers) / 1024
 
