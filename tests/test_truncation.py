@@ -310,3 +310,16 @@ def test_online_and_feedback_runs_count_cut_prompts_in_run_json(tmp_path, tiny_m
     assert info["train"] == {"max_prompt_len": 8, "prompts": 5, "prompts_cut": 2, "dropped": 0}
     assert [x for x in res.err.splitlines() if x.startswith("warning:")] == [
         "warning: train: 2 of 5 prompts cut to 8 tokens (data.truncation=drop leaves them out, =error stops at the first)"]
+
+
+def test_a_parquet_record_is_named_by_its_row(tmp_path, tiny_tokenizer):
+    """Records read from a table format keep the loader's row numbers through the memory-mapped cache."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"prompt": ["a?", "b?", "c?"], "response": ["x.", LONG_TEXT, "y."]}), path)
+    with pytest.raises(LolkitError, match=rf"^{path}: row 2: field 'response': \d+ tokens with its EOS"):
+        _data(path, tiny_tokenizer, max_response_len=8, truncation="error")
+    data = _data(path, tiny_tokenizer)  # from the cache this time: the rows are still rows
+    assert f"{data.corpus.line(1):}" == " row 2" and data.corpus.record(1).line == 2
