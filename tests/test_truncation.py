@@ -303,7 +303,7 @@ def test_online_and_feedback_runs_count_cut_prompts_in_run_json(tmp_path, tiny_m
              ["--set", "feedback.iterations=1", "--set", "feedback.steps=1", "--set", "feedback.samples_per_prompt=2",
               "--set", "feedback.max_new_tokens=2"])
     res = cli("train", "--algo", algo, "--data", data, "--reward", "colours", "--output-dir", tmp_path / algo,
-              "--max-steps", "1", "--batch-size", "2", "--set", "data.max_prompt_len=8", "--set", "tensorboard=false",
+              "--max-steps", "1", "--batch-size", "2", "--set", "data.max_prompt_len=8",
               *extra, "--quiet")
     assert res.code == 0, res
     info = read_json(tmp_path / algo / "run.json")["truncation"]
@@ -323,3 +323,18 @@ def test_a_parquet_record_is_named_by_its_row(tmp_path, tiny_tokenizer):
         _data(path, tiny_tokenizer, max_response_len=8, truncation="error")
     data = _data(path, tiny_tokenizer)  # from the cache this time: the rows are still rows
     assert f"{data.corpus.line(1):}" == " row 2" and data.corpus.record(1).line == 2
+
+
+def test_a_reward_model_records_the_lengths_resolved_from_the_data(tmp_path, tiny_model, cli):
+    """Scoring with a trained reward model rebuilds its training sequences with the lengths saved in its
+    config: the ones resolved from the data, not a default that would cut the long answer."""
+    rows = [{"id": i, "prompt": f"What colour is thing {i}?", "chosen": LONG_TEXT if i == 0 else "it is red.",
+             "rejected": "it is blue."} for i in range(8)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    res = cli("train", "--algo", "rm", "--model", tiny_model, "--data", data, "--output-dir", tmp_path / "rm",
+              "--max-steps", "1", "--batch-size", "2", "--set", "data.val_fraction=0", "--quiet")
+    assert res.code == 0, res
+    info = read_json(tmp_path / "rm" / "run.json")["truncation"]
+    saved = json.loads((tmp_path / "rm" / "final" / "config.json").read_text())["lolkit_reward_model"]
+    assert saved == {"max_prompt_len": info["max_prompt_len"], "max_response_len": info["max_response_len"]}
+    assert info["max_response_len"] > 64 and info["train"]["responses_cut"] == 0

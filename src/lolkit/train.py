@@ -285,6 +285,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit, window=context_window(model), model=model_path)
     cfg.data.max_prompt_len, cfg.data.max_response_len = data.max_prompt_len, data.max_response_len
+    from .reward_model import CONFIG_KEY
+
+    if hasattr(model.config, CONFIG_KEY):  # a reward model keeps the lengths it trains with, for scoring
+        setattr(model.config, CONFIG_KEY, {"max_prompt_len": data.max_prompt_len, "max_response_len": data.max_response_len})
     validator = (algo.validator or Validator)(cfg, data, tokenizer)  # checks its validation data
     validate = validator.enabled
     if cfg.reward:

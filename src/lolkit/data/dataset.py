@@ -310,6 +310,12 @@ class Example:
     prompt: str  # rendered prompt text (chat template applied)
     reward: float | None
     encoded: Encoded
+    corpus: Corpus | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The response text (read from the record table when asked: training never needs it)."""
+        return self.corpus.response_text(self.record, self.response)
 
 
 class Examples:
@@ -335,7 +341,7 @@ class Examples:
         rec, j = int(d.ex_record[k]), int(d.ex_response[k])
         enc = cut_pair(row["prompt_ids"], row["response_ids"][j], d.eos_id, d.max_prompt_len, d.max_response_len)
         r = d.ex_reward[k]
-        return Example(rec, j, row["rendered"], None if np.isnan(r) else float(r), enc)
+        return Example(rec, j, row["rendered"], None if np.isnan(r) else float(r), enc, d.corpus)
 
     def __getitem__(self, k: int) -> Example:
         if k < 0:
