@@ -479,11 +479,6 @@ def expand(records: list[Record], which: str = "best") -> list[list[tuple[int, i
     return [[(i, j) for j in unit] for i, rec in enumerate(records) for unit in record_units(rec.kind, rec.rewards, which)]
 
 
-def tied_pairs(records: list[Record]) -> int:
-    """Pairs of a ranking's responses with equal rewards (the ``pairs`` units leave them out)."""
-    return sum(a == b for rec in records if rec.kind == "ranking" for a, b in combinations(rec.rewards, 2))
-
-
 def check_distinct_pairs(records: list[Record], units: list[list[tuple[int, int]]], source: str) -> None:
     """A pair whose two responses are the same text states no preference (and trains a reward model or DPO
     on nothing): refused, naming the record and field."""
@@ -497,19 +492,19 @@ def check_distinct_pairs(records: list[Record], units: list[list[tuple[int, int]
                              "different reward; a ranking needs different responses")
 
 
-def margins_of(values: list, lines: list[int], source: str) -> list[float] | None:
+def margins_of(values: list, line_of, source: str) -> list[float] | None:
     """Each pair's margin (a preference record's ``margin``, TRL's column of that name; None for a pair
-    without one), checked: either every pair has a margin or none does."""
+    without one), checked: either every pair has a margin or none does. ``line_of(k)``: pair k's line."""
     given = [k for k, v in enumerate(values) if v is not None]
     if not given:
         return None
     out = []
-    for v, line in zip(values, lines, strict=True):
+    for k, v in enumerate(values):
         if v is None:
-            raise data_error(source, line, "margin", f"missing, while {unit_of(lines[given[0]])} has one: give every "
-                             "pair a margin, or none")
+            raise data_error(source, line_of(k), "margin", f"missing, while {unit_of(line_of(given[0]))} has one: "
+                             "give every pair a margin, or none")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise data_error(source, line, "margin", f"expected a finite number, got {v!r}")
+            raise data_error(source, line_of(k), "margin", f"expected a finite number, got {v!r}")
         out.append(float(v))
     return out
 
@@ -518,7 +513,7 @@ def pair_margins(records: list[Record], units: list[list[tuple[int, int]]], sour
     """The margin of each pair of ``units`` (:func:`margins_of`)."""
     recs = [records[u[0][0]] for u in units]
     return margins_of([r.meta.get("margin") if r.kind == "preference" else None for r in recs],
-                      [r.line for r in recs], source)
+                      lambda k: recs[k].line, source)
 
 
 def expand_corpus(corpus: Corpus, rows: np.ndarray, which: str, algo_name: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -583,16 +578,9 @@ def _check_pairs(corpus: Corpus, ex_record: np.ndarray, ex_response: np.ndarray,
             r = corpus.rewards[int(corpus.offsets[i]) : int(corpus.offsets[i]) + n]
             tied += sum(x == y for x, y in combinations(r.tolist(), 2))
         return None, tied
-    metas = corpus.records.data.column("meta").take(pa_indices(first_rec)).to_pylist()
+    metas = corpus.records.data.column("meta").take(first_rec).to_pylist()
     values = [json.loads(m).get("margin") if m else None for m in metas]
-    return margins_of(values, [corpus.line(int(i)) for i in first_rec] if any(v is not None for v in values)
-                      else [0] * len(values), source), 0
-
-
-def pa_indices(rows: np.ndarray):
-    import pyarrow as pa
-
-    return pa.array(rows, type=pa.int64())
+    return margins_of(values, lambda k: corpus.line(int(first_rec[k])), source), 0
 
 
 def _response_field(kind: str, j: int) -> str:
