@@ -69,3 +69,23 @@ def test_rm_vs_trl_benchmark_runs_quick():
     assert re.search(r"speed-up lolkit vs TRL = [\d.]+x", res.stdout), res.stdout
     losses = re.search(r"mean loss of the last epoch: lolkit ([\d.]+) \| TRL ([\d.]+)", res.stdout)
     assert losses and all(0 < float(x) < 5 for x in losses.groups()), res.stdout
+
+
+@pytest.mark.slow
+def test_data_loading_benchmark_quick(tmp_path):
+    """benchmarks/data_loading.py --quick end to end (its three pipelines in their own processes, on 2,000
+    records from Parquet): every pipeline reads every record, and the second lolkit run is a cache hit."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "data_loading.py"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(script), "--quick", "--records", "2000"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("2,000 preference records (parquet")
+    table = {x.split()[0]: float(x.split()[1]) for x in lines[2:5]}
+    assert set(table) == {"plain", "lolkit", "cached"} and table["cached"] < table["lolkit"]
+    assert any(x.startswith("cached  second / first") and x.endswith("PASS") for x in lines)
+    assert not any(tmp_path.glob("lolkit-data-bench-*"))  # the scratch folder is removed on exit

@@ -178,3 +178,144 @@ def test_eval_writes_every_metric(tmp_path, tiny_model):
     s2 = evaluate(EvalOptions(model=tiny_model, output_dir=str(tmp_path / "ev2"), data=str(data), reward="colours",
                               overrides={"eval": {"max_new_tokens": 4}}, metrics="default"), quiet=True)
     assert "qd" not in s2 and "qd" in s2["metrics_skipped"]
+
+
+# --- the metrics as `evaluate` modules (lolkit/evaluate_modules) ------------------------------------------
+# Fixed texts, and what lolkit eval computed for them before the metrics moved into evaluate modules
+# (the reward components of rewards/reference.py called directly; lolkit.metrics for distinct-n and
+# the extractive fragments). The modules must give the same numbers to 1e-9.
+HYPS = ["The cat sat on the mat.", "a tomato is red.", "Das Haus ist groß, sehr groß!",
+        "running quickly towards the big houses", "ok", "the the the the"]
+REFS = [["The cat is sitting on the mat.", "A cat sat on a mat."], ["a tomato is red."], ["Das Haus ist klein."],
+        ["he runs quick toward a big house", "houses are big"], ["okay then"], ["the cat"]]
+BEFORE = {
+    "rouge1": [0.7692307692307692, 1.0, 0.6, 0.6153846153846153, 0.0, 0.3333333333333333],
+    "rouge2": [0.5454545454545454, 1.0, 0.5, 0.1818181818181818, 0.0, 0.0],
+    "rougeL": [0.7692307692307692, 1.0, 0.6, 0.6153846153846153, 0.0, 0.3333333333333333],
+    "bleu": [0.6223329772884783, 1.0000000000000004, 0.20556680845025987, 0.08170609724417774, 0.0, 0.1597357760615681],
+    "chrf": [0.5577074553591104, 1.0, 0.4998020563987038, 0.5118270967859647, 0.23404255319148937, 0.17868921870125237],
+    "meteor": [0.8757427021441488, 0.996, 0.5555555555555555, 0.4574275362318841, 0.2631578947368421,
+               0.22727272727272727],
+}
+SELF_BLEU_GROUPS = [0.06567274736060395, 0.0716047614494885, 0.0, 0.0, 0.0, None]
+SELF_BLEU_FILE = [0.07809849842300637, 0.10682175159905848, 0.0, 0.08116697886877475, 0.0, 0.1244023474812678]
+DISTINCT = [0.8148148148148148, 0.9047619047619048, 0.9375]
+KNOWLEDGE = ["The cat sat on the mat near the door.", ["A tomato is a red fruit.", "Tomatoes grow in summer."],
+             "Houses are big.", "x", "ok ok", "the"]
+COVERAGE = [(1.0, 5.285714285714286), (1.0, 2.2), (0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (1.0, 1.0)]
+
+
+def _close(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None and w is None) or abs(g - w) <= 1e-9, (got, want)
+
+
+def _has_wordnet() -> bool:
+    from lolkit.rewards.reference import load_wordnet
+
+    try:
+        load_wordnet()
+    except LolkitError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["rouge", "bleu", "chrf", "meteor"])
+def test_modules_equal_the_values_eval_computed_before(name):
+    from lolkit.metrics import load_metric
+
+    if name == "meteor" and not _has_wordnet():
+        pytest.skip("WordNet is not installed (scripts/install_wordnet.sh)")
+    out = load_metric(name).compute(predictions=HYPS, references=REFS)
+    keys = ("rouge1", "rouge2", "rougeL") if name == "rouge" else (name,)
+    assert set(out) == set(keys)
+    for k in keys:
+        _close(out[k], BEFORE[k])
+    # one reference as a plain string, and the means
+    single = load_metric(name).compute(predictions=HYPS[1:3], references=[r[0] for r in REFS[1:3]])
+    _close(single[keys[0]], BEFORE[keys[0]][1:3])
+    mean = load_metric(name).compute(predictions=HYPS, references=REFS, aggregate=True)
+    assert abs(mean[keys[0]] - sum(BEFORE[keys[0]]) / 6) <= 1e-9
+
+
+def test_self_bleu_distinct_and_coverage_through_the_modules():
+    from lolkit.metrics import load_metric
+
+    _close(self_bleu(HYPS, [[0, 1], [2, 3, 4], [5]]), SELF_BLEU_GROUPS)
+    _close(self_bleu(HYPS, [[i] for i in range(6)]), SELF_BLEU_FILE)
+    got = load_metric("distinct").compute(predictions=HYPS)
+    _close([got["distinct_1"], got["distinct_2"], got["distinct_3"]], DISTINCT)
+    cov = load_metric("coverage").compute(predictions=HYPS, references=[[k] if isinstance(k, str) else k
+                                                                        for k in KNOWLEDGE])
+    _close(cov["coverage"], [c for c, _ in COVERAGE])
+    _close(cov["density"], [d for _, d in COVERAGE])
+
+
+def test_the_modules_load_with_plain_evaluate_from_their_folder(tmp_path, monkeypatch):
+    """What a user does: evaluate.load on the package's folder (a copy goes to the modules cache only)."""
+    import evaluate
+    from evaluate.loading import init_dynamic_modules
+
+    from lolkit.metrics import MODULES_DIR
+
+    monkeypatch.setattr("evaluate.loading.init_dynamic_modules",
+                        lambda *a, **k: init_dynamic_modules("lolkit_test_modules", str(tmp_path)))
+    rouge = evaluate.load(str(MODULES_DIR / "rouge"), keep_in_memory=True)
+    _close(rouge.compute(predictions=HYPS, references=REFS)["rouge1"], BEFORE["rouge1"])
+
+
+CUSTOM = '''"""A test module: words per prediction, and the share of predictions that repeat their reference."""
+
+import datasets
+import evaluate
+
+
+class {cls}(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="test", citation="", inputs_description="",
+                                   features=datasets.Features({feats}))
+
+    def _compute(self, predictions, references=None):
+        out = {{"words": [len(p.split()) for p in predictions], "n": len(predictions)}}
+        if references is not None:
+            out["exact"] = sum(p == r for p, r in zip(predictions, references)) / len(predictions)
+        return out
+'''
+
+
+def _custom(folder, name: str, with_refs: bool):
+    feats = ('{"predictions": datasets.Value("string"), "references": datasets.Value("string")}' if with_refs
+             else '{"predictions": datasets.Value("string")}')
+    d = folder / name
+    d.mkdir(parents=True)
+    (d / f"{name}.py").write_text(CUSTOM.format(cls=name.title().replace("_", ""), feats=feats))
+    return d
+
+
+def test_metrics_takes_a_local_module_and_a_cached_hub_metric(tmp_path, monkeypatch):
+    from lolkit.metrics import metric_module
+
+    local = _custom(tmp_path / "mine", "exact_words", with_refs=True)
+    records = [Record("response", "p0", ["a b"], [None], [{}], "r0", {}),
+               Record("response", "p1", ["x"], [None], [{}], "r1", {})]
+    rows = [{"_k": 0, "response": "a b"}, {"_k": 1, "response": "y z w"}]
+    names, explicit = parse_metrics(f"bleu,{local}")
+    assert names == ["bleu", str(local)] and explicit
+    extra, _ = compute_metrics(rows, records, names, explicit)
+    assert extra["exact_words/words"] == 2.5 and extra["exact_words/n"] == 2 and extra["exact_words/exact"] == 0.5
+    assert rows[1]["metrics"]["exact_words/words"] == 3.0
+    # a Hub metric that evaluate downloaded once: read from its cache, never from the network
+    hub = tmp_path / "hf-modules"
+    monkeypatch.setenv("HF_MODULES_CACHE", str(hub))
+    with pytest.raises(LolkitError, match="unknown metric 'word_count'.*never downloads"):
+        parse_metrics("word_count")
+    cached = hub / "evaluate_modules" / "metrics" / "evaluate-measurement--word_count" / ("0" * 64)
+    cached.mkdir(parents=True)
+    for d in (hub, hub / "evaluate_modules", hub / "evaluate_modules" / "metrics", cached.parent, cached):
+        (d / "__init__.py").touch()
+    (cached / "word_count.py").write_text(CUSTOM.format(cls="WordCount", feats='{"predictions": datasets.Value("string")}'))
+    assert metric_module("word_count") == ("hub", "word_count")
+    rows = [{"_k": 0, "response": "a b"}, {"_k": 1, "response": "y z w"}]
+    extra, _ = compute_metrics(rows, records, parse_metrics("word_count")[0], True)
+    assert extra["word_count/words"] == 2.5 and "word_count/exact" not in extra

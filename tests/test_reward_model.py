@@ -217,7 +217,9 @@ def trained_rm(tmp_path_factory, tiny_model):
                                           for r in pairs(10)])
     run = tmp / "run"
     res = run_cli("train", "--algo", "rm", "--model", tiny_model, "--data", data, "--val-data", val, "--output-dir", run,
-                  "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3", "--eval-every", "2", "--quiet")
+                  "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3", "--eval-every", "2", "--quiet",
+                  # the lengths this test was written with (the default now comes from the data)
+                  "--set", "data.max_prompt_len=256", "--set", "data.max_response_len=64")
     assert res.code == 0, res
     return run, data
 

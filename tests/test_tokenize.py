@@ -62,3 +62,31 @@ def test_micro_batches_partition_a_group():
     parts = micro_batches([0, 1, 2, 3, 4, 5], lengths, 4)
     assert parts == [[1, 3, 4, 0], [5, 2]]
     assert torch.tensor([i for p in parts for i in p]).sort().values.tolist() == list(range(6))
+
+
+def test_encode_texts_equals_the_tokenizers_own_call(tiny_tokenizer):
+    from lolkit.data.tokenize import CHECKED, encode_texts, render_prompt
+
+    tok = tiny_tokenizer
+    rng = random.Random(0)
+    words = "the red tomato <|im_start|> banana <|endoftext|> é 12 ?! \n".split(" ")
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(3 * CHECKED)]
+    texts += [render_prompt(tok, [{"role": "user", "content": t}]) for t in texts[:5]]
+    for special in (True, False):
+        assert encode_texts(tok, texts, special) == tok(texts, add_special_tokens=special)["input_ids"]
+    assert encode_texts(tok, [], True) == [] and encode_texts(tok, texts[:3], False) == tok(texts[:3], add_special_tokens=False)["input_ids"]
+
+
+def test_encode_texts_falls_back_when_the_python_call_differs(tiny_tokenizer):
+    """A tokenizer class that changes the ids in Python (here: a marker token first) is caught by the
+    check on each batch's first texts, and the whole batch then goes through its own call."""
+    from lolkit.data.tokenize import CHECKED, encode_texts
+
+    class Marked:
+        backend_tokenizer = tiny_tokenizer.backend_tokenizer
+
+        def __call__(self, texts, add_special_tokens=True):
+            return {"input_ids": [[7] + ids for ids in tiny_tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]}
+
+    texts = [f"colour number {i}" for i in range(2 * CHECKED + 3)]
+    assert encode_texts(Marked(), texts, True) == Marked()(texts)["input_ids"]

@@ -162,8 +162,9 @@ def eval_(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing evaluation.")] = False,
     metrics: Annotated[str, typer.Option(help="Optional metrics, comma-separated: self_bleu, qd, ppl, rouge, bleu, chrf, "
-                                              "meteor, coverage; 'default' (all that apply but meteor, which "
-                                              "loads WordNet: ~15 s), 'all' or 'none'.")] = "default",
+                                              "meteor, coverage, or any evaluate module (a local script or "
+                                              "folder, a Hub metric already cached); 'default' (all that apply "
+                                              "but meteor, which loads WordNet: ~15 s), 'all' or 'none'.")] = "default",
     ppl_model: Annotated[str | None, typer.Option(help="Model scoring the perplexity of the responses (default: the evaluated one).")] = None,
     sets: Sets = None,
     quiet: Quiet = False,
@@ -506,7 +507,7 @@ def generate(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
-    max_prompt_len: Annotated[int, typer.Option(help="Prompt tokens kept (from the end).")] = 256,
+    max_prompt_len: Annotated[int | None, typer.Option(help="Prompt tokens kept (from the end) (default: the whole prompt, up to the context minus --max-new-tokens).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code to run.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Load pickle weights (pytorch_model.bin) when the model has no safetensors.")] = False,

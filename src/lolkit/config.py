@@ -25,8 +25,13 @@ class DataConfig:
     train: str | None = None  # JSONL in the data contract
     val: str | None = None  # JSONL; default: a held-out fraction of the train prompts
     val_fraction: float = 0.05
-    max_prompt_len: int = 256
-    max_response_len: int = 64
+    # Token lengths examples are cut to. null: from the data (its longest prompt / response + EOS), so
+    # nothing is cut unless the model's context is shorter; loops that generate keep the whole prompt
+    # up to the context minus the new tokens. A set value is kept (and clamped to the context).
+    max_prompt_len: int | None = None
+    max_response_len: int | None = None
+    truncation: str = "warn"  # what a cut does: warn (count and report) | error (stop) | drop (leave out)
+    num_proc: int = 0  # processes tokenising the data (datasets.map); 0: 1 for small files, else up to 8
     shift_rewards: bool = False  # shift all rewards by their minimum when an algorithm needs R >= 0
 
 
@@ -275,6 +280,7 @@ def dump_yaml(cfg: Any) -> str:
 
 
 SCHEDULERS = ("cosine", "linear", "constant")
+TRUNCATION = ("warn", "error", "drop")
 OPTIMIZERS = ("adamw", "adamw8bit")
 
 # The learning rate when none is given: one table for every loop, (full fine-tuning, LoRA / QLoRA). It
@@ -313,6 +319,11 @@ def check_settings(cfg: TrainConfig, checks: list[tuple[bool, str]] = ()) -> Non
         (cfg.eval_prompts >= 1, f"eval_prompts must be at least 1, got {cfg.eval_prompts}"),
         (o.scheduler in SCHEDULERS, f"unknown scheduler {o.scheduler!r} ({', '.join(SCHEDULERS)})"),
         (o.optimizer in OPTIMIZERS, f"unknown optimizer {o.optimizer!r} ({', '.join(OPTIMIZERS)})"),
+        *[(getattr(cfg.data, k) is None or getattr(cfg.data, k) >= 1,
+           f"data.{k} must be at least 1, got {getattr(cfg.data, k)}") for k in ("max_prompt_len", "max_response_len")],
+        (cfg.data.truncation in TRUNCATION,
+         f"data.truncation must be one of {', '.join(TRUNCATION)}, got {cfg.data.truncation!r}"),
+        (cfg.data.num_proc >= 0, f"data.num_proc must be >= 0 (0: automatic), got {cfg.data.num_proc}"),
     ]
     for ok, message in [*shared, *checks]:
         if not ok:

@@ -19,3 +19,11 @@ def data_error(path: str, line: int | None, field: str | None, message: str) -> 
     if field is not None:
         where += f": field '{field}'"
     return LolkitError(f"{where}: {message}")
+
+
+def warn(message: str) -> None:
+    """One line ``warning: …`` on stderr: something the user should know that does not stop the command
+    (printed even with --quiet, which only silences progress and logs)."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

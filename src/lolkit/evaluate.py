@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import LolkitError
 from .generation import GenerationConfig, generate
 from .io import ProgressLog, dumps, read_json, recover_partial, write_json, write_jsonl
-from .metrics import corpus_perplexity, coverage_density, distinct_n, mean_std, quality_diversity
+from .metrics import corpus_perplexity, distinct_n, load_metric, mean_std, metric_module, quality_diversity
 
 # optional metrics (``--metrics``); reward, length and distinct-n are always computed
 METRICS = ("self_bleu", "qd", "ppl", "rouge", "bleu", "chrf", "meteor", "coverage")
@@ -118,15 +118,13 @@ def summarise(rows: list[dict], extra: dict | None = None) -> dict:
 # metrics on generations
 # --------------------------------------------------------------------------------------------------
 def self_bleu(texts: list[str], groups: list[list[int]]) -> list[float | None]:
-    """Self-BLEU of each response (sacrebleu sentence BLEU / 100, 13a tokens, exp smoothing).
+    """Self-BLEU of each response (the ``bleu`` module: sacrebleu sentence BLEU / 100, 13a tokens, exp
+    smoothing).
 
     With several samples per prompt (any group of ≥ 2), each response is scored against the other
     responses of its own prompt (singleton groups get None). With one sample per prompt, each
     response is scored against the other responses of the file — all of them up to
     ``SELF_BLEU_MAX_REFS``, else a random subset of that size seeded by the response's position."""
-    from .rewards.base import Batch
-    from .rewards.reference import Bleu
-
     refs: list[list[str]] = [[] for _ in texts]
     if any(len(g) >= 2 for g in groups):
         for g in groups:
@@ -141,35 +139,71 @@ def self_bleu(texts: list[str], groups: list[list[int]]) -> list[float | None]:
     todo = [i for i in range(len(texts)) if refs[i]]
     out: list[float | None] = [None] * len(texts)
     if todo:
-        bleu = Bleu("self_bleu", {"type": "bleu"}, "eval")
-        vals = bleu.score(Batch([""] * len(todo), [texts[i] for i in todo], [refs[i] for i in todo]))
+        vals = load_metric("bleu").compute(predictions=[texts[i] for i in todo], references=[refs[i] for i in todo])["bleu"]
         for i, v in zip(todo, vals, strict=True):
             out[i] = v
     return out
 
 
 def reference_metrics(names: list[str], texts: list[str], refs: list[list[str]]) -> dict[str, list[float | None]]:
-    """ROUGE-1/2/L F1, BLEU, chrF and METEOR (the reward components of rewards/reference.py, all in
-    [0, 1], best or multi-reference over a response's references); None where a response has none."""
-    from .rewards.base import Batch
-    from .rewards.reference import Bleu, Chrf, Meteor, Rouge
-
-    parts = []
-    for name in names:
-        if name == "rouge":
-            parts += [Rouge(v, {"type": "rouge", "variant": v}, "eval") for v in ("rouge1", "rouge2", "rougeL")]
-        else:
-            parts.append({"bleu": Bleu, "chrf": Chrf, "meteor": Meteor}[name](name, {"type": name}, "eval"))
+    """ROUGE-1/2/L F1, BLEU, chrF and METEOR through lolkit's ``evaluate`` modules (lolkit/evaluate_modules:
+    the reward components of rewards/reference.py, all in [0, 1], best or multi-reference over a
+    response's references); None where a response has none."""
     todo = [i for i in range(len(texts)) if refs[i]]
-    batch = Batch([""] * len(todo), [texts[i] for i in todo], [refs[i] for i in todo])
     out: dict[str, list[float | None]] = {}
-    for p in parts:
-        vals = p.score(batch) if todo else []
-        col: list[float | None] = [None] * len(texts)
-        for i, v in zip(todo, vals, strict=True):
-            col[i] = float(v)
-        out[p.name] = col
+    for name in names:
+        values = load_metric(name).compute(predictions=[texts[i] for i in todo],
+                                           references=[refs[i] for i in todo]) if todo else \
+            {k: [] for k in (("rouge1", "rouge2", "rougeL") if name == "rouge" else (name,))}
+        for key, vals in values.items():
+            col: list[float | None] = [None] * len(texts)
+            for i, v in zip(todo, vals, strict=True):
+                col[i] = float(v)
+            out[key] = col
     return out
+
+
+def module_metrics(spec: str, texts: list[str], refs: list[list[str]]) -> tuple[dict, dict[str, list]]:
+    """Any ``evaluate`` module named with --metrics (a local script or folder, or a Hub metric in the local
+    cache): computed on the responses (and their references, on the responses that have some, when the
+    module takes references). Returns (corpus-level values, per-response lists), keyed ``NAME/key``."""
+    from datasets import Value
+
+    module = load_metric(spec)
+    label = Path(spec).stem if metric_module(spec)[0] == "local" else spec.split("/")[-1]
+    feats = module.features if isinstance(module.features, list) else [module.features]
+    plain = any(set(f) == {"predictions"} for f in feats)
+    # a list of references per response where the module takes one, else the first reference
+    multi = any("references" in f and not isinstance(f["references"], Value) for f in feats)
+    todo = list(range(len(texts))) if plain else [i for i in range(len(texts)) if refs[i]]
+    if not todo:
+        raise LolkitError(f"--metrics {spec}: the module needs references and the test records have none")
+    kwargs: dict = {"predictions": [texts[i] for i in todo]}
+    if not plain:
+        kwargs["references"] = [refs[i] if multi else refs[i][0] for i in todo]
+    try:
+        result = module.compute(**kwargs)
+    except LolkitError:
+        raise
+    except Exception as e:  # a module's own failure (a missing package, a bad input): one line
+        raise LolkitError(f"--metrics {spec}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    corpus: dict = {}
+    rows: dict[str, list] = {}
+    for key, value in (result or {}).items():
+        name = f"{label}/{key}"
+        if isinstance(value, list) and len(value) == len(todo) and all(
+                v is None or isinstance(v, (int, float)) for v in value):
+            col: list = [None] * len(texts)
+            for i, v in zip(todo, value, strict=True):
+                col[i] = None if v is None else float(v)
+            rows[name] = col
+            present = [v for v in col if v is not None]
+            corpus[name] = sum(present) / len(present) if present else None
+        elif isinstance(value, (int, float, str)) or value is None:
+            corpus[name] = value
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            corpus[name] = [float(v) for v in value]
+    return corpus, rows
 
 
 def embed_texts(texts: list[str]):
@@ -179,19 +213,24 @@ def embed_texts(texts: list[str]):
     return EmbeddingSimilarity("qd", {"type": "embedding_similarity"}, "eval").embed(texts)
 
 
-def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int,
+def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int | None,
                  batch_size: int = 16) -> list[tuple[float, int]]:
     """``(Σ −log p(y_t | x, y_<t), number of tokens)`` of each response under ``model``: the response's
     tokens (the scorer's tokenizer, no special tokens, no EOS), conditioned on the prompt (its last
-    ``max_prompt_len`` tokens). An empty response gives (0, 0)."""
+    ``max_prompt_len`` tokens, all when None, and no more than the scorer's context leaves beside the
+    response). An empty response gives (0, 0)."""
     import torch
 
-    from .data.tokenize import Encoded, collate, encode_prompt
+    from .data.tokenize import Encoded, collate, context_window, encode_prompt
     from .logprobs import forward_logprobs
 
-    enc = [Encoded(tuple(encode_prompt(tokenizer, p, max_prompt_len)),
-                   tuple(tokenizer(r, add_special_tokens=False)["input_ids"]), False)
-           for p, r in zip(prompts, responses, strict=True)]
+    window = context_window(model)
+    enc = []
+    for p, r in zip(prompts, responses, strict=True):
+        ids = tuple(tokenizer(r, add_special_tokens=False)["input_ids"])
+        room = None if window is None else max(1, window - len(ids))
+        limit = room if max_prompt_len is None else max_prompt_len if room is None else min(max_prompt_len, room)
+        enc.append(Encoded(tuple(encode_prompt(tokenizer, p, limit)), ids, False))
     device = next(model.parameters()).device
     out: list[tuple[float, int]] = []
     was = model.training
@@ -240,9 +279,10 @@ def metric_references(rec) -> list[str]:
 
 
 def parse_metrics(spec: str | list[str] | None) -> tuple[list[str], bool]:
-    """``--metrics``: a comma-separated list of METRICS, ``default`` (all but METEOR), ``all`` or ``none``.
-    Returns (names, explicit): explicitly listed metrics fail loudly when they cannot be computed;
-    under ``default`` / ``all`` an inapplicable one is skipped and its reason recorded in
+    """``--metrics``: a comma-separated list of METRICS and ``evaluate`` modules (a local script or folder,
+    or a Hub metric already in the local cache), ``default`` (all of METRICS but METEOR), ``all`` or
+    ``none``. Returns (names, explicit): explicitly listed metrics fail loudly when they cannot be
+    computed; under ``default`` / ``all`` an inapplicable one is skipped and its reason recorded in
     ``metrics_skipped``."""
     items = [x.strip() for x in (spec.split(",") if isinstance(spec, str) else spec or []) if x.strip()]
     if spec is None or items == ["default"]:
@@ -251,14 +291,17 @@ def parse_metrics(spec: str | list[str] | None) -> tuple[list[str], bool]:
         return list(METRICS), False
     if items == ["none"] or not items:
         return [], True
-    bad = [x for x in items if x not in METRICS]
-    if bad:
-        raise LolkitError(f"--metrics: unknown metric {bad[0]!r} (choose from: {', '.join(METRICS)}, default, all, none)")
-    return [m for m in METRICS if m in items], True
+    modules = [x for x in items if x not in METRICS]
+    for x in modules:
+        try:
+            metric_module(x)
+        except LolkitError as e:
+            raise LolkitError(f"{e} (lolkit's metrics: {', '.join(METRICS)}, default, all, none)") from None
+    return [m for m in METRICS if m in items] + list(dict.fromkeys(modules)), True
 
 
 def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool, *, ppl_scorer=None,
-                    max_prompt_len: int = 256, log=None) -> tuple[dict, dict]:
+                    max_prompt_len: int | None = None, log=None) -> tuple[dict, dict]:
     """Adds per-response values to ``rows[i]['metrics']``; returns (corpus-level values, skipped).
     ``rows[i]['_k']`` is the row's prompt index into ``records``; ``ppl_scorer`` is
     (model, tokenizer, name) or None."""
@@ -330,12 +373,26 @@ def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool,
                 put(key, vals)
     if "coverage" in names:
         know = [_knowledge(records[r["_k"]].meta) for r in rows]
-        if not any(k is not None for k in know):
+        todo = [i for i, k in enumerate(know) if k is not None]
+        if not todo:
             skip("coverage", "the test records have no meta.knowledge")
         else:
-            cd = [coverage_density(k, t) if k is not None else None for k, t in zip(know, texts, strict=True)]
-            put("coverage", [x[0] if x else None for x in cd])
-            put("density", [x[1] if x else None for x in cd])
+            cd = load_metric("coverage").compute(predictions=[texts[i] for i in todo],
+                                                 references=[[know[i]] if isinstance(know[i], str) else know[i]
+                                                             for i in todo])
+            for key in ("coverage", "density"):
+                col = [None] * len(texts)
+                for i, v in zip(todo, cd[key], strict=True):
+                    col[i] = v
+                put(key, col)
+    modules = [m for m in names if m not in METRICS]
+    if modules:
+        refs = [metric_references(records[r["_k"]]) for r in rows]
+        for spec in modules:
+            corpus, per_row = module_metrics(spec, texts, refs)
+            extra.update(corpus)
+            for key, col in per_row.items():
+                put(key, col)
     return extra, skipped
 
 
@@ -453,7 +510,7 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     from .config import TrainConfig, build, load_yaml
     from .data.dataset import builtin_records
     from .data.schema import load_prompts
-    from .data.tokenize import prompt_text, render_prompt
+    from .data.tokenize import context_window, encode_prompts, prompt_text, render_prompt
     from .models import load_model, resolve_model
     from .progress import CountProgress
     from .rewards import get_reward, spec_runs_code
@@ -512,8 +569,14 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, _ = load_model(mcfg, trainable=False, device=device)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
+    # prompts longer than the limit: counted, and per data.truncation reported, refused or left out
+    cut = encode_prompts(tokenizer, prompts, setting=cfg.data.max_prompt_len, window=context_window(model),
+                         reserve=cfg.eval.max_new_tokens, policy=cfg.data.truncation, split="test",
+                         where=lambda i: (source, records[i].line), model=mcfg.name)
+    cut.report(lambda message: None)  # a cut is a warning; the counts go to summary.json
+    records, prompts = [records[i] for i in cut.kept], [prompts[i] for i in cut.kept]
     raw = [prompt_text(r.prompt) for r in records]
-    gcfg = generation_config(cfg, cfg.eval.do_sample)
+    gcfg = replace(generation_config(cfg, cfg.eval.do_sample), max_prompt_len=cut.limits.max_prompt_len)
     fingerprint = hashlib.sha256(dumps({
         "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
         "ids": [r.id for r in records], "generation": gcfg.__dict__,
@@ -537,11 +600,12 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
             pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device)
             ppl_scorer = (pm, ptok, ppl_name)
     extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
-                                     max_prompt_len=cfg.data.max_prompt_len)
+                                     max_prompt_len=cut.limits.max_prompt_len)
     out_rows = [{"id": records[r["_k"]].id, "prompt": raw[r["_k"]], "sample": r["sample"], "response": r["response"],
                  "reward": r["reward"], "rewards": r["rewards"], "num_tokens": r["num_tokens"],
                  "finished": r["finished"], "metrics": r["metrics"]} for r in rows]
     summary = summarise(out_rows, extra)
+    summary["truncation"] = cut.to_json()
     summary["metrics_computed"] = [m for m in names if m not in skipped]
     if skipped:
         summary["metrics_skipped"] = skipped

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data.tokenize import encode_prompt
+from .data.tokenize import context_window, encode_prompt, prompt_limit
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class GenerationConfig:
     top_p: float = 1.0
     num_samples: int = 1
     batch_size: int = 32
-    max_prompt_len: int = 256
+    max_prompt_len: int | None = None  # None: the whole prompt, up to the context minus max_new_tokens
     seed: int = 0
 
 
@@ -37,7 +37,8 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
     ``cfg.seed + batch index``, so a run is reproducible for a given batch size.
     """
     device = next(model.parameters()).device
-    encoded = [encode_prompt(tokenizer, p, cfg.max_prompt_len) for p in prompts]
+    limit = prompt_limit(cfg.max_prompt_len, context_window(model), cfg.max_new_tokens).max_prompt_len
+    encoded = [encode_prompt(tokenizer, p, limit) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
@@ -78,12 +79,17 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
 
 
 def generate_file(model_name: str, prompts_path: str, output: str, cfg: GenerationConfig, *,
-                  trust_remote_code: bool = False, allow_pickle: bool = False, quiet: bool = False) -> dict:
+                  trust_remote_code: bool = False, allow_pickle: bool = False, quiet: bool = False,
+                  truncation: str = "warn") -> dict:
     """``lolkit generate``: ``num_samples`` responses per prompt of a file, written as response
-    records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``."""
+    records (ready for ``lolkit reward``), with ``meta.sample`` and ``meta.finished``. Prompts longer
+    than the limit are cut (and counted) or, per ``truncation`` (data.truncation), stop the command
+    or are left out."""
+    from dataclasses import replace
+
     from .data.loader import write_records
     from .data.schema import load_prompts
-    from .data.tokenize import render_prompt
+    from .data.tokenize import encode_prompts, render_prompt
     from .models import ModelConfig, load_model
     from .progress import CountProgress
 
@@ -92,13 +98,20 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code,
                                                  allow_pickle=allow_pickle), trainable=False, device=device)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
+    enc = encode_prompts(tokenizer, prompts, setting=cfg.max_prompt_len, window=context_window(model),
+                         reserve=cfg.max_new_tokens, policy=truncation, split="prompts",
+                         where=lambda i: (prompts_path, records[i].line), model=model_name)
+    enc.report(lambda message: None)  # a cut is a warning; the counts go to the return value
+    records, prompts = [records[i] for i in enc.kept], [prompts[i] for i in enc.kept]
+    cfg = replace(cfg, max_prompt_len=enc.limits.max_prompt_len)
     with CountProgress("generate", len(prompts), disable=quiet) as bar:
         outs = generate(model, tokenizer, prompts, cfg, progress=bar.advance)
     rows = [{"id": f"{rec.id}-{s}", "prompt": rec.prompt, "response": g.text,
              "meta": {**rec.meta, "source_id": rec.id, "sample": s, "finished": g.finished}}
             for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
     n = write_records(output, rows)
-    return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n}
+    return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n,
+            "truncation": enc.to_json()}
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
@@ -138,3 +139,134 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# --------------------------------------------------------------------------------------------------
+# the metrics as Hugging Face `evaluate` modules
+# --------------------------------------------------------------------------------------------------
+MODULES_DIR = Path(__file__).resolve().parent / "evaluate_modules"
+# lolkit's own modules, by the name `lolkit eval --metrics` knows them under
+MODULES = {"rouge": "rouge", "bleu": "bleu", "chrf": "chrf", "meteor": "meteor", "coverage": "extractive",
+           "distinct": "distinct"}
+
+
+def text_metric_info(description: str, citation: str, inputs: str, references: bool = True):
+    """The ``evaluate`` info of one of lolkit's modules: predictions, with one reference text or a list of
+    them per prediction (or none)."""
+    import datasets
+    import evaluate
+
+    text = datasets.Value("string")
+    if not references:
+        return evaluate.MeasurementInfo(description=description, citation=citation, inputs_description=inputs,
+                                        features=datasets.Features({"predictions": text}))
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=inputs,
+                               features=[datasets.Features({"predictions": text, "references": datasets.Sequence(text)}),
+                                         datasets.Features({"predictions": text, "references": text})])
+
+
+def per_reference_batch(predictions: Sequence[str], references: Sequence):
+    """The reward components' batch for an ``evaluate`` module's inputs (one text or a list per prediction)."""
+    from .rewards.base import Batch
+
+    refs = [[r] if isinstance(r, str) else list(r) for r in references]
+    return Batch([""] * len(predictions), list(predictions), refs)
+
+
+def module_result(values: dict[str, list], aggregate: bool) -> dict:
+    """A module's output: per-prediction lists, or (``aggregate``) the mean of each over its non-None values."""
+    if not aggregate:
+        return values
+    out = {}
+    for key, col in values.items():
+        present = [v for v in col if v is not None]
+        out[key] = sum(present) / len(present) if present else None
+    return out
+
+
+def hub_modules_cache() -> Path:
+    """Where ``evaluate`` keeps the Hub metrics it has downloaded (HF_MODULES_CACHE, else HF_HOME/modules)."""
+    import os
+
+    if os.environ.get("HF_MODULES_CACHE"):
+        return Path(os.environ["HF_MODULES_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "modules"
+
+
+def _hub_folder(name: str) -> Path | None:
+    """The cached copy of a Hub metric (``rouge`` → evaluate-metric/rouge, ``org/name``), if it is there."""
+    folder = name.replace("/", "--") if "/" in name else None
+    kinds = ("metric", "comparison", "measurement")
+    candidates = [folder] if folder else [f"evaluate-{k}--{name}" for k in kinds]
+    root = hub_modules_cache() / "evaluate_modules"
+    for sub in ("metrics", "comparisons", "measurements"):
+        for c in candidates:
+            d = root / sub / c
+            if d.is_dir() and any(d.glob(f"*/{name.split('/')[-1]}.py")):
+                return d
+    return None
+
+
+def metric_module(spec: str) -> tuple[str, str]:
+    """Where an ``evaluate`` module comes from: ``("lolkit", folder)`` for lolkit's own, ``("local", path)``
+    for a script or folder on disk, ``("hub", name)`` for a Hub metric already in the local cache.
+    Nothing is ever downloaded: anything else is a one-line error."""
+    from .errors import LolkitError
+
+    if spec in MODULES:
+        return "lolkit", str(MODULES_DIR / MODULES[spec] / f"{MODULES[spec]}.py")
+    p = Path(spec).expanduser()
+    if p.exists():
+        script = p if p.is_file() else p / f"{p.name}.py"
+        if script.suffix != ".py" or not script.is_file():
+            raise LolkitError(f"--metrics {spec}: not an evaluate module (a .py script, or a folder NAME holding "
+                              "NAME.py)")
+        return "local", str(script)
+    if "/" in spec.rstrip("/") and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
+        raise LolkitError(f"--metrics {spec}: no such file or folder")
+    if _hub_folder(spec) is not None:
+        return "hub", spec
+    raise LolkitError(f"--metrics: unknown metric {spec!r}: not one of lolkit's, not an evaluate module on disk, and "
+                      f"not a Hub metric in the local cache ({hub_modules_cache()}); lolkit never downloads metrics")
+
+
+_LOADED: dict[str, object] = {}
+
+
+def load_metric(spec: str):
+    """An ``evaluate`` module instance (kept in memory: no files beside the predictions), loaded from a
+    local path, or from the Hub metrics already cached; never from the network."""
+    import os
+
+    if spec in _LOADED:
+        return _LOADED[spec]
+    kind, where = metric_module(spec)
+    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import evaluate
+    from evaluate.loading import (
+        CachedEvaluationModuleFactory,
+        LocalEvaluationModuleFactory,
+        import_main_class,
+        init_dynamic_modules,
+        init_hf_modules,
+    )
+
+    evaluate.logging.set_verbosity_error()
+    evaluate.disable_progress_bar()
+    if kind == "hub":
+        # the user's own cache of Hub modules, where `evaluate.load` put them
+        folder = _hub_folder(where)
+        init_hf_modules(str(folder.parent.parent.parent))  # its parent on sys.path, as evaluate does
+        module = CachedEvaluationModuleFactory(folder.name, module_type=folder.parent.name,
+                                               dynamic_modules_path=str(folder.parent.parent)).get_module()
+    else:
+        # copied into lolkit's cache (not ~/.cache/huggingface) under a package name of its own
+        from .models import cache_dir
+
+        dynamic = init_dynamic_modules("lolkit_evaluate_modules", str(cache_dir() / "hf_modules"))
+        module = LocalEvaluationModuleFactory(where, dynamic_modules_path=dynamic).get_module()
+    instance = import_main_class(module.module_path)(keep_in_memory=True, hash=module.hash)
+    _LOADED[spec] = instance
+    return instance

@@ -73,7 +73,11 @@ def check_run_dir(cfg, resume: bool, overwrite: bool) -> bool:
     if existing and resume:
         saved = run / "config.yaml"
         if saved.is_file():
-            diff = _first_difference(load_yaml(saved), to_dict(cfg))
+            old, new = load_yaml(saved), to_dict(cfg)
+            for key in ("max_prompt_len", "max_response_len"):  # unset: resolved from the data, compared once it is
+                if new["data"][key] is None:
+                    new["data"][key] = (old.get("data") or {}).get(key)
+            diff = _first_difference(old, new)
             if diff:
                 raise LolkitError(f"{saved}: --resume with a different config ({diff}); "
                                   "use the same settings, or --overwrite to start again")

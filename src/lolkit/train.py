@@ -22,7 +22,7 @@ from . import checkpoint as ckpt
 from .algorithms import Algorithm, get_algorithm
 from .config import TrainConfig, check_settings, default_lr, to_dict
 from .data.dataset import TrainData, load_train_data
-from .data.tokenize import collate, group_by_length, micro_batches
+from .data.tokenize import collate, context_window, group_by_length, micro_batches
 from .errors import LolkitError
 from .io import atomic_path, child_path, read_json, write_json, write_text
 from .logprobs import forward_logprobs
@@ -44,9 +44,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         data = Path(cfg.data.train).stem if cfg.data.train else cfg.data.task
         name = f"{cfg.algo.name}-{data}-seed{cfg.seed}"  # the algorithm is checked above, a file stem is safe
         cfg.output_dir = str(child_path("runs", name, f"data.task {cfg.data.task!r}").as_posix())
-    for key in ("max_prompt_len", "max_response_len"):
-        if getattr(cfg.data, key) < 1:
-            raise LolkitError(f"data.{key} must be at least 1, got {getattr(cfg.data, key)}")
     check_settings(cfg)
     if cfg.algo.value_source == "auto":
         cfg.algo.value_source = "reference" if cfg.reward else "data"
@@ -285,9 +282,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     check_run_dir(cfg, resume, overwrite)
     set_seed(cfg.seed)
     model, tokenizer, model_path = algo.model.load(cfg, device=accelerator.device)
-    _check_context(cfg, model, model_path)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
-    data = load_train_data(cfg.data, tokenizer, algo, which=unit)
+    data = load_train_data(cfg.data, tokenizer, algo, which=unit, window=context_window(model), model=model_path)
+    cfg.data.max_prompt_len, cfg.data.max_response_len = data.max_prompt_len, data.max_response_len
+    from .reward_model import CONFIG_KEY
+
+    if hasattr(model.config, CONFIG_KEY):  # a reward model keeps the lengths it trains with, for scoring
+        setattr(model.config, CONFIG_KEY, {"max_prompt_len": data.max_prompt_len, "max_response_len": data.max_response_len})
     validator = (algo.validator or Validator)(cfg, data, tokenizer)  # checks its validation data
     validate = validator.enabled
     if cfg.reward:
@@ -299,6 +300,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     run = prepare_run_dir(cfg, resume, overwrite, log=log) if main else Path(cfg.output_dir)
     accelerator.wait_for_everyone()
     world, rank = accelerator.num_processes, accelerator.process_index
+    if main:
+        data.report(log)
     if data.tied_pairs:
         log(f"{data.tied_pairs} ranking pairs with equal rewards dropped (no preference)")
     from .engine import Dist, prepare_engine
@@ -336,6 +339,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
             "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
+            "truncation": data.truncation_json(),
             "config": to_dict(cfg),  # every setting, defaults resolved
         })
     from .tracking import loss_views, open_trackers
@@ -391,17 +395,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             ckpt.save_model(unwrapped, tokenizer, tmp)
     accelerator.wait_for_everyone()
     return run
-
-
-def _check_context(cfg: TrainConfig, model, model_path: str) -> None:
-    """A prompt truncated to max_prompt_len must leave room for a max_response_len response."""
-    conf = getattr(model, "config", None)
-    window = getattr(conf, "max_position_embeddings", None) or getattr(conf, "n_positions", None)
-    need = cfg.data.max_prompt_len + cfg.data.max_response_len
-    if isinstance(window, int) and need > window:
-        raise LolkitError(f"data.max_prompt_len + data.max_response_len = {need} tokens exceed the model's context "
-                          f"of {window} ({model_path}): a prompt that long leaves no room for the response; "
-                          "lower data.max_prompt_len")
 
 
 def _log(message: str, quiet: bool) -> None:

@@ -147,9 +147,9 @@ class Driver:
     """Holds the run's models and state; :meth:`run` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool, overwrite: bool, quiet: bool):
-        from ..data.tokenize import encode_prompt, render_prompt
+        from ..data.tokenize import context_window, encode_prompts, render_prompt
         from ..run import check_run_dir
-        from ..train import make_optimizer, make_scheduler
+        from ..train import _log, make_optimizer, make_scheduler
 
         self.cfg = cfg = resolve_feedback_config(cfg)
         self.f, self.algo, self.quiet = cfg.feedback, cfg.algo.name, quiet
@@ -164,8 +164,14 @@ class Driver:
         self.reference = frozen_copy(self.policy) if self.use_kl and not is_peft(self.policy) else None
         self.control = add_control_tokens(self.policy, self.tok, self.f.quantiles, cfg.seed) if self.algo == "quark" else []
         self.records = load_prompt_records(cfg)
-        self.prompt_ids = [encode_prompt(self.tok, render_prompt(self.tok, r[0]), cfg.data.max_prompt_len)
-                           for r in self.records]
+        source = cfg.data.train or f"builtin:{cfg.data.task}/train"  # prompts cut to fit: counted, data.truncation
+        self.cut = encode_prompts(self.tok, [render_prompt(self.tok, r[0]) for r in self.records],
+                                  setting=cfg.data.max_prompt_len, window=context_window(self.policy),
+                                  reserve=self.f.max_new_tokens, policy=cfg.data.truncation, split="train",
+                                  where=lambda i: (source, self.records[i][3]), model=self.model_path)
+        self.cut.report(lambda m: _log(m, quiet))
+        self.prompt_ids, self.records = self.cut.ids, [self.records[i] for i in self.cut.kept]
+        self.max_prompt_len = self.cut.limits.max_prompt_len
         self.reward = make_reward(cfg.reward) if cfg.reward else None
         self.provider = make_provider(cfg, self.reward, quiet) if self.algo in ("alt_lmu", "alt_lmc") else None
         self.candidates = self._candidates() if self.algo == "selm" else None
@@ -207,7 +213,9 @@ class Driver:
         bos = self.tok.bos_token_id
         head = [base[0]] if bos is not None and base and base[0] == bos else []
         body = base[len(head):]
-        room = max(1, self.cfg.data.max_prompt_len - len(prefix) - len(head))
+        if self.max_prompt_len is None:
+            return head + prefix + body
+        room = max(1, self.max_prompt_len - len(prefix) - len(head))
         return head + prefix + body[-room:]
 
     def bin_condition(self, b: int):
@@ -492,7 +500,7 @@ class Driver:
             "reference": ("model at the start of each iteration" if self.algo == "selm" else "none (kl_beta 0)"
                           if not self.use_kl else "adapter disabled" if self.reference is None else "frozen copy"),
             "control_tokens": [QUARK_TOKEN.format(k) for k in range(len(self.control))],
-            "provider": self.provider.name if self.provider else None,
+            "provider": self.provider.name if self.provider else None, "truncation": self.cut.to_json(),
             "config": to_dict(cfg)})  # every setting, defaults resolved
         progress = TrainProgress(f.iterations, start, disable=self.quiet)
         with progress, open_trackers(cfg, run) as trackers:

@@ -96,22 +96,22 @@ def make_reward(spec: str):
 
 
 def load_prompt_records(cfg: TrainConfig):
-    """(rendered-for-the-model prompt, prompt text for the reward, meta) of every training prompt."""
+    """(rendered-for-the-model prompt, prompt text for the reward, meta, line) of every training prompt."""
     from ..data.schema import load_prompts
     from ..data.tokenize import prompt_text
 
     if cfg.data.train:
-        recs = [(r.prompt, r.meta) for r in load_prompts(cfg.data.train)]
+        recs = [(r.prompt, r.meta, r.line) for r in load_prompts(cfg.data.train)]
     else:
         from ..tasks import get_task
 
-        seen: dict[str, dict] = {}
-        for row in get_task(cfg.data.task).records("train", cfg.seed):
-            seen.setdefault(row["prompt"], row.get("meta") or {})
-        recs = list(seen.items())
+        seen: dict[str, tuple] = {}
+        for k, row in enumerate(get_task(cfg.data.task).records("train", cfg.seed)):
+            seen.setdefault(row["prompt"], (row.get("meta") or {}, k + 1))
+        recs = [(p, m, line) for p, (m, line) in seen.items()]
     if not recs:
         raise LolkitError(f"{cfg.data.train or cfg.data.task}: no prompts")
-    return [(p, prompt_text(p), m) for p, m in recs]
+    return [(p, prompt_text(p), m, line) for p, m, line in recs]
 
 
 def load_validation(cfg: TrainConfig, tokenizer):
@@ -146,13 +146,14 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 @discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    from ..data.tokenize import encode_prompt, render_prompt
+    from ..data.tokenize import context_window, encode_prompts, render_prompt
     from ..evaluate import score_prompts
     from ..generation import sample_tokens
     from ..progress import TrainProgress
     from ..tracking import loss_views, open_trackers
     from ..train import (
         _append_metrics,
+        _log,
         _save_best,
         _truncate_metrics,
         make_optimizer,
@@ -182,10 +183,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     modules = nn.ModuleList([policy, head] + ([critic] if critic is not None else []))
 
     records = load_prompt_records(cfg)
-    rendered = [render_prompt(tokenizer, r[0]) for r in records]
-    prompt_ids = [encode_prompt(tokenizer, t, cfg.data.max_prompt_len) for t in rendered]
+    # prompts cut to fit (counted per split; data.truncation: warn, error or drop)
+    window, log = context_window(policy), (lambda m: _log(m, quiet))
+    source = cfg.data.train or f"builtin:{cfg.data.task}/train"
+    cut = encode_prompts(tokenizer, [render_prompt(tokenizer, r[0]) for r in records], setting=cfg.data.max_prompt_len,
+                         window=window, reserve=p.max_new_tokens, policy=cfg.data.truncation, split="train",
+                         where=lambda i: (source, records[i][3]), model=model_path)
+    cut.report(log)
+    prompt_ids, records = cut.ids, [records[i] for i in cut.kept]
     reward = make_reward(cfg.reward)
     validation = load_validation(cfg, tokenizer)
+    truncation = cut.to_json()
+    if validation:
+        vsource = cfg.data.val or f"builtin:{cfg.data.task}/val"
+        vcut = encode_prompts(tokenizer, validation[0], setting=cfg.data.max_prompt_len, window=window,
+                              reserve=cfg.eval.max_new_tokens, policy=cfg.data.truncation, split="val",
+                              where=lambda i: (vsource, validation[2][i].line), model=model_path)
+        vcut.report(log)
+        validation = tuple([x[i] for i in vcut.kept] for x in validation) if vcut.kept else None
+        truncation["val"] = vcut.truncation.to_json()
     run = prepare_run_dir(cfg, resume, overwrite)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = make_optimizer(cfg, modules)
@@ -210,7 +226,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                                   "reference": "adapter disabled" if reference is None else "frozen copy",
                                   "critic": p.critic,
                                   "val_prompts": len(validation[1]) if validation else 0,
-                                  "config": to_dict(cfg)})  # every setting, defaults resolved
+                                  "truncation": truncation, "config": to_dict(cfg)})  # every setting, defaults resolved
 
     progress = TrainProgress(total, start, disable=quiet)
     with progress, open_trackers(cfg, run) as trackers:
