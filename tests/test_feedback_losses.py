@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from lolkit.losses import FeedbackInputs, FeedbackParams, LossInputs, LossParams, conditional_nll, dpo, selm
-from lolkit.losses.feedback import token_entropy, token_kl
+from lolkit.logprobs import token_entropy, token_kl
 
 
 def one_token(logits, action, ref_logits=None):
     lg = torch.tensor([[logits]], dtype=torch.float32, requires_grad=True)
     tl = torch.log_softmax(lg, -1)[..., action]
-    ref = None if ref_logits is None else torch.tensor([[ref_logits]], dtype=torch.float32)
-    return lg, FeedbackInputs(tl.sum(-1), tl, torch.ones(1, 1), logits=lg, ref_logits=ref)
+    kl = None if ref_logits is None else token_kl(torch.tensor([[ref_logits]], dtype=torch.float32), lg)
+    return lg, FeedbackInputs(tl.sum(-1), tl, torch.ones(1, 1), entropy=token_entropy(lg), kl=kl)
 
 
 def test_conditional_nll_golden():
@@ -38,15 +38,16 @@ def test_no_kl_needs_no_reference_and_masked_tokens_are_ignored():
     actions = torch.tensor([[1, 2, 3], [4, 5, 0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     tl = torch.log_softmax(logits, -1).gather(-1, actions[..., None]).squeeze(-1) * mask
-    out = conditional_nll(FeedbackInputs(tl.sum(-1), tl, mask, logits=logits), FeedbackParams(eta=0.0, kl_coef=0.0))
+    inp = FeedbackInputs(tl.sum(-1), tl, mask, entropy=token_entropy(logits))
+    out = conditional_nll(inp, FeedbackParams(eta=0.0, kl_coef=0.0))
     assert torch.allclose(out.losses, -tl.sum(-1)) and "kl" not in out.metrics
     # per-token values in float64, written from the formula
     lp = torch.log_softmax(logits.double(), -1)
     ent = -(lp.exp() * lp).sum(-1)
     assert torch.allclose(token_entropy(logits).double(), ent, atol=1e-6)
     assert torch.allclose(token_kl(logits, logits), torch.zeros(2, 3), atol=1e-6)
-    with pytest.raises(ValueError, match="ref_logits"):
-        conditional_nll(FeedbackInputs(tl.sum(-1), tl, mask, logits=logits), FeedbackParams(kl_coef=0.05))
+    with pytest.raises(ValueError, match="FeedbackInputs.kl"):
+        conditional_nll(inp, FeedbackParams(kl_coef=0.05))
 
 
 def test_entropy_bonus_gradient_raises_entropy():

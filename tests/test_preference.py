@@ -101,22 +101,20 @@ def test_pro_float64_parity(seed, n):
         assert out.losses[b].item() == pytest.approx(exp, rel=1e-5)
 
 
-def test_pro_equal_rewards_warns_and_has_no_ranking_gradient():
-    import lolkit.losses.preference as pref
-
-    pref._warned_equal = False
+def test_pro_equal_rewards_count_as_ties_and_have_no_ranking_gradient():
     logp = torch.tensor([-1.0, -3.0, -2.0], requires_grad=True)
     mask = torch.ones(3, 1)
-    with pytest.warns(UserWarning, match="same reward"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a metric, not a warning: the loss reads no global state
         out = pro(LossInputs(logp, torch.zeros(3, 1), mask, rewards=torch.tensor([0.5, 0.5, 0.5])),
                   LossParams(group_size=3, sft_weight=0.0))
     assert out.losses.item() == pytest.approx(math.log(3) + math.log(2))  # Σ_k log(n − k + 1)
+    assert out.metrics["ties"].tolist() == [1.0]
     out.losses.sum().backward()
     assert torch.all(logp.grad == 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # warned once only
-        pro(LossInputs(logp.detach(), torch.zeros(3, 1), mask, rewards=torch.tensor([0.5, 0.5, 0.5])),
-            LossParams(group_size=3))
+    untied = pro(LossInputs(logp.detach(), torch.zeros(3, 1), mask, rewards=torch.tensor([0.5, 0.4, 0.5])),
+                 LossParams(group_size=3))
+    assert untied.metrics["ties"].tolist() == [0.0]
 
 
 def test_dpo_matches_trl(tiny_model, tiny_tokenizer, tmp_path):

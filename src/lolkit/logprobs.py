@@ -16,6 +16,7 @@ positions only, or to the full logits.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -135,34 +136,125 @@ def _head_and_body(model):
     return inner, head, body
 
 
+@dataclass
+class ResponseRows:
+    """One forward pass, kept at its response rows only (N = the response tokens of the batch, in row-major
+    order of ``mask``): the final hidden states [N, H] with the LM head that turns them into logits — or,
+    for models whose head cannot run outside them, the logits [N, V] of those rows — and the targets [N]."""
+
+    hidden: torch.Tensor | None  # [N, H]; None when the head path does not apply and none were asked for
+    head: torch.nn.Linear | None
+    logits: torch.Tensor | None
+    targets: torch.Tensor  # [N] the token each row predicts
+    mask: torch.Tensor  # [B, L-1] bool, aligned with the shifted targets
+    outputs: object
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def vocab(self) -> int:
+        return self.head.out_features if self.head is not None else int(self.logits.shape[-1])
+
+    def token_logprobs(self) -> torch.Tensor:
+        """log π(target) of every row [N], float32 (chunked through the head, see :func:`head_logprobs`)."""
+        if self.head is not None:
+            return head_logprobs(self.hidden, self.head, self.targets)
+        return gather_logprobs(self.logits, self.targets)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of rows ``x``: hidden states [n, H] through the head, or rows of ``logits`` as they are."""
+        return F.linear(x, self.head.weight, self.head.bias) if self.head is not None else x
+
+    def logits_at(self, rows: slice) -> torch.Tensor:
+        """The float32 logits [n, V] of a slice of the rows."""
+        return self.project((self.hidden if self.head is not None else self.logits)[rows]).float()
+
+    def scatter(self, values: torch.Tensor) -> torch.Tensor:
+        """[N] values back to the [B, L-1] layout of ``mask`` (0 elsewhere)."""
+        out = torch.zeros(self.mask.shape, dtype=values.dtype, device=values.device)
+        return out.masked_scatter(self.mask, values)
+
+
+def response_rows(model, batch, *, output_hidden_states: bool = False) -> ResponseRows:
+    """Run the model once on ``batch`` (``input_ids``, ``attention_mask``, ``response_mask`` [B, L-1] and,
+    for left-padded batches, ``position_ids``) and keep its response rows: the [B, L, V] logits are never
+    built where the LM head can run on the rows alone."""
+    mask = batch.response_mask.bool()
+    targets = batch.input_ids[:, 1:][mask]
+    inner, head, body = _head_and_body(model)
+    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False,
+          "output_hidden_states": output_hidden_states}
+    if getattr(batch, "position_ids", None) is not None:
+        kw["position_ids"] = batch.position_ids
+    if head is not None:
+        captured: list[torch.Tensor] = []
+        hook = body.register_forward_hook(lambda mod, args, out: captured.append(out[0]))
+        try:
+            # keep the logits of no position: the LM head runs on the response rows only
+            out = model(**kw, logits_to_keep=torch.zeros_like(batch.input_ids, dtype=torch.bool))
+        finally:
+            hook.remove()
+        return ResponseRows(captured[-1][:, :-1][mask], head, None, targets, mask, out)
+    if inner is not None:  # the model's own head, on the response positions only
+        keep = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+        keep[:, :-1] = mask
+        out = model(**kw, logits_to_keep=keep)
+        logits = out.logits
+    else:
+        out = model(**kw)
+        logits = out.logits[:, :-1][mask]
+    hidden = out.hidden_states[-1][:, :-1][mask] if output_hidden_states else None
+    return ResponseRows(hidden, None, logits, targets, mask, out)
+
+
 def forward_logprobs(model, batch, *, output_hidden_states: bool = False):
     """Run the model once on a :class:`~lolkit.data.tokenize.Batch`.
 
     Returns ``(seq_logps [B], token_logps [B, L-1], outputs)``; ``outputs.logits`` holds the logits
     of no position, or of the response positions only, unless the model needs the full path.
     """
-    mask = batch.response_mask.bool()
-    targets = batch.input_ids[:, 1:]
-    inner, head, body = _head_and_body(model)
-    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False,
-          "output_hidden_states": output_hidden_states}
-    token_logps = torch.zeros(targets.shape, dtype=torch.float32, device=batch.input_ids.device)
-    if head is not None:
-        captured: list[torch.Tensor] = []
-        hook = body.register_forward_hook(lambda mod, args, out: captured.append(out[0]))
-        try:
-            # keep the logits of no position: the LM head runs below, on the response rows only
-            out = model(**kw, logits_to_keep=torch.zeros_like(batch.input_ids, dtype=torch.bool))
-        finally:
-            hook.remove()
-        hidden = captured[-1][:, :-1][mask]
-        token_logps = token_logps.masked_scatter(mask, head_logprobs(hidden, head, targets[mask]))
-    elif inner is not None:  # the model's own head, on the response positions only
-        keep = torch.zeros_like(batch.input_ids, dtype=torch.bool)
-        keep[:, :-1] = mask
-        out = model(**kw, logits_to_keep=keep)
-        token_logps = token_logps.masked_scatter(mask, gather_logprobs(out.logits, targets[mask]))
-    else:
-        out = model(**kw)
-        token_logps = response_logprobs(out.logits, batch.input_ids, batch.response_mask)
-    return token_logps.sum(-1), token_logps, out
+    rows = response_rows(model, batch, output_hidden_states=output_hidden_states)
+    token_logps = rows.scatter(rows.token_logprobs())
+    return token_logps.sum(-1), token_logps, rows.outputs
+
+
+def row_statistics(rows: ResponseRows, fn, *, chunk_rows: int | None = None) -> tuple[torch.Tensor, ...]:
+    """``fn(logits [n, V] float32, rows slice) → tuple of [n] tensors``, applied to the response rows
+    chunk by chunk and concatenated: the entropy, a masked distribution's log-probs, a KL — whatever needs
+    the whole vocabulary of a row. With gradients, a chunk's logits are not kept for the backward pass but
+    recomputed there (activation checkpointing), so memory holds one chunk of logits at a time, never
+    [N, V]. ``fn`` must be deterministic (it runs again in the backward pass)."""
+    from torch.utils.checkpoint import checkpoint
+
+    size = _chunk_rows(rows.vocab, chunk_rows)
+    source = rows.hidden if rows.head is not None else rows.logits
+    grad = torch.is_grad_enabled() and (source.requires_grad or (rows.head is not None and rows.head.weight.requires_grad))
+    n = len(rows)
+
+    def run(x: torch.Tensor, sl: slice):
+        return fn(rows.project(x).float(), sl)
+
+    parts = []
+    for s in range(0, max(n, 1), size):
+        sl = slice(s, min(s + size, n))
+        x = source[sl]
+        parts.append(checkpoint(run, x, sl, use_reentrant=False) if grad and n > size else run(x, sl))
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """H = −Σ_v p_v log p_v over the last axis, float32; −inf logits (masked actions) contribute 0."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+
+
+def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) = Σ_{v < V_ref} p_ref(v) (log p_ref(v) − log p_θ(v)) over the last axis.
+
+    p_θ is normalised over its whole vocabulary (V ≥ V_ref: Quark's control tokens included); the sum runs
+    over the reference vocabulary, where p_ref lives."""
+    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.float(), dim=-1)[..., : ref_logp.shape[-1]]
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)

@@ -348,6 +348,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     progress = TrainProgress(total_steps, start, disable=quiet or not main)
     model.train()
     t_last = time.perf_counter()
+    ties_told = False
     with progress, trackers:
         for step in range(start, total_steps):
             sums, pad, tokens = accumulate_gradients(
@@ -367,6 +368,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             now = time.perf_counter()
+            if not ties_told and sums.get("ties") is not None and sums["ties"].item() > 0:
+                log("PRO: a ranking whose candidates all have the same reward trains its NLL term only (its ranking "
+                    "term is constant); the 'ties' column counts them per step")
+                ties_told = True
             response_tokens = sums.pop("response_tokens").item()
             row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
                    **{k: v.item() / cfg.batch_size for k, v in sums.items()},

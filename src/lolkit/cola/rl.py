@@ -1,6 +1,6 @@
 """Latent-action RL: only the policy over the K actions learns; the base LM, IDM and world model stay frozen.
 
-Each iteration (critic-free PPO with a group baseline, "GRPO-style"; the PPO pieces of online/core.py):
+Each iteration (critic-free PPO with a group baseline, "GRPO-style"; the PPO pieces of lolkit.rl and lolkit.losses.ppo):
 1. N prompts, M latent-action samples each (:func:`latent_generate`, the current policy π_old).
 2. Task reward R of each response; group baseline Â = R − mean(R of the same prompt's M samples).
 3. Per-action rewards as in spec §3 with the behaviour-cloned policy as the reference:
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from ..errors import LolkitError
-from ..online.core import AdaptiveKLController, gae, kl_penalty_rewards, masked_mean, policy_loss, whiten
+from ..losses.ppo import policy_loss
+from ..rl import AdaptiveKLController, gae, kl_penalty_rewards, masked_mean, whiten
 from ..tracking import loss_views
 from .generate import LatentSample, latent_generate, response_text
 from .modules import LatentPolicy

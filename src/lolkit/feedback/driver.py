@@ -41,7 +41,8 @@ from ..errors import LolkitError
 from ..io import child_path, file_sha256, read_json, read_jsonl, warn, write_json, write_jsonl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
 from ..models import count_parameters, is_peft, load_model
-from ..online.policy import _run, build_batch, frozen_copy, token_logps
+from ..logprobs import gather_logprobs, response_rows, row_statistics, token_entropy, token_kl
+from ..online.policy import build_batch, frozen_copy
 from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
 from ..run import discard_unstarted
 from . import pool as P
@@ -257,22 +258,17 @@ class Driver:
             return None
         return self.reward.score([self.records[i][1] for i in idx], texts, metas=[self.records[i][2] for i in idx])
 
-    def ref_logits(self, batch):
-        """The reference's logits over its own vocabulary: the tokenizer's tokens before any control token
-        (a model whose embedding matrix is padded beyond its tokenizer holds the control tokens in rows the
-        reference has too, and those rows have no reference probability)."""
-        vocab = self.control[0] if self.control else None
+    def reference_rows(self, batch):
+        """The reference's response rows (no gradient): the frozen copy, or the policy with its adapter off."""
         with torch.no_grad():
             if self.reference is not None:
-                return _run(self.reference, batch, hidden=False)[0][..., :vocab].float()
+                return response_rows(self.reference, batch)
             with self.policy.disable_adapter():
-                return _run(self.policy, batch, hidden=False)[0][..., :vocab].float()
+                return response_rows(self.policy, batch)
 
-    def seq_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _ = _run(self.policy, batch, hidden=False)
-        logits = logits.float()
-        tl = token_logps(logits, batch.actions) * batch.mask
-        return logits, tl
+    def token_logps(self, batch) -> torch.Tensor:
+        """log π_θ of every response token [B, T] (0 on padding), through the chunked LM head."""
+        return batch.unflatten(response_rows(self.policy, batch).token_logprobs())
 
     def fit(self, n_items: int, micro_step, normaliser, it: int, tokens) -> dict[str, float]:
         """``steps`` optimizer steps; batches of ``batch_size`` items drawn from shuffled passes over the
@@ -356,13 +352,26 @@ class Driver:
         params = FeedbackParams(eta=f.eta, kl_coef=f.kl_beta if self.use_kl else 0.0)
         pad = self.tok.pad_token_id
 
+        # the reference's vocabulary: the tokenizer's tokens before any control token (a model whose embedding
+        # matrix is padded beyond its tokenizer holds the control tokens in rows the reference has too, and
+        # those rows have no reference probability)
+        vocab = self.control[0] if self.control else None
+
         def micro(idx: list[int], norm: float) -> dict[str, float]:
             exs = [examples[i] for i in idx]
             b = build_batch([x.cond for x in exs], [x.response for x in exs], pad, self.device)
-            logits, tl = self.seq_logps(b)
-            ref = self.ref_logits(build_batch([x.ref for x in exs], [x.response for x in exs], pad, self.device)) \
+            rows = response_rows(self.policy, b)
+            ref = self.reference_rows(build_batch([x.ref for x in exs], [x.response for x in exs], pad, self.device)) \
                 if params.kl_coef else None
-            o = conditional_nll(FeedbackInputs(tl.sum(-1), tl, b.mask, logits=logits, ref_logits=ref), params)
+
+            def stats(logits: torch.Tensor, sl: slice):  # one chunk of response rows: log-prob, entropy, KL
+                out = (gather_logprobs(logits, rows.targets[sl]), token_entropy(logits))
+                return out if ref is None else (*out, token_kl(ref.logits_at(sl)[:, :vocab], logits))
+
+            per_row = [b.unflatten(x) for x in row_statistics(rows, stats)]
+            tl = per_row[0]
+            o = conditional_nll(FeedbackInputs(tl.sum(-1), tl, b.mask, entropy=per_row[1],
+                                               kl=per_row[2] if ref is not None else None), params)
             (o.losses.sum() / norm).backward()
             return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
 
@@ -446,13 +455,12 @@ class Driver:
         with torch.no_grad():
             for s in range(0, len(units), self.cfg.micro_batch_size):
                 idx = list(range(s, min(s + self.cfg.micro_batch_size, len(units))))
-                _, tl = self.seq_logps(rows_of(idx))
-                ref[idx] = tl.sum(-1).view(3, -1).T.cpu()
+                ref[idx] = self.token_logps(rows_of(idx)).sum(-1).view(3, -1).T.cpu()
         params = FeedbackParams(beta=f.selm_beta, alpha=f.selm_alpha, group_size=3)
 
         def micro(idx: list[int], norm: float) -> dict[str, float]:
             b = rows_of(idx)
-            _, tl = self.seq_logps(b)
+            tl = self.token_logps(b)
             r = ref[idx].T.reshape(-1).to(self.device)  # response-major: chosen, rejected, y_ref
             o = selm(LossInputs(tl.sum(-1), tl, b.mask, r), params)
             (o.losses.sum() / norm).backward()

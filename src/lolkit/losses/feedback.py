@@ -20,15 +20,16 @@ from .preference import dpo
 
 @dataclass
 class FeedbackInputs(LossInputs):
-    """:class:`LossInputs` plus the full-vocabulary logits the entropy and the KL need.
+    """:class:`LossInputs` plus the per-token statistics of the whole distribution that the loss needs
+    (computed over the response rows in chunks by the loop: :func:`lolkit.logprobs.row_statistics`).
 
-    logits      [B, T, V]      policy logits at the response positions (differentiable)
-    ref_logits  [B, T, V_ref]  reference logits at the same positions (no grad); V_ref ≤ V — the
-                               policy's extra control tokens (Quark) have no reference probability
+    entropy  [B, T]  H(π_θ(·|s_t)) over the policy's vocabulary (differentiable)
+    kl       [B, T]  KL(π_ref ‖ π_θ) over the reference vocabulary (differentiable; None without a KL
+                     term) — the policy's extra control tokens (Quark) have no reference probability
     """
 
-    logits: torch.Tensor | None = None
-    ref_logits: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -40,27 +41,12 @@ class FeedbackParams(LossParams):
     alpha: float = 1e-3
 
 
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """H(π_θ(·|s_t)) = −Σ_v p_v log p_v over the full vocabulary, [B, T, V] → [B, T]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(π_ref ‖ π_θ) = Σ_{v < V_ref} p_ref(v) (log p_ref(v) − log p_θ(v)), [B, T].
-
-    p_θ is normalised over the policy's whole vocabulary (control tokens included); the sum runs over
-    the reference vocabulary, where p_ref lives."""
-    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
-    logp = torch.log_softmax(logits.float(), dim=-1)[..., : ref_logp.shape[-1]]
-    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-
-
 def conditional_nll(inp: FeedbackInputs, p: FeedbackParams) -> LossOutput:
     """Quark / ALT: per response token ℓ_t = −log π_θ(y_t|c, x, y_<t) − η·H_t + β·KL_t.
 
-    Shapes: token_logps [B, T], mask [B, T], logits [B, T, V], ref_logits [B, T, V_ref] (only when
-    ``kl_coef`` > 0). ``losses`` [B] = Σ_t m_t ℓ_t (divide by the batch's token count to reduce).
+    Shapes: token_logps [B, T], mask [B, T], entropy [B, T], kl [B, T] (only when ``kl_coef`` > 0; from
+    :func:`lolkit.logprobs.token_entropy` and :func:`~lolkit.logprobs.token_kl` of the policy's logits
+    and the reference's). ``losses`` [B] = Σ_t m_t ℓ_t (divide by the batch's token count to reduce).
     Metrics (per-example token sums, same reduction): nll, entropy, kl.
 
     Golden (one token, V = 2, η = 0.06, β = 0.05): logits (0, ln 3) → p = (¼, ¾), y = 1:
@@ -72,13 +58,13 @@ def conditional_nll(inp: FeedbackInputs, p: FeedbackParams) -> LossOutput:
     """
     m = inp.mask.to(inp.token_logps.dtype)
     nll = -inp.token_logps * m
-    ent = token_entropy(inp.logits) * m
+    ent = inp.entropy * m
     per_token = nll - p.eta * ent
     metrics = {"nll": nll.sum(-1).detach(), "entropy": ent.sum(-1).detach()}
     if p.kl_coef:
-        if inp.ref_logits is None:
-            raise ValueError("conditional_nll with kl_coef > 0 needs FeedbackInputs.ref_logits")
-        kl = token_kl(inp.ref_logits, inp.logits) * m
+        if inp.kl is None:
+            raise ValueError("conditional_nll with kl_coef > 0 needs FeedbackInputs.kl")
+        kl = inp.kl * m
         per_token = per_token + p.kl_coef * kl
         metrics["kl"] = kl.sum(-1).detach()
     return LossOutput(per_token.sum(-1), metrics)

@@ -7,8 +7,6 @@ chosen rows, then the B rejected rows). Losses are per unit, shape [B].
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
@@ -60,9 +58,6 @@ def dpo(inp: LossInputs, p: LossParams) -> LossOutput:
                                "rewards/margins": chosen - rejected, "rewards/accuracies": (chosen > rejected).float()})
 
 
-_warned_equal = False
-
-
 def pro(inp: LossInputs, p: LossParams) -> LossOutput:
     """Preference Ranking Optimization (Song et al. 2023), spec §2.
 
@@ -75,12 +70,11 @@ def pro(inp: LossInputs, p: LossParams) -> LossOutput:
 
     Shapes: policy_logps [k·B] (response-major), rewards [k·B], mask [k·B, T]; losses [B].
     If all rewards of a unit are equal every weight is 0: the ranking term is the constant
-    Σ_j log(k−j+1) with no gradient (a warning is issued once).
+    Σ_j log(k−j+1) with no gradient; the metric ``ties`` (1 for such a unit) lets the loop say so.
 
     Golden (k = 2, sft_weight = 0): r = (1, 0), s = (−1, −2) → w = 1 for both terms,
     L = log(e^{−1} + e^{−2}) + 1 = 0.313262.
     """
-    global _warned_equal
     k = p.group_size
     logp = _split(inp.policy_logps, k)  # [k, B]
     lengths = _split(inp.mask.sum(-1).to(logp.dtype), k).clamp(min=1)
@@ -92,12 +86,8 @@ def pro(inp: LossInputs, p: LossParams) -> LossOutput:
         w_top = w[1:].max(dim=0).values
         w = torch.cat([w_top[None], w[1:]], dim=0)
         total = total + torch.logsumexp(w * s[j:], dim=0) - w_top * s[j]
-    equal = (r == r[:1]).all(dim=0)
-    if bool(equal.any()) and not _warned_equal:
-        warnings.warn("PRO: every candidate of a prompt has the same reward; its ranking term is a constant "
-                      "with no gradient", stacklevel=2)
-        _warned_equal = True
+    ties = (r == r[:1]).all(dim=0).to(s.dtype)
     sft = -logp[0]
     losses = total + p.sft_weight * (k - 1) ** 2 * sft
     return LossOutput(losses, {"rank_loss": total.detach(), "nll": sft.detach(),
-                               "reward_gap": (r[0] - r[-1]).detach()})
+                               "reward_gap": (r[0] - r[-1]).detach(), "ties": ties})

@@ -9,8 +9,21 @@ from __future__ import annotations
 
 import torch
 
-from .core import nucleus_mask
 from .policy import checksum, frozen_copy
+
+
+def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Boolean mask of the smallest set of tokens whose probability reaches ``top_p`` (the top token
+    always kept), over the last axis — NLPO's action mask from the mask policy's logits.
+
+    Golden: p = [0.5, 0.3, 0.15, 0.05], top_p 0.9 → cumulative [0.5, 0.8, 0.95, 1.0]: keep the
+    first three (a token is kept while the mass *before* it is below top_p)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p
+    keep_sorted = before < top_p
+    keep_sorted[..., 0] = True
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 class MaskPolicy:
@@ -36,6 +49,13 @@ class MaskPolicy:
 
     def checksum(self) -> float:
         return checksum(self.model, self.names)
+
+    @torch.no_grad()
+    def keep(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The actions allowed at rows whose mask-policy logits are ``logits`` [n, V]: the top-p nucleus,
+        plus the action taken (float noise between the cached generation pass and a later full pass could
+        otherwise drop a sampled token at the nucleus' edge)."""
+        return nucleus_mask(logits, self.top_p).scatter(-1, actions[:, None], True)
 
     def processor(self, attention_mask: torch.Tensor):
         return NucleusLogitsProcessor(self.model, attention_mask, self.top_p)

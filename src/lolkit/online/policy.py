@@ -1,5 +1,11 @@
-"""The actor-critic around a causal LM: value head, reference, NLPO's mask policy, and one forward
-pass that gives everything PPO needs for the response positions of a rollout batch."""
+"""The actor-critic around a causal LM: value head, reference, rollout batches, and one forward pass that
+gives everything PPO needs at the response rows of a rollout batch.
+
+Every pass goes through lolkit's one log-prob path (:func:`lolkit.logprobs.response_rows`): the model
+keeps its final hidden states at the response rows only, and the LM head runs on those rows in chunks
+(:func:`lolkit.logprobs.row_statistics`) — the [B, L, V] logits of a rollout are never built, NLPO's
+nucleus mask and the entropy included.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..logprobs import gather_logprobs
+from ..logprobs import gather_logprobs, response_rows, row_statistics, token_entropy
 from ..models import is_peft
-from .core import entropy, nucleus_mask
 
 
 class ValueHead(nn.Module):
@@ -77,6 +82,20 @@ class RolloutBatch:
     def position_ids(self) -> torch.Tensor:
         return (self.attention_mask.cumsum(-1) - 1).clamp_min(0)
 
+    @property
+    def response_mask(self) -> torch.Tensor:
+        """[B, P + T − 1], aligned with the shifted targets ``input_ids[:, 1:]``: 1 where a response token is
+        predicted (the layout of :class:`lolkit.data.tokenize.Batch`, which the log-prob path reads)."""
+        out = torch.zeros(self.input_ids.shape[0], self.input_ids.shape[1] - 1, dtype=self.mask.dtype,
+                          device=self.mask.device)
+        out[:, self.prompt_width - 1 :] = self.mask
+        return out
+
+    def unflatten(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-response-token values [N] (row-major over ``mask``) → [B, T], 0 on padding."""
+        out = torch.zeros(self.mask.shape, dtype=values.dtype, device=values.device)
+        return out.masked_scatter(self.mask.bool(), values)
+
 
 def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device) -> RolloutBatch:
     P = max(len(p) for p in prompts)
@@ -94,30 +113,6 @@ def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: in
     return RolloutBatch(ids.to(device), attn.to(device), actions.to(device), mask.to(device), P)
 
 
-def _run(model, batch: RolloutBatch, hidden: bool):
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                use_cache=False, output_hidden_states=hidden)
-    P, T = batch.prompt_width, batch.actions.shape[1]
-    logits = out.logits[:, P - 1 : P - 1 + T]
-    h = out.hidden_states[-1][:, P - 1 : P - 1 + T] if hidden else None
-    return logits, h
-
-
-def token_logps(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    B, T, V = logits.shape
-    return gather_logprobs(logits.reshape(B * T, V), actions.reshape(B * T)).view(B, T)
-
-
-def action_mask(mask_model, batch: RolloutBatch, top_p: float) -> torch.Tensor:
-    """NLPO: the top-p nucleus of the mask policy at every response position [B, T, V] (bool), always
-    including the action that was taken (float noise between the cached generation pass and this
-    full pass could otherwise drop a sampled token at the nucleus' edge)."""
-    with torch.no_grad():
-        logits, _ = _run(mask_model, batch, hidden=False)
-        keep = nucleus_mask(logits, top_p)
-    return keep.scatter(-1, batch.actions[..., None], True)
-
-
 @dataclass
 class Forward:
     logps: torch.Tensor  # [B, T] log-prob of the action under the (masked, for NLPO) policy
@@ -126,31 +121,41 @@ class Forward:
     values: torch.Tensor | None  # [B, T]
 
 
-def policy_forward(policy, head: ValueHead, batch: RolloutBatch, *, critic=None, keep: torch.Tensor | None = None,
+def policy_forward(policy, head: ValueHead, batch: RolloutBatch, *, critic=None, mask=None,
                    values: bool = True) -> Forward:
-    """One policy pass over a rollout micro-batch. With ``keep`` (NLPO) log-probs and entropy are of
-    the distribution renormalised over the kept actions; ``raw_logps`` stay unmasked."""
-    shared = values and critic is None
-    logits, h = _run(policy, batch, hidden=shared)
-    logits = logits.float()
-    raw = token_logps(logits, batch.actions)
-    masked_logits = logits.masked_fill(~keep, float("-inf")) if keep is not None else logits
-    logps = token_logps(masked_logits, batch.actions) if keep is not None else raw
+    """One policy pass over a rollout micro-batch. With ``mask`` (NLPO's :class:`~lolkit.online.nlpo.MaskPolicy`)
+    log-probs and entropy are of the distribution renormalised over the actions it keeps; ``raw_logps``
+    stay unmasked."""
+    rows = response_rows(policy, batch)
+    keep_rows = None
+    if mask is not None:
+        with torch.no_grad():
+            keep_rows = response_rows(mask.model, batch)
+
+    def stats(logits: torch.Tensor, sl: slice):
+        targets = rows.targets[sl]
+        raw = gather_logprobs(logits, targets)
+        if keep_rows is None:
+            return raw, raw, token_entropy(logits)
+        keep = mask.keep(keep_rows.logits_at(sl), targets)
+        masked = logits.masked_fill(~keep, float("-inf"))
+        return gather_logprobs(masked, targets), raw, token_entropy(masked)
+
+    logps, raw, ent = row_statistics(rows, stats)
     v = None
     if values:
-        if critic is not None:
-            _, h = _run(critic, batch, hidden=True)
-        v = head(h)
-    return Forward(logps, raw, entropy(masked_logits), v)
+        h = rows.hidden if critic is None else response_rows(critic, batch).hidden
+        v = batch.unflatten(head(h))
+    return Forward(batch.unflatten(logps), batch.unflatten(raw), batch.unflatten(ent), v)
 
 
 @torch.no_grad()
 def reference_logps(policy, reference, batch: RolloutBatch) -> torch.Tensor:
-    """log π_ref(a_t|s_t): the frozen copy, or — with LoRA/QLoRA — the policy with its adapter off."""
+    """log π_ref(a_t|s_t) [B, T]: the frozen copy, or — with LoRA/QLoRA — the policy with its adapter off."""
     if reference is None:
         assert is_peft(policy)
         with policy.disable_adapter():
-            logits, _ = _run(policy, batch, hidden=False)
+            rows = response_rows(policy, batch)
     else:
-        logits, _ = _run(reference, batch, hidden=False)
-    return token_logps(logits.float(), batch.actions)
+        rows = response_rows(reference, batch)
+    return batch.unflatten(rows.token_logprobs())

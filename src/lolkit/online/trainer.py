@@ -33,20 +33,10 @@ from ..errors import LolkitError
 from ..io import atomic_path, child_path, dumps, read_json, write_json
 from ..models import count_parameters, is_peft, load_model
 from ..run import check_run_dir, discard_unstarted, prepare_run_dir
-from .core import (
-    AdaptiveKLController,
-    RunningMoments,
-    gae,
-    kl_penalty_rewards,
-    masked_mean,
-    normalise_rewards,
-    policy_loss,
-    value_loss,
-    whiten,
-)
+from ..losses.ppo import policy_loss, value_loss
+from ..rl import AdaptiveKLController, RunningMoments, gae, kl_penalty_rewards, masked_mean, normalise_rewards, whiten
 from .policy import (
     ValueHead,
-    action_mask,
     build_batch,
     frozen_copy,
     hidden_size,
@@ -263,8 +253,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             with torch.no_grad():
                 for s in _chunks(len(batch), cfg.micro_batch_size):
                     mb = batch.rows(s)
-                    keep = action_mask(mask_policy.model, mb, p.top_p) if mask_policy is not None else None
-                    f = policy_forward(policy, head, mb, critic=critic, keep=keep)
+                    f = policy_forward(policy, head, mb, critic=critic, mask=mask_policy)
                     old_logps[s], raw_old[s], old_values[s] = f.logps, f.raw_logps, f.values
                     ref_logps[s] = reference_logps(policy, reference, mb)
             old_values = old_values * mask
@@ -293,10 +282,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                     for ms in _chunks(len(idx), cfg.micro_batch_size):
                         rows = idx[ms]
                         mb = batch.rows(rows)
-                        keep = None
-                        if mask_policy is not None:
-                            keep = action_mask(mask_policy.model, mb, p.top_p)
-                        f = policy_forward(policy, head, mb, critic=critic, keep=keep)
+                        f = policy_forward(policy, head, mb, critic=critic, mask=mask_policy)
                         m = mask[rows]
                         pol = policy_loss(f.logps, old_logps[rows], advantages[rows], m, p.clip)
                         val = value_loss(f.values, old_values[rows], returns[rows], m, p.value_clip)

@@ -1,12 +1,11 @@
-"""The pieces of PPO for language, as pure functions of tensors (spec §3; RL4LMs, Ziegler et al. 2019).
+"""The bookkeeping of on-policy RL for language, as pure functions of tensors (spec §3; RL4LMs,
+Ziegler et al. 2019): per-token KL-penalised rewards, GAE, whitening, the adaptive KL controller and
+reward normalisation. The PPO loop and CoLA's latent RL share them; the losses themselves are in
+:mod:`lolkit.losses.ppo`.
 
 Shapes: B sequences, T response positions (right-padded); ``mask[b, t] = 1`` on real response
 tokens. Position ``t`` is the state s_t (prompt + the first t response tokens) and the action a_t
 (response token t). Nothing here runs a model, calls backward or logs.
-
-Per-token losses come back as :class:`~lolkit.losses.LossOutput` with ``losses`` of shape [B, T]
-(zero on padding); the training loop sums them and divides by the number of tokens of the
-minibatch, so accumulating micro-batches is exact.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from ..losses.base import LossOutput
 
 WHITEN_EPS = 1e-8
 
@@ -84,45 +81,6 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv * mask, (adv + values) * mask
 
 
-def policy_loss(logps: torch.Tensor, logps_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip: float) -> LossOutput:
-    """Clipped surrogate, per token: −min(ρ A, clip(ρ, 1−ε, 1+ε) A) with ρ = exp(log π_θ − log π_old).
-
-    Golden (ε = 0.2): ρ = 1.5, A = +1 → −min(1.5, 1.2) = −1.2 (clipped);
-    ρ = 1.5, A = −1 → −min(−1.5, −1.2) = 1.5 (not clipped: the pessimistic side);
-    ρ = 0.5, A = +1 → −min(0.5, 0.8) = −0.5; ρ = 0.5, A = −1 → −min(−0.5, −0.8) = 0.8 (clipped)."""
-    ratio = torch.exp(logps - logps_old)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
-    losses = -torch.minimum(unclipped, clipped) * mask
-    with torch.no_grad():  # stable-baselines3's definitions: mean(|ρ − 1| > ε) and mean((ρ − 1) − log ρ)
-        log_ratio = logps - logps_old
-        clip_frac = ((ratio - 1.0).abs() > clip).float() * mask
-        approx_kl = (torch.expm1(log_ratio) - log_ratio) * mask
-    return LossOutput(losses, {"clip_frac": clip_frac, "approx_kl": approx_kl, "ratio": ratio.detach() * mask})
-
-
-def value_loss(values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float | None = None) -> LossOutput:
-    """Per-token squared error (V − R_t)², RL4LMs' (stable-baselines3's) value loss exactly: with ``clip``
-    the prediction itself is clipped around the rollout's value, V_c = V_old + clip(V − V_old, −c, c), and
-    the loss is (V_c − R)² — no max with the unclipped error (lm-human-preferences' form) and no ½ (the
-    coefficient c_v = 0.5 multiplies it, as in RL4LMs).
-
-    Golden: V = 1.0, V_old = 0.0, R = 0.5 → 0.25; with clip 0.2: V_c = 0.2 → (0.2 − 0.5)² = 0.09;
-    V = 0.6, V_old = 0.0, R = 1.0, clip 0.2 → V_c = 0.2 → 0.64."""
-    if clip is not None:
-        values = values_old + torch.clamp(values - values_old, -clip, clip)
-    return LossOutput((values - returns) ** 2 * mask, {})
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) over the last axis (−inf logits, i.e. masked actions, contribute 0)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    p = logp.exp()
-    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
-
-
 @dataclass
 class AdaptiveKLController:
     """RL4LMs' adaptive KL coefficient: e = clip((KL̄ − target)/target, −0.2, 0.2), β ← β(1 + factor·e),
@@ -175,17 +133,3 @@ def normalise_rewards(scores: torch.Tensor, kind: str, scale: float, clip: float
     if clip is not None:
         scores = scores.clamp(-clip, clip)
     return scores
-
-
-def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Boolean mask of the smallest set of tokens whose probability reaches ``top_p`` (the top token
-    always kept), over the last axis — NLPO's action mask from the mask policy's logits.
-
-    Golden: p = [0.5, 0.3, 0.15, 0.05], top_p 0.9 → cumulative [0.5, 0.8, 0.95, 1.0]: keep the
-    first three (a token is kept while the mass *before* it is below top_p)."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    before = sorted_p.cumsum(-1) - sorted_p
-    keep_sorted = before < top_p
-    keep_sorted[..., 0] = True
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
