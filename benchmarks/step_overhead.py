@@ -116,7 +116,7 @@ def main() -> None:
     args = timing_args(__doc__, 4, 7, own)
     rounds = args.rounds
     # the causal-LM rows: their step and the bare forward + backward run on the same model (rm: rm_vs_trl.py)
-    res = measure(args.algo or [n for n in names() if get_algorithm(n).model.name == "causal_lm"], rounds,
+    res = measure(args.algo or [n for n in names("offline") if get_algorithm(n).model.name == "causal_lm"], rounds,
                   args.batch_size)
     worst = max(res, key=lambda k: res[k]["ratio"])
     print(f"\nratio lolkit step / bare fwd+bwd: worst {worst} {res[worst]['ratio']:.3f}, "

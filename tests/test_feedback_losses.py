@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lolkit.losses import FeedbackInputs, FeedbackParams, LossInputs, LossParams, conditional_nll, dpo, selm
 from lolkit.logprobs import token_entropy, token_kl
+from lolkit.losses import FeedbackInputs, FeedbackParams, LossInputs, LossParams, conditional_nll, dpo, selm
 
 
 def one_token(logits, action, ref_logits=None):

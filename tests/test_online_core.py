@@ -8,7 +8,15 @@ import torch
 from lolkit.logprobs import token_entropy as entropy
 from lolkit.losses.ppo import policy_loss, value_loss
 from lolkit.online.nlpo import nucleus_mask
-from lolkit.rl import AdaptiveKLController, RunningMoments, gae, gae_loop, kl_penalty_rewards, normalise_rewards, whiten
+from lolkit.rl import (
+    AdaptiveKLController,
+    RunningMoments,
+    gae,
+    gae_loop,
+    kl_penalty_rewards,
+    normalise_rewards,
+    whiten,
+)
 from lolkit.tasks import dates, numbers
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from .algorithms import algo_help
 from .config import DEFAULT_LR, TrainConfig
 from .data.loader import check_records_output
 from .errors import LolkitError
@@ -59,11 +60,13 @@ Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any conf
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-@app.command()
+@app.command(help="Train a policy offline on records (default: the built-in task with the tiny model), online or from "
+                  "feedback.\n\nAlgorithms: " + algo_help() + " (docs/online.md, docs/feedback.md; the README's "
+                  "algorithm table).")
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval, ppo, feedback). "
                                                                              "[default: none: defaults + options]")] = None,
-    algo: Annotated[str | None, typer.Option(help=f"Algorithm (listed below). [default: {_D.algo.name}]")] = None,
+    algo: Annotated[str | None, typer.Option(help=f"Algorithm (listed above). [default: {_D.algo.name}]")] = None,
     model: Annotated[str | None, typer.Option(help="Model directory, run directory (its final/), short name (tiny, smollm2) "
                                                   f"or hub id. [default: {_D.model.name}]")] = None,
     data: Annotated[str | None, typer.Option(help="Training records: " + DATA_FORMATS + " [default: the built-in task, "
@@ -105,12 +108,6 @@ def train(
     sets: Sets = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a policy offline on records (default: the built-in task with the tiny model).
-
-    Algorithms: nll, wbc, r_gold, r_lol, a_lol, a_lol_ref_free, a_lol_seq, a_lol_kl (offline, reward);
-    dpo, pro (preferences, rankings); rm (a reward model on pairs, rankings); ppo, nlpo (online, with --reward and `--set ppo.*`);
-    quark, alt_rm, alt_lmu, alt_lmc, selm (iterative learning from feedback, `--set feedback.*`,
-    docs/feedback.md)."""
     from .config import TrainConfig, build, load_yaml, parse_overrides
 
     flags: dict = {}

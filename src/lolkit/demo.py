@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .algorithms import demo_names, get_algorithm
 from .config import TrainConfig, build
 
-DEMO_ALGOS = ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl", "dpo", "pro")
-# the data file each algorithm trains on (default: the scored responses)
-TRAIN_FILE = {"dpo": "train_pairs.jsonl", "pro": "train_rankings.jsonl"}
+DEMO_ALGOS = demo_names()  # the rows of lolkit.algorithms marked demo, in table order
+# the data file of each record kind an algorithm trains on first (scored responses, pairs, rankings)
+TRAIN_FILE = {"response": "train.jsonl", "preference": "train_pairs.jsonl", "ranking": "train_rankings.jsonl"}
 DEMO_TRAIN = {
     "batch_size": 16, "max_steps": 400, "eval_every": 100, "save_every": 100, "eval_prompts": 32,
     "optim": {"lr": 3e-3, "scheduler": "cosine", "warmup_steps": 10},
@@ -40,7 +41,7 @@ def demo_config(out: Path, algo: str, seed: int, model: str = "tiny", max_steps:
     return build(TrainConfig, DEMO_TRAIN, short, STARTS_FROM_NLL.get(algo, {}), {
         "output_dir": str(out / "runs" / f"{algo}-seed{seed}"), "seed": seed, "reward": "colours",
         "model": {"name": model}, "algo": {"name": algo},
-        "data": {"train": str(data / TRAIN_FILE.get(algo, "train.jsonl")), "val": str(data / "val.jsonl")},
+        "data": {"train": str(data / TRAIN_FILE[get_algorithm(algo).records[0]]), "val": str(data / "val.jsonl")},
     })
 
 

@@ -257,16 +257,18 @@ def refuse_sharded_weights(accelerator) -> None:
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     """Train per ``cfg``; returns the run directory. See the README for its layout. A fresh run that fails
     before its first step leaves no run directory (:func:`lolkit.run.discard_unstarted`)."""
-    from .algorithms import is_iterative, is_online
+    loop = get_algorithm(cfg.algo.name).loop
+    if loop == "online":  # PPO / NLPO: rollouts and PPO epochs (lolkit.online)
+        from .online.trainer import train as online
 
-    if is_online(cfg.algo.name):  # PPO / NLPO: their own loop (lolkit.online)
-        from . import online
+        return online(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+    if loop == "feedback":  # Quark / ALT / SELM: sample → feedback → pool → train (lolkit.feedback)
+        from .feedback.driver import train as feedback
 
-        return online.train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
-    if is_iterative(cfg.algo.name):  # Quark / ALT / SELM: the iterative feedback driver (lolkit.feedback)
-        from . import feedback
-
-        return feedback.train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+        return feedback(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+    if loop != "offline":
+        row = get_algorithm(cfg.algo.name)
+        raise LolkitError(f"--algo {row.name} is a stage of CoLA: run `{row.command}` (docs/cola.md)")
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 

@@ -39,27 +39,30 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
 from ..io import child_path, file_sha256, read_json, read_jsonl, warn, write_json, write_jsonl
+from ..logprobs import gather_logprobs, response_rows, row_statistics, token_entropy, token_kl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
 from ..models import count_parameters, is_peft, load_model
-from ..logprobs import gather_logprobs, response_rows, row_statistics, token_entropy, token_kl
 from ..online.policy import build_batch, frozen_copy
 from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
 from ..run import discard_unstarted
 from . import pool as P
-from .providers import QUARK_TOKEN, add_control_tokens, condition_text, make_provider
+from .providers import make_provider
 
-ALGOS = ("quark", "alt_rm", "alt_lmu", "alt_lmc", "selm")
 ITER_PREFIX = "iter-"
 
 
 def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
     """Defaults that depend on other settings, and every check a user's config can fail."""
+    from ..algorithms import get_algorithm
+
     f, algo = cfg.feedback, cfg.algo.name
+    row = get_algorithm(algo)
+    condition = row.condition(f) if row.condition else None
     if cfg.optim.lr is None:
         cfg.optim.lr = default_lr(cfg, "feedback")
     if cfg.micro_batch_size is None:
         cfg.micro_batch_size = cfg.batch_size
-    signal_from_provider = algo in ("alt_lmu", "alt_lmc") and f.provider in ("model", "file")
+    signal_from_provider = condition is not None and condition.provider_kind is not None and f.provider in ("model", "file")
     if cfg.reward is None:
         if cfg.data.train is not None and not signal_from_provider:
             raise LolkitError(f"--algo {algo} needs a reward: --reward SPEC (a task, preset, YAML file or module:function)")
@@ -76,8 +79,6 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
         (f.temperature > 0, f"feedback.temperature must be > 0, got {f.temperature}"),
         (f.quantiles >= 1, "feedback.quantiles must be at least 1"),
         (f.binning in ("per_prompt", "global"), f"unknown feedback.binning {f.binning!r} (per_prompt, global)"),
-        (algo != "alt_rm" or len(f.words) == f.quantiles,
-         f"alt_rm needs one word per quantile: feedback.words has {len(f.words)}, feedback.quantiles is {f.quantiles}"),
         (len(f.categories) >= 1 and len(set(f.categories)) == len(f.categories),
          "feedback.categories must be a non-empty list of distinct names"),
         (f.flush_factor >= 0, f"feedback.flush_factor must be >= 0 (0: keep the whole pool), got {f.flush_factor}"),
@@ -87,9 +88,7 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
         (f.provider in ("rule", "model", "file"), f"unknown feedback.provider {f.provider!r} (rule, model, file)"),
         (f.provider != "file" or bool(f.file), "feedback.provider file needs feedback.file (a JSONL of human feedback)"),
         (f.provider != "rule" or cfg.reward is not None, "feedback.provider rule derives feedback from a reward: pass --reward"),
-        (not (algo == "quark" and (cfg.model.lora or cfg.model.qlora)),
-         "quark adds control tokens to the vocabulary, whose embeddings must train: use full fine-tuning, or alt_rm "
-         "(the quantiles as words) with --lora"),
+        *(condition.checks(cfg) if condition is not None else []),
     ]
     check_settings(cfg, checks)
     return cfg
@@ -153,7 +152,12 @@ class Driver:
         from ..train import _log, make_optimizer, make_scheduler
 
         self.cfg = cfg = resolve_feedback_config(cfg)
+        from ..algorithms import get_algorithm
+
         self.f, self.algo, self.quiet = cfg.feedback, cfg.algo.name, quiet
+        self.row = get_algorithm(self.algo)
+        # what samples are conditioned on (None: SELM, whose pool holds preference pairs)
+        self.condition = self.row.condition(self.f) if self.row.condition else None
         check_run_dir(cfg, resume, overwrite)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -161,9 +165,11 @@ class Driver:
         self.policy, self.tok, self.model_path = load_model(cfg.model, trainable=True, device=self.device)
         # Quark / ALT: β·KL to the initial model; SELM: the reference is the model at the start of each
         # iteration, so its log-probs are taken from the policy itself before the iteration trains.
-        self.use_kl = self.algo != "selm" and self.f.kl_beta > 0
+        self.use_kl = not self.row.preference_pairs and self.f.kl_beta > 0
         self.reference = frozen_copy(self.policy) if self.use_kl and not is_peft(self.policy) else None
-        self.control = add_control_tokens(self.policy, self.tok, self.f.quantiles, cfg.seed) if self.algo == "quark" else []
+        if self.condition is not None:
+            self.condition.setup(self.policy, self.tok, cfg.seed)
+        self.control = self.condition.control if self.condition is not None else []
         self.records = load_prompt_records(cfg)
         source = cfg.data.train or f"builtin:{cfg.data.task}/train"  # prompts cut to fit: counted, data.truncation
         self.cut = encode_prompts(self.tok, [render_prompt(self.tok, r[0]) for r in self.records],
@@ -174,8 +180,9 @@ class Driver:
         self.prompt_ids, self.records = self.cut.ids, [self.records[i] for i in self.cut.kept]
         self.max_prompt_len = self.cut.limits.max_prompt_len
         self.reward = make_reward(cfg.reward) if cfg.reward else None
-        self.provider = make_provider(cfg, self.reward, quiet) if self.algo in ("alt_lmu", "alt_lmc") else None
-        self.candidates = self._candidates() if self.algo == "selm" else None
+        kind = self.condition.provider_kind if self.condition is not None else None
+        self.provider = make_provider(cfg, kind, self.reward, quiet) if kind else None
+        self.candidates = self._candidates() if self.row.preference_pairs else None
         self.total_steps = self.f.iterations * self.f.steps
         self.optimizer = make_optimizer(cfg, self.policy)
         self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
@@ -210,7 +217,7 @@ class Driver:
         base = self.prompt_ids[i]
         if cond is None:
             return base
-        prefix = [cond] if isinstance(cond, int) else self.tok(condition_text(self.algo, cond), add_special_tokens=False)["input_ids"]
+        prefix = self.condition.prefix(self.tok, cond)
         bos = self.tok.bos_token_id
         head = [base[0]] if bos is not None and base and base[0] == bos else []
         body = base[len(head):]
@@ -219,23 +226,12 @@ class Driver:
         room = max(1, self.max_prompt_len - len(prefix) - len(head))
         return head + prefix + body[-room:]
 
-    def bin_condition(self, b: int):
-        """The condition of bin ``b``: Quark's token id, ALT-RM's word, ALT-LMC's category."""
-        if self.algo == "quark":
-            return self.control[b]
-        return self.f.words[b] if self.algo == "alt_rm" else self.f.categories[b]
-
-    def condition_of(self, e: P.Entry):
-        """What entry ``e`` is trained under: its bin's condition, or its own feedback text (LMU)."""
-        return e.feedback if self.algo == "alt_lmu" else self.bin_condition(e.bin)
-
     def best_condition(self):
-        if not self.pool:  # iteration 1: the unconditioned policy
-            return None
-        return P.best_feedback(self.pool) if self.algo == "alt_lmu" else self.bin_condition(0)
+        """Iteration 1 samples from the unconditioned policy; later ones from the best condition of the pool."""
+        return self.condition.best(self.pool) if self.pool else None
 
     def condition_label(self, cond) -> str | None:
-        return self.tok.convert_ids_to_tokens(cond) if isinstance(cond, int) else cond
+        return None if cond is None else self.condition.label(self.tok, cond)
 
     # -- model passes ---------------------------------------------------------------------------------
     def sample(self, ids: list[list[int]], seed: int, greedy: bool = False):
@@ -334,12 +330,12 @@ class Driver:
                                fb.score if fb else float(rewards[j]), fb.text if fb else "",
                                fb.category if fb else None, fb.parsed if fb else True))
         self.pool = P.flush(self.pool + new, f.flush_factor, len(new))
-        n_bins = len(f.categories) if self.algo == "alt_lmc" else f.quantiles
-        P.assign_bins(self.pool, n_bins, f.binning, by_category=self.algo == "alt_lmc")
+        n_bins = self.condition.bins()
+        P.assign_bins(self.pool, n_bins, f.binning, by_category=self.condition.by_category)
         picked = P.select_balanced(self.pool, f.quota, random.Random(f"lolkit-feedback-pool-{self.cfg.seed}-{it}"))
         write_jsonl(out / "feedback.jsonl", (
             {"iteration": it, "sample": e.sample, "prompt_index": e.prompt_index, "reward": e.reward, "score": e.score,
-             "bin": e.bin, "feedback": self.condition_label(self.condition_of(e)), "category": e.category,
+             "bin": e.bin, "feedback": self.condition_label(self.condition.of_entry(e)), "category": e.category,
              "parsed": e.parsed} for e in new))
         sel = set(picked)
         write_jsonl(out / "pool.jsonl", ({**e.to_json(), "selected": k in sel} for k, e in enumerate(self.pool)))
@@ -347,8 +343,9 @@ class Driver:
         examples = []
         for k in picked:
             e = self.pool[k]
-            c = self.conditioned(e.prompt_index, self.condition_of(e))
-            examples.append(Example(c, self.prompt_ids[e.prompt_index] if self.algo == "quark" else c, e.response_ids))
+            c = self.conditioned(e.prompt_index, self.condition.of_entry(e))
+            ref = c if self.condition.reference_sees_condition else self.prompt_ids[e.prompt_index]
+            examples.append(Example(c, ref, e.response_ids))
         params = FeedbackParams(eta=f.eta, kl_coef=f.kl_beta if self.use_kl else 0.0)
         pad = self.tok.pad_token_id
 
@@ -492,7 +489,7 @@ class Driver:
         if done:
             start, last = done
             ckpt.load_checkpoint(last / "checkpoint", self.policy, self.optimizer, self.scheduler)
-            if self.algo != "selm":
+            if not self.row.preference_pairs:
                 self.pool = [P.Entry.from_json(row) for _, row in read_jsonl(last / "pool.jsonl")]
         for d in run.glob(f"{ITER_PREFIX}*"):  # a killed iteration's leftovers: it is redone from scratch
             num = d.name[len(ITER_PREFIX):]
@@ -505,9 +502,9 @@ class Driver:
             "reward": self.reward.name if self.reward else None, "prompts": len(self.records),
             "iterations": f.iterations, "steps_per_iteration": f.steps, "total_steps": self.total_steps,
             "parameters": total, "trainable_parameters": trainable, "device": str(self.device),
-            "reference": ("model at the start of each iteration" if self.algo == "selm" else "none (kl_beta 0)"
+            "reference": ("model at the start of each iteration" if self.row.preference_pairs else "none (kl_beta 0)"
                           if not self.use_kl else "adapter disabled" if self.reference is None else "frozen copy"),
-            "control_tokens": [QUARK_TOKEN.format(k) for k in range(len(self.control))],
+            "control_tokens": self.tok.convert_ids_to_tokens(self.control),
             "provider": self.provider.name if self.provider else None, "truncation": self.cut.to_json(),
             "config": to_dict(cfg)})  # every setting, defaults resolved
         progress = TrainProgress(f.iterations, start, disable=self.quiet)
@@ -516,7 +513,7 @@ class Driver:
                 t0 = time.perf_counter()
                 out = run / f"{ITER_PREFIX}{it}"
                 out.mkdir(parents=True, exist_ok=True)
-                row = self.selm_iteration(it, out) if self.algo == "selm" else self.pool_iteration(it, out)
+                row = self.selm_iteration(it, out) if self.row.preference_pairs else self.pool_iteration(it, out)
                 row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
                 _append_metrics(metrics_path, row)  # a resume drops rows past the last checkpoint
                 trackers.log(row)

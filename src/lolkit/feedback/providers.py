@@ -1,10 +1,5 @@
-"""Feedback: what each algorithm conditions on, and where ALT-LMU / ALT-LMC get their feedback.
-
-* quark   — a reward-quantile control token ``<|quantile_k|>``, new in the vocabulary, its input
-            embedding initialised from N(mean, std) of the existing embeddings (per dimension);
-* alt_rm  — the quantile as a word ("Excellent." … "Horrible."), input "{word} input: {prompt}";
-* alt_lmu — free text + a score, input "feedback: {text} input: {prompt}";
-* alt_lmc — a category, input "feedback: {category} input: {prompt}".
+"""Where ALT-LMU / ALT-LMC get their feedback (what each algorithm conditions on is
+:mod:`lolkit.feedback.conditions`).
 
 LMU / LMC feedback comes from a :class:`RuleProvider` (the reward's components), a
 :class:`ModelProvider` (a local instruction model prompted as a critic; ``smollm2`` works offline)
@@ -20,8 +15,6 @@ from pathlib import Path
 
 from ..errors import LolkitError, data_error
 
-QUARK_TOKEN = "<|quantile_{}|>"
-
 
 @dataclass(frozen=True)
 class Feedback:
@@ -29,36 +22,6 @@ class Feedback:
     score: float
     category: int | None = None
     parsed: bool = True
-
-
-def add_control_tokens(model, tokenizer, n: int, seed: int) -> list[int]:
-    """Quark: add ``n`` special tokens, grow the embeddings if they have no room for them, and draw each
-    new token's input-embedding row from N(mean, std) of the tokenizer's rows (per dimension, seeded).
-    Returns their ids, best first.
-
-    Many models pad their embedding matrix beyond the tokenizer (Qwen2.5, Pythia, OPT): the new tokens
-    then take rows that already exist, and the matrix is never shrunk to ``len(tokenizer)`` — that would
-    drop rows the frozen reference still has and break the KL term."""
-    import torch
-
-    names = [QUARK_TOKEN.format(k) for k in range(n)]
-    old = len(tokenizer)
-    tokenizer.add_tokens(names, special_tokens=True)  # special: never split, dropped by decode(skip_special_tokens)
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        model.resize_token_embeddings(len(tokenizer))
-    emb = model.get_input_embeddings().weight
-    with torch.no_grad():
-        base = emb[:old].float()
-        gen = torch.Generator().manual_seed(seed * 9_973 + 17)
-        draw = torch.normal(base.mean(0).expand(n, -1).cpu(), base.std(0).expand(n, -1).cpu(), generator=gen)
-        emb[old : old + n] = draw.to(emb.dtype).to(emb.device)
-    return tokenizer.convert_tokens_to_ids(names)
-
-
-def condition_text(algo: str, feedback: str) -> str:
-    """The text put before the prompt (ALT); Quark's condition is a token, not text."""
-    return f"{feedback} input: " if algo == "alt_rm" else f"feedback: {feedback} input: "
 
 
 def rule_text(components: dict[str, float], reward: float) -> str:
@@ -237,10 +200,9 @@ class FileProvider:
         return [self.table[(p, r)] for p, r in zip(prompts, responses, strict=True)]
 
 
-def make_provider(cfg, reward, quiet: bool = True):
-    """The LMU / LMC provider of ``cfg.feedback``."""
+def make_provider(cfg, kind: str, reward, quiet: bool = True):
+    """The provider of ``cfg.feedback`` for feedback of ``kind``: lmu (text + score) or lmc (a category)."""
     f = cfg.feedback
-    kind = "lmu" if cfg.algo.name == "alt_lmu" else "lmc"
     if f.provider == "rule":
         return RuleProvider(kind, f.categories, None if reward is None else reward.max_value)
     if f.provider == "model":

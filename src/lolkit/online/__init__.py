@@ -6,10 +6,3 @@
 * :mod:`lolkit.online.trainer` — the loop: rollout → reward → GAE → PPO epochs → KL controller
 """
 
-from __future__ import annotations
-
-
-def train(cfg, *, resume: bool = False, overwrite: bool = False, quiet: bool = False):
-    from .trainer import train as _train
-
-    return _train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)

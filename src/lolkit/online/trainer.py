@@ -31,10 +31,18 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..errors import LolkitError
 from ..io import atomic_path, child_path, dumps, read_json, write_json
-from ..models import count_parameters, is_peft, load_model
-from ..run import check_run_dir, discard_unstarted, prepare_run_dir
 from ..losses.ppo import policy_loss, value_loss
-from ..rl import AdaptiveKLController, RunningMoments, gae, kl_penalty_rewards, masked_mean, normalise_rewards, whiten
+from ..models import count_parameters, is_peft, load_model
+from ..rl import (
+    AdaptiveKLController,
+    RunningMoments,
+    gae,
+    kl_penalty_rewards,
+    masked_mean,
+    normalise_rewards,
+    whiten,
+)
+from ..run import check_run_dir, discard_unstarted, prepare_run_dir
 from .policy import (
     ValueHead,
     build_batch,
@@ -44,8 +52,6 @@ from .policy import (
     reference_logps,
     trainable_state,
 )
-
-ALGOS = ("ppo", "nlpo")
 
 
 def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
@@ -153,7 +159,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
 
     cfg = resolve_online_config(cfg)
     p = cfg.ppo
-    nlpo = cfg.algo.name == "nlpo"
+    from ..algorithms import get_algorithm
+
+    nlpo = get_algorithm(cfg.algo.name).action_mask
     check_run_dir(cfg, resume, overwrite)  # the run directory itself is made once the inputs have loaded
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
