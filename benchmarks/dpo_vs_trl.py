@@ -69,7 +69,8 @@ def run_trl(model_dir: Path, rows: list[dict], steps: int, batch: int, lr: float
 
 def run_lolkit(model_dir: Path, data: Path, steps: int, batch: int, lr: float, out: Path):
     from lolkit.config import TrainConfig, build
-    from lolkit.train import read_metrics, train
+    from lolkit.run import read_metrics
+    from lolkit.train import train
 
     cfg = build(TrainConfig, {"output_dir": str(out), "batch_size": batch, "max_steps": steps, "save_every": 0,
                               "model": {"name": str(model_dir)},

@@ -57,7 +57,8 @@ def lolkit_side(model_dir: Path, data: Path, batch: int, lr: float, out: Path):
     from lolkit.engine import Engine
     from lolkit.losses import LossParams
     from lolkit.reward_model import row_chunks
-    from lolkit.train import StepPlan, accumulate_gradients, make_optimizer, resolve_config
+    from lolkit.run import make_optimizer
+    from lolkit.train import StepPlan, accumulate_gradients, resolve_config
 
     cfg = resolve_config(build(TrainConfig, {
         "output_dir": str(out), "batch_size": batch, "seed": 0, "model": {"name": str(model_dir)},
@@ -70,7 +71,7 @@ def lolkit_side(model_dir: Path, data: Path, batch: int, lr: float, out: Path):
     data = load_train_data(cfg.data, tok, algo, which=algo.unit)
     plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed)
     engine = Engine(pool=list(range(len(data.units))), weights=None)  # rm needs no reference pass
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg.optim, model)
     params = LossParams(group_size=data.group_size)
 
     def step(k: int):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lolkit.train import read_metrics
+from lolkit.run import read_metrics
 
 from .conftest import run_cli
 

@@ -346,7 +346,11 @@ def test_online_and_feedback_resume_skip_a_damaged_checkpoint(tmp_path, tiny_mod
     full = train(build(TrainConfig, {**fb, "output_dir": str(tmp_path / "q-full")}), quiet=True)
     cut = copy_run(full, tmp_path / "q-cut")
     shutil.rmtree(cut / "final")
-    (cut / "iter-2" / "pool.jsonl").write_text((cut / "iter-2" / "pool.jsonl").read_text().replace("0", "1", 1))
+    # the pool is part of the checkpoint (trainer/state.json): a changed byte fails the manifest, iteration 2 is redone
+    state = cut / "checkpoints" / "step-2" / "trainer" / "state.json"
+    text = state.read_text()
+    assert '"parsed": true' in text
+    state.write_text(text.replace('"parsed": true', '"parsed": false', 1))
     train(build(TrainConfig, {**fb, "output_dir": str(cut)}), resume=True, quiet=True)
     assert _equal_weights(load_file(full / "final" / "model.safetensors"), load_file(cut / "final" / "model.safetensors"))
     assert read_jsonl(cut / "iter-2" / "pool.jsonl") == read_jsonl(full / "iter-2" / "pool.jsonl")

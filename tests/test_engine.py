@@ -13,7 +13,8 @@ from lolkit.config import TrainConfig, build
 from lolkit.engine.sampling import build_pool, epoch_order
 from lolkit.errors import LolkitError
 from lolkit.io import read_json
-from lolkit.train import read_metrics, train
+from lolkit.run import read_metrics
+from lolkit.train import train
 
 from .conftest import write_jsonl
 

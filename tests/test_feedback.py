@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from lolkit.config import TrainConfig, build
 from lolkit.errors import LolkitError
-from lolkit.train import read_metrics, train
+from lolkit.run import read_metrics
+from lolkit.train import train
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -41,10 +42,11 @@ def test_every_algorithm_runs_two_iterations_from_the_cli(tmp_path, tiny_model, 
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["loss"] == r["loss"] and isinstance(r["reward_mean"], float) for r in rows)
-    for k in (1, 2):
-        for name in ("samples.jsonl", "feedback.jsonl", "pool.jsonl", "checkpoint/model.safetensors",
-                     "checkpoint/trainer/optimizer.safetensors", "checkpoint/trainer/state.json"):
+    for k in (1, 2):  # each iteration's records, and the run lifecycle's checkpoint (the pool inside)
+        for name in ("samples.jsonl", "feedback.jsonl", "pool.jsonl"):
             assert (out / f"iter-{k}" / name).exists(), (k, name)
+        for name in ("model.safetensors", "trainer/optimizer.safetensors", "trainer/state.json"):
+            assert (out / "checkpoints" / f"step-{k}" / name).exists(), (k, name)
     assert (out / "final" / "model.safetensors").exists()
     run = json.loads((out / "run.json").read_text())
     if algo == "selm":
@@ -82,9 +84,9 @@ def test_resume_after_a_kill_between_iterations_matches_an_uninterrupted_run(tmp
     run = train(cfg_for(tmp_path / "run", algo), quiet=True)
     full = shutil.copytree(run, tmp_path / "uninterrupted")
     # killed during iteration 3: its samples and metrics row are written, its checkpoint is not
-    shutil.rmtree(run / "iter-3" / "checkpoint")
+    shutil.rmtree(run / "checkpoints" / "step-3")
     shutil.rmtree(run / "final")
-    assert (run / "iter-2" / "checkpoint").is_dir() and not (run / "iter-1" / "checkpoint").exists()  # pruned to 2
+    assert (run / "checkpoints" / "step-2").is_dir() and not (run / "checkpoints" / "step-1").exists()  # pruned to 2
     resumed = train(cfg_for(tmp_path / "run", algo), resume=True, quiet=True)
     a, b = load_file(full / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
     for k in a:

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from lolkit.config import TrainConfig, build
-from lolkit.train import read_metrics, train
+from lolkit.run import read_metrics
+from lolkit.train import train
 
 from .conftest import read_jsonl
 

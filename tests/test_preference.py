@@ -182,7 +182,7 @@ def test_preference_algorithms_train_from_the_cli(algo, extra, tmp_path, cli, ti
               "--set", "data.val_fraction=0", "--set", f"algo.cache_dir={tmp_path / 'c'}", "--quiet", *extra)
     assert res.code == 0, res
     from lolkit.io import read_json
-    from lolkit.train import read_metrics
+    from lolkit.run import read_metrics
 
     m = read_metrics(run)
     assert len(m) == 2

@@ -228,7 +228,7 @@ def test_cli_trains_a_reward_model_and_keeps_the_best(trained_rm):
     from transformers import AutoModelForSequenceClassification
 
     from lolkit.io import read_json
-    from lolkit.train import read_metrics
+    from lolkit.run import read_metrics
 
     run, _ = trained_rm
     m = read_metrics(run)
@@ -349,7 +349,7 @@ def test_qlora_reward_model_trains_on_cpu(tmp_path, cli, tiny_model):
               "--max-steps", "2", "--batch-size", "4", "--lr", "1e-2", "--set", "data.val_fraction=0",
               "--set", "model.lora_r=4", "--quiet")
     assert res.code == 0, res
-    from lolkit.train import read_metrics
+    from lolkit.run import read_metrics
 
     assert [math.isfinite(r["loss"]) for r in read_metrics(run)] == [True, True]
     adapter = json.loads((run / "final" / "adapter_config.json").read_text())
@@ -378,7 +378,7 @@ def test_resume_and_accumulation_reach_the_same_weights(tmp_path, cli, tiny_mode
         assert other.keys() == full.keys()
         for k in full:
             torch.testing.assert_close(other[k], full[k], rtol=tol, atol=tol, msg=f"{name}: {k}")
-    from lolkit.train import read_metrics
+    from lolkit.run import read_metrics
 
     for a, b in zip(read_metrics(tmp_path / "full"), read_metrics(tmp_path / "acc"), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from lolkit.config import TrainConfig, build
 from lolkit.errors import LolkitError
-from lolkit.train import read_metrics, train
+from lolkit.run import read_metrics
+from lolkit.train import train
 
 from .conftest import read_jsonl
 
@@ -138,7 +139,7 @@ def test_adamw8bit_trains_and_resumes(tmp_path, tiny_model):
 def test_weight_sharding_modes_are_refused_until_checkpoints_gather_them(kind, stage, refused):
     from types import SimpleNamespace
 
-    from lolkit.train import refuse_sharded_weights
+    from lolkit.run import refuse_sharded_weights
 
     plugin = SimpleNamespace(zero_stage=stage) if stage else None
     acc = SimpleNamespace(distributed_type=SimpleNamespace(value=kind), state=SimpleNamespace(deepspeed_plugin=plugin))

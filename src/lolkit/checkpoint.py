@@ -1,4 +1,5 @@
-"""Checkpoints without pickle: weights and optimizer tensors in safetensors, the rest in JSON.
+"""Checkpoints without pickle: weights and optimizer tensors in safetensors, the rest in JSON — one layout
+for every loop.
 
 A checkpoint directory is written under a temporary name, fsynced and renamed when complete, so it
 is either whole or absent; ``manifest.json`` (every file's size and SHA-256) is written last. A resume
@@ -6,10 +7,14 @@ trusts only a checkpoint whose manifest verifies (:func:`usable_checkpoint`): a 
 truncated, emptied, deleted or with bytes changed — is reported in one line and the previous complete
 one is used instead. Layout of ``checkpoints/step-N/``:
 
-* the model in Hugging Face format (full weights, or the peft adapter) — loadable on its own;
+* the weights, loadable on their own: a model in Hugging Face format (full weights, or the peft adapter;
+  :class:`ModelWeights`), or a loop's own modules as ``NAME.safetensors`` (:class:`ModuleWeights`, CoLA);
 * ``trainer/optimizer.safetensors`` + ``trainer/optimizer.json``: the optimizer state, flattened;
 * ``trainer/rng.safetensors``: torch (and CUDA) generator states;
-* ``trainer/state.json``: step, scheduler state, best validation metric, Python RNG state;
+* ``trainer/NAME.safetensors``: the tensors of each extra part of a loop's state (a value head, a critic,
+  a mask policy — anything with ``state_dict()`` / ``load_state_dict()``);
+* ``trainer/state.json``: step, scheduler state, best validation metric, Python RNG state, the loop's own
+  values and each part's values that are not tensors (a KL controller, a data pool, a batch order);
 * ``manifest.json``.
 """
 
@@ -38,7 +43,7 @@ def save_model(model, tokenizer, out: Path) -> None:
         tokenizer.save_pretrained(out)
 
 
-def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Optimizer state → (tensors for safetensors, the rest for JSON). Nested dicts (bitsandbytes keeps
     its quantisation state in one) are flattened with '/' in the key: ``"3.exp_avg"``,
     ``"3.__bnb_optimizer_quant_state__/absmax1"``."""
@@ -66,7 +71,7 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for key, v in list(tensors.items()) + list(meta["scalars"].items()):
         if isinstance(v, dict) and ALIAS in v:
@@ -80,12 +85,69 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
+def trainable_state(model, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The trainable tensors (or those named), cloned to CPU (clones untie shared weights for safetensors)."""
+    wanted = set(names) if names is not None else None
+    out = {}
+    for n, p in model.named_parameters():
+        if (wanted is None and p.requires_grad) or (wanted is not None and n in wanted):
+            out[n] = p.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+class ModelWeights:
+    """A Hugging Face model (and its tokenizer) as the weights of checkpoints, ``best/`` and ``final/``."""
+
+    def __init__(self, model, tokenizer=None):
+        self.model, self.tokenizer = model, tokenizer
+
+    def save(self, folder: Path) -> None:
+        save_model(self.model, self.tokenizer, folder)
+
+    def load(self, folder: Path) -> None:
+        load_trainable_weights(self.model, folder)
+
+
+class ModuleWeights:
+    """A loop's own modules (CoLA's), each as ``NAME.safetensors``."""
+
+    def __init__(self, modules: dict):
+        self.modules = modules
+
+    def save(self, folder: Path) -> None:
+        for name, module in self.modules.items():
+            save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()},
+                      folder / f"{name}.safetensors")
+
+    def load(self, folder: Path) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(load_file(folder / f"{name}.safetensors"), strict=True)
+
+
+class Trainable:
+    """A module's trainable tensors (or the named ones) as a checkpoint part: a separate critic, NLPO's
+    mask policy — only what can differ from the loaded model is saved."""
+
+    def __init__(self, module, names: list[str] | None = None):
+        self.module, self.names = module, names
+
+    def state_dict(self) -> dict:
+        return trainable_state(self.module, self.names)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state, strict=False)
+
+
+def save_checkpoint(path: Path, weights, optimizer, scheduler, step: int, state: dict, parts: dict | None = None) -> None:
+    """Write ``path`` atomically: ``weights`` (``.save(folder)``), the optimizer and scheduler (None for a
+    constant learning rate), the RNG states, ``state`` (JSON values of the loop) and ``parts`` — each an
+    object with ``state_dict()`` whose tensors go to ``trainer/NAME.safetensors`` and the rest to
+    ``state.json``."""
     with atomic_path(path, is_dir=True, manifest=True) as tmp:
-        save_model(model, tokenizer, tmp)
+        weights.save(tmp)
         t = tmp / "trainer"
         t.mkdir()
-        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        tensors, meta = flatten_optimizer(optimizer.state_dict())
         save_file(tensors, t / "optimizer.safetensors")
         (t / "optimizer.json").write_text(json.dumps(meta))
         rng = {"torch": torch.get_rng_state()}
@@ -93,10 +155,17 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, step: in
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 rng[f"cuda{i}"] = s
         save_file(rng, t / "rng.safetensors")
+        values = {}
+        for name, part in (parts or {}).items():
+            sd = part.state_dict()
+            found = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}
+            if found:
+                save_file(found, t / f"{name}.safetensors")
+            values[name] = {k: v for k, v in sd.items() if not isinstance(v, torch.Tensor)}
         py_state = random.getstate()
-        state = {"step": step, "scheduler": scheduler.state_dict(),
-                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]], **extra}
-        write_json(t / "state.json", state)
+        write_json(t / "state.json", {"step": step, "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                                      "python_rng": [py_state[0], list(py_state[1]), py_state[2]], **state,
+                                      "parts": values})
 
 
 def load_trainable_weights(model, path: Path) -> None:
@@ -115,19 +184,24 @@ def load_trainable_weights(model, path: Path) -> None:
         raise RuntimeError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    load_trainable_weights(model, path)
+def load_checkpoint(path: Path, weights, optimizer, scheduler, parts: dict | None = None) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into the live objects; returns the state's JSON values."""
+    weights.load(path)
     t = path / "trainer"
     meta = json.loads((t / "optimizer.json").read_text())
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
+    optimizer.load_state_dict(unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
     rng = load_file(t / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():
         torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda")])
     state = read_json(t / "state.json")
-    scheduler.load_state_dict(state["scheduler"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
     a, b, c = state["python_rng"]
     random.setstate((a, tuple(b), c))
+    for name, part in (parts or {}).items():
+        found = t / f"{name}.safetensors"
+        part.load_state_dict({**(load_file(found) if found.is_file() else {}), **state["parts"].get(name, {})})
     return state
 
 

@@ -133,7 +133,7 @@ def train(
         put(path, value)
     layers = [load_yaml(config)] if config else []
     cfg = build(TrainConfig, *layers, parse_overrides(sets or []), flags, source=str(config or "options"))
-    from .train import read_metrics
+    from .run import read_metrics
     from .train import train as run_train
 
     run = run_train(cfg, resume=resume, overwrite=overwrite, quiet=quiet)

@@ -99,6 +99,12 @@ class AdaptiveKLController:
             self.value *= 1.0 + self.factor * error
         return self.value
 
+    def state_dict(self) -> dict:  # a checkpoint part (lolkit.checkpoint)
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
 
 @dataclass
 class RunningMoments:
@@ -117,6 +123,12 @@ class RunningMoments:
         delta = bm - self.mean
         m2 = self.var * self.count + bv * n + delta**2 * self.count * n / total
         self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
+
+    def state_dict(self) -> dict:  # a checkpoint part (lolkit.checkpoint)
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
 def normalise_rewards(scores: torch.Tensor, kind: str, scale: float, clip: float | None,

@@ -1,30 +1,44 @@
-"""A training run's directory: created only once the inputs are valid, never clobbering what is not a
-lolkit run, tidied on resume, and removed again when a fresh run fails before its first step.
+"""The run lifecycle every training loop shares — the offline loop, PPO / NLPO, the feedback loops and
+CoLA's stages. A loop keeps only what is its own (batches and losses, rollouts, the data pool, …); what
+every run does is written once, here:
 
-Every training loop (offline, online, feedback) goes through these functions:
+* the run directory — checked before anything loads (:func:`check_run_dir`: an existing run needs
+  ``--resume`` or ``--overwrite``, a resume the same settings, an overwrite a recognisable lolkit run),
+  created once the inputs are valid (:func:`prepare_run_dir`, which writes ``config.yaml`` and tidies a
+  killed run's temporaries), and removed again when a fresh run fails before it has :func:`started`;
+* ``--resume`` from the newest checkpoint that verifies, with the weights, optimizer, scheduler, RNG
+  states and the loop's extra parts (:mod:`lolkit.checkpoint`, one layout for every loop);
+* ``metrics.jsonl`` (and any other per-step log of the loop) appended per step and truncated on resume;
+* step checkpoints every ``save_every`` steps and at the end (the newest ``keep`` kept), validation every
+  ``eval_every`` steps and at the end with the best one in ``checkpoints/best/``, ``final/``;
+* the optimizer and learning-rate schedule, the device and Accelerate, ``run.json``, experiment trackers
+  and progress.
 
-* :func:`check_run_dir` — before anything is loaded: refuses an existing run without ``--resume`` /
-  ``--overwrite``, a resume with different settings, and an ``--overwrite`` of anything that is not
-  recognisably a lolkit run directory (``run.json`` / a run's ``config.yaml``), of a symbolic link, or of
-  the working directory (or a folder holding it).
-* :func:`prepare_run_dir` — once the inputs are valid: replaces (``--overwrite``) or creates the
-  directory, writes ``config.yaml``, and on ``--resume`` removes the killed run's temporaries.
-* :func:`discard_unstarted` — wraps a loop's entry point: a run this call created that fails (a user
-  error, Ctrl-C, anything) before it has produced anything but its set-up files (no logged step, no
-  checkpoint, no samples) is removed, so the next try does not meet a half-made run directory.
+Usage, in every loop::
+
+    with Run(path, settings, resume=…, overwrite=…) as run:   # checks the directory; writes nothing
+        … load the model and the data (a bad input fails here, leaving nothing behind) …
+        run.create()                                          # the directory exists from here on
+        start = run.restore(weights, optimizer, scheduler, parts)
+        run.write_info({...})
+        with run.logging(total, report_to):
+            for step in range(start + 1, total + 1):
+                … the loop's own work → row …
+                row.update(run.validate(step, validator, …))
+                run.log(row)
+                run.checkpoint(step, weights, optimizer, scheduler, parts, state)
+        run.finish(weights)
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 import shutil
 from pathlib import Path
 
 from .errors import LolkitError
-from .io import recover_partial, write_text
-
-_created: list[Path] = []  # run directories created fresh by prepare_run_dir, newest last
+from .io import atomic_path, recover_partial, write_json, write_text
 
 
 def is_lolkit_run(path: Path) -> bool:
@@ -57,12 +71,13 @@ def refuse_to_remove(path: Path, what: str = "run directory") -> None:
                           "choose another --output-dir")
 
 
-def check_run_dir(cfg, resume: bool, overwrite: bool) -> bool:
+def check_run_dir(path: str | Path, settings: dict, resume: bool, overwrite: bool) -> bool:
     """Refuse to touch an existing run without --resume / --overwrite, or anything that is not a lolkit
-    run (writes nothing); returns whether the run directory holds anything."""
-    from .config import load_yaml, to_dict
+    run (writes nothing); returns whether the run directory holds anything. ``settings`` are what
+    ``config.yaml`` holds: a resume must bring the same ones."""
+    from .config import load_yaml
 
-    run = Path(cfg.output_dir)
+    run = Path(path)
     if (run.exists() or run.is_symlink()) and not run.is_dir():
         raise LolkitError(f"{run}: exists and is not a directory")
     existing = run.is_dir() and any(run.iterdir())
@@ -73,9 +88,9 @@ def check_run_dir(cfg, resume: bool, overwrite: bool) -> bool:
     if existing and resume:
         saved = run / "config.yaml"
         if saved.is_file():
-            old, new = load_yaml(saved), to_dict(cfg)
+            old, new = load_yaml(saved), json.loads(json.dumps(settings))
             for key in ("max_prompt_len", "max_response_len"):  # unset: resolved from the data, compared once it is
-                if new["data"][key] is None:
+                if isinstance(new.get("data"), dict) and new["data"].get(key) is None:
                     new["data"][key] = (old.get("data") or {}).get(key)
             diff = _first_difference(old, new)
             if diff:
@@ -88,14 +103,14 @@ def check_run_dir(cfg, resume: bool, overwrite: bool) -> bool:
     return existing
 
 
-def prepare_run_dir(cfg, resume: bool, overwrite: bool, log=None) -> Path:
-    """Create (or, with --overwrite, replace) the run directory; called once the inputs are valid. On
-    --resume, the killed run's leftovers (temporaries, a directory caught between two renames) are
-    tidied first."""
-    from .config import dump_yaml
+def prepare_run_dir(path: str | Path, settings: dict, resume: bool, overwrite: bool, log=None) -> tuple[Path, bool]:
+    """Create (or, with --overwrite, replace) the run directory and write ``config.yaml``; called once the
+    inputs are valid. On --resume, the killed run's leftovers (temporaries, a directory caught between two
+    renames) are tidied first. Returns (the directory, whether this call created it fresh)."""
+    import yaml
 
-    run = Path(cfg.output_dir)
-    existing = check_run_dir(cfg, resume, overwrite)
+    run = Path(path)
+    existing = check_run_dir(run, settings, resume, overwrite)
     if existing and overwrite and not resume:
         shutil.rmtree(run)
     if existing and resume:
@@ -104,10 +119,8 @@ def prepare_run_dir(cfg, resume: bool, overwrite: bool, log=None) -> Path:
                 log(f"resume: {change} in {folder}")
     fresh = not run.exists() or not any(run.iterdir())
     run.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        _created.append(run.absolute())
-    write_text(run / "config.yaml", dump_yaml(cfg))
-    return run
+    write_text(run / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+    return run, fresh
 
 
 def recover_run(run: Path) -> list[tuple[Path, str]]:
@@ -135,26 +148,6 @@ def started(run: Path) -> bool:
     return False
 
 
-def discard_unstarted(fn):
-    """Decorate a loop's entry point: when it raises, remove the run directories this call created
-    fresh that have not :func:`started`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        mark = len(_created)
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            for run in _created[mark:]:
-                if run.is_dir() and not run.is_symlink() and not started(run):
-                    shutil.rmtree(run, ignore_errors=True)
-            raise
-        finally:
-            del _created[mark:]
-
-    return wrapper
-
-
 def _first_difference(old, new, prefix: str = "") -> str | None:
     if isinstance(old, dict) and isinstance(new, dict):
         for k in sorted(set(old) | set(new)):
@@ -163,3 +156,235 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
                 return d
         return None
     return None if old == new else f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
+
+
+# --------------------------------------------------------------------------------------------------
+# the optimizer and the learning-rate schedule
+# --------------------------------------------------------------------------------------------------
+def make_optimizer(optim, params):
+    """AdamW (or bitsandbytes' 8-bit AdamW) over the trainable ``params`` of a module or an iterable,
+    with the settings of an :class:`~lolkit.config.OptimConfig`."""
+    import torch
+
+    params = [p for p in (params.parameters() if hasattr(params, "parameters") else params) if p.requires_grad]
+    kw = {"lr": optim.lr, "betas": (optim.beta1, optim.beta2), "weight_decay": optim.weight_decay}
+    if optim.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, **kw)
+    return torch.optim.AdamW(params, **kw)
+
+
+def make_scheduler(optim, optimizer, total_steps: int):
+    """Linear warm-up over ``optim.warmup_steps``, then cosine, linear or constant."""
+    import torch
+
+    warm, kind = optim.warmup_steps, optim.scheduler
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics.jsonl
+# --------------------------------------------------------------------------------------------------
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    from .io import dumps
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(dumps(row) + "\n" for row in rows))
+        fh.flush()
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop rows past the step a resumed run restarts from (and any torn last line)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    write_text(path, "".join(k + "\n" for k in keep))
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    p = Path(run) / "metrics.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+
+# --------------------------------------------------------------------------------------------------
+# the lifecycle
+# --------------------------------------------------------------------------------------------------
+class Run:
+    """One training run (see the module's docstring). ``settings`` is what ``config.yaml`` holds (a loop's
+    resolved config); ``save_every`` / ``eval_every`` count steps (0: only at the end), ``keep`` is how many
+    step checkpoints stay. ``processes="one"``: a loop that runs in one process refuses to be started under
+    several (each would write the same run directory)."""
+
+    def __init__(self, path: str | Path, settings: dict, *, resume: bool = False, overwrite: bool = False,
+                 quiet: bool = False, save_every: int = 0, eval_every: int = 0, keep: int = 2,
+                 processes: str = "any"):
+        import torch
+        from accelerate import Accelerator
+
+        self.path, self.settings = Path(path), settings
+        self.resume_asked, self.overwrite, self.quiet = resume, overwrite, quiet
+        self.save_every, self.eval_every, self.keep = save_every, eval_every, keep
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        refuse_sharded_weights(self.accelerator)
+        if processes == "one" and self.accelerator.num_processes > 1:
+            raise LolkitError(f"this loop runs in one process; it was started under {self.accelerator.num_processes} "
+                              "(torchrun / accelerate launch): run it as one process (docs/scaling.md)")
+        self.main = self.accelerator.is_main_process
+        self.device = self.accelerator.device
+        self.start, self.best, self.state = 0, None, {}
+        self.total = 0
+        self.created = False
+        self.trackers = self.progress = None
+        self.extra_logs: tuple[str, ...] = ()
+        check_run_dir(self.path, settings, resume, overwrite)
+
+    # -- the directory ----------------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        """A run this object created that fails before it has :func:`started` is removed again, so the next
+        try meets no half-made run directory."""
+        if kind is not None and self.created and self.main:
+            run = self.path
+            if run.is_dir() and not run.is_symlink() and not started(run):
+                shutil.rmtree(run, ignore_errors=True)
+        return False
+
+    def say(self, message: str) -> None:
+        """One dim line on the console (the main process, unless quiet)."""
+        if self.main and not self.quiet:
+            from .progress import console
+
+            console.print(f"[dim]{message}[/dim]")
+
+    def create(self, settings: dict | None = None) -> Path:
+        """Create (or replace) the directory once the inputs are valid; ``settings`` replaces those given at
+        the start when the loop resolved more of them meanwhile (lengths found in the data)."""
+        self.settings = settings if settings is not None else self.settings
+        if self.main:
+            _, self.created = prepare_run_dir(self.path, self.settings, self.resume_asked, self.overwrite, log=self.say)
+        self.accelerator.wait_for_everyone()
+        return self.path
+
+    def write_info(self, info: dict) -> None:
+        """``run.json``: what the run is (written on every start, after the resume point is known)."""
+        if self.main:
+            write_json(self.path / "run.json", {**info, "config": self.settings})
+
+    # -- resume -----------------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def restore(self, weights, optimizer, scheduler=None, parts: dict | None = None) -> int:
+        """On --resume, load the newest checkpoint that verifies into the live objects; returns the step to
+        continue after (0: from the beginning). The loop's own values are in ``self.state``."""
+        from . import checkpoint as ckpt
+
+        done = ckpt.usable_checkpoint(ckpt.step_checkpoints(self.checkpoints), self.checkpoints) \
+            if self.resume_asked else None
+        if done:
+            self.state = ckpt.load_checkpoint(done[1], weights, optimizer, scheduler, parts)
+            self.start, self.best = self.state["step"], self.state.get("best")
+        return self.start
+
+    # -- per step ---------------------------------------------------------------------------------------
+    def logging(self, total: int, report_to: list[str] = (), extra_logs: tuple[str, ...] = (),
+                description: str = "train"):
+        """The context of the steps: ``metrics.jsonl`` (and the loop's ``extra_logs``, JSONL files with a
+        ``step`` per row) cut back to the resume point, trackers and progress opened."""
+        from contextlib import ExitStack
+
+        from .progress import TrainProgress
+        from .tracking import Trackers
+
+        self.total, self.extra_logs = total, extra_logs
+        if self.main:
+            for name in ("metrics.jsonl", *extra_logs):
+                truncate_jsonl(self.path / name, self.start)
+        stack = ExitStack()
+        self.progress = stack.enter_context(TrainProgress(total, self.start, disable=self.quiet or not self.main,
+                                                          description=description))
+        self.trackers = stack.enter_context(Trackers(self.path, list(report_to) if self.main else [], self.settings))
+        return stack
+
+    def due(self, step: int, every: int) -> bool:
+        return bool(every and step % every == 0) or step == self.total
+
+    def log(self, row: dict, **extra: list[dict]) -> None:
+        """One step's row to ``metrics.jsonl``, the trackers and the progress line; ``extra``: rows for the
+        loop's other logs (``rollouts=[…]`` appends to ``rollouts.jsonl``)."""
+        if self.main:
+            append_jsonl(self.path / "metrics.jsonl", [row])
+            for name, rows in extra.items():
+                append_jsonl(self.path / f"{name}.jsonl", rows)
+            self.trackers.log(row)
+        self.progress.update(row["step"], row)
+
+    def validate(self, step: int, validator, weights, *args) -> dict:
+        """Every ``eval_every`` steps and at the last: ``validator.run(*args)`` → its metrics; a better value
+        of ``validator.metric`` (``validator.better(new, best)``) than any before keeps ``weights`` in
+        ``checkpoints/best/`` (with ``best.json``). A validator that is not ``enabled`` does nothing."""
+        if not validator.enabled or not self.due(step, self.eval_every):
+            return {}
+        values = validator.run(*args)
+        if validator.better(values[validator.metric], self.best):
+            self.best = values[validator.metric]
+            if self.main:
+                with atomic_path(self.checkpoints / "best", is_dir=True, manifest=True) as tmp:
+                    weights.save(tmp)
+                    write_json(tmp / "best.json", {"step": step, "metric": validator.metric, "value": self.best})
+        return values
+
+    def checkpoint(self, step: int, weights, optimizer, scheduler=None, parts: dict | None = None,
+                   state: dict | None = None, metric: str | None = None) -> None:
+        """Every ``save_every`` steps and at the last: ``checkpoints/step-N`` (then the oldest beyond ``keep``
+        go). ``state``: the loop's own JSON values, back in ``self.state`` on resume."""
+        from . import checkpoint as ckpt
+
+        if self.main and self.due(step, self.save_every):
+            ckpt.save_checkpoint(self.checkpoints / f"{ckpt.STEP_PREFIX}{step}", weights, optimizer, scheduler, step,
+                                 {"best": self.best, "best_metric": metric, **(state or {})}, parts)
+            ckpt.prune(self.checkpoints, self.keep)
+        self.accelerator.wait_for_everyone()
+
+    def finish(self, weights, files=None) -> Path:
+        """``final/``: the weights (and ``files(folder)``, the loop's own additions), written atomically."""
+        if self.main:
+            with atomic_path(self.path / "final", is_dir=True, manifest=True) as tmp:
+                weights.save(tmp)
+                if files is not None:
+                    files(tmp)
+        self.accelerator.wait_for_everyone()
+        return self.path
+
+
+def refuse_sharded_weights(accelerator) -> None:
+    """FSDP and DeepSpeed ZeRO-3 shard the weights themselves: rank 0's model then holds one shard, and
+    lolkit's checkpoints (saved from the unwrapped model) would be incomplete. Until gathered
+    checkpoints are implemented and tested on GPUs, refuse those modes rather than write broken files."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    stage = getattr(plugin, "zero_stage", None) if plugin is not None else None
+    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
+        raise LolkitError(f"lolkit train does not support {'FSDP' if kind == 'FSDP' else 'DeepSpeed ZeRO-3'} yet: "
+                          "its checkpoints would hold one rank's shard of the weights; use DDP or ZeRO-2 "
+                          "(docs/scaling.md)")

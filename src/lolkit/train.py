@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
 from .algorithms import Algorithm, get_algorithm
+from .checkpoint import ModelWeights
 from .config import TrainConfig, check_settings, default_lr, to_dict
 from .data.dataset import TrainData, load_train_data
 from .data.tokenize import collate, context_window, group_by_length, micro_batches
 from .errors import LolkitError
-from .io import atomic_path, child_path, read_json, write_json, write_text
+from .io import child_path
 from .logprobs import forward_logprobs
 from .losses import LossInputs, LossParams
 from .models import count_parameters
-from .run import check_run_dir, discard_unstarted, prepare_run_dir
+from .run import Run, make_optimizer, make_scheduler
+from .tracking import loss_views
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -118,65 +119,42 @@ class StepPlan:
         return micro_batches(group[self.rank :: self.world], self.lengths, self.micro)
 
 
-def make_optimizer(cfg: TrainConfig, model):
-    params = [p for p in model.parameters() if p.requires_grad]
-    kw = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2), "weight_decay": cfg.optim.weight_decay}
-    if cfg.optim.optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, **kw)
-    return torch.optim.AdamW(params, **kw)
-
-
-def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
-    warm = cfg.optim.warmup_steps
-    kind = cfg.optim.scheduler
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 @dataclass
 class Validator:
-    """Validation: mean reward of greedy generations on the validation prompts (higher is better),
-    or, without a reward, the mean per-token NLL of the validation responses (lower is better)."""
+    """Validation: mean reward of greedy generations on the validation prompts (higher is better;
+    :class:`lolkit.validation.RewardValidator`), or, without a reward, the mean per-token NLL of the
+    validation responses (lower is better)."""
 
     cfg: TrainConfig
     data: TrainData
     tokenizer: object
+    reward: object = None  # built once by the loop (None: no reward, validation by NLL)
 
     def __post_init__(self) -> None:
         if not self.enabled and self.cfg.data.val:
             raise LolkitError(f"{self.cfg.data.val}: validation without a reward needs records with responses (their "
                               "NLL is the validation metric): pass --reward, or --val-data with records")
+        from .validation import RewardValidator
+
+        n, d = self.cfg.eval_prompts, self.data
+        self.by_reward = RewardValidator(self.cfg, self.tokenizer, self.reward, d.val_prompts[:n], d.val_raw_prompts[:n],
+                                         d.val_unique[:n]) if self.reward is not None else None
 
     @property
     def enabled(self) -> bool:
         """Validation: the reward of greedy answers, else the NLL of validation responses, else none."""
-        return bool(self.cfg.reward) or any(r.responses for r in self.data.val_records)
+        return self.reward is not None or any(r.responses for r in self.data.val_records)
 
     @property
     def metric(self) -> str:
-        return "val_reward" if self.cfg.reward else "val_nll"
+        return "val_reward" if self.reward is not None else "val_nll"
 
     def better(self, a: float, b: float | None) -> bool:
-        return b is None or (a > b if self.cfg.reward else a < b)
+        return b is None or (a > b if self.reward is not None else a < b)
 
     def run(self, model) -> dict[str, float]:
-        if self.cfg.reward:
-            from .evaluate import score_prompts
-
-            n = self.cfg.eval_prompts
-            rows = score_prompts(model, self.tokenizer, self.data.val_prompts[:n], self.data.val_raw_prompts[:n],
-                                 self.cfg.reward, self.cfg, sample=False, records=self.data.val_unique[:n])
-            return {"val_reward": sum(r["reward"] for r in rows) / max(1, len(rows))}
+        if self.by_reward is not None:
+            return self.by_reward.run(model)
         return {"val_nll": self._val_nll(model)}
 
     @torch.no_grad()
@@ -240,50 +218,34 @@ def accumulate_gradients(model, algo: Algorithm, params: LossParams, data: Train
     return sums, pad, tokens
 
 
-def refuse_sharded_weights(accelerator) -> None:
-    """FSDP and DeepSpeed ZeRO-3 shard the weights themselves: rank 0's model then holds one shard, and
-    lolkit's checkpoints (saved from the unwrapped model) would be incomplete. Until gathered
-    checkpoints are implemented and tested on GPUs, refuse those modes rather than write broken files."""
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    stage = getattr(plugin, "zero_stage", None) if plugin is not None else None
-    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
-        raise LolkitError(f"lolkit train does not support {'FSDP' if kind == 'FSDP' else 'DeepSpeed ZeRO-3'} yet: "
-                          "its checkpoints would hold one rank's shard of the weights; use DDP or ZeRO-2 "
-                          "(docs/scaling.md)")
-
-
-@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    """Train per ``cfg``; returns the run directory. See the README for its layout. A fresh run that fails
-    before its first step leaves no run directory (:func:`lolkit.run.discard_unstarted`)."""
-    loop = get_algorithm(cfg.algo.name).loop
-    if loop == "online":  # PPO / NLPO: rollouts and PPO epochs (lolkit.online)
+    """Train per ``cfg`` with the loop its algorithm's row names; returns the run directory. See the README
+    for its layout. A fresh run that fails before its first step leaves no run directory."""
+    row = get_algorithm(cfg.algo.name)
+    if row.loop == "online":  # PPO / NLPO: rollouts and PPO epochs (lolkit.online)
         from .online.trainer import train as online
 
         return online(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
-    if loop == "feedback":  # Quark / ALT / SELM: sample → feedback → pool → train (lolkit.feedback)
+    if row.loop == "feedback":  # Quark / ALT / SELM: sample → feedback → pool → train (lolkit.feedback)
         from .feedback.driver import train as feedback
 
         return feedback(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
-    if loop != "offline":
-        row = get_algorithm(cfg.algo.name)
+    if row.loop != "offline":
         raise LolkitError(f"--algo {row.name} is a stage of CoLA: run `{row.command}` (docs/cola.md)")
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from .progress import TrainProgress
-
     cfg = resolve_config(cfg)
-    algo = get_algorithm(cfg.algo.name)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    refuse_sharded_weights(accelerator)
-    main = accelerator.is_main_process
     # Everything a user can get wrong is checked before the run directory is created, so a bad input
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
-    check_run_dir(cfg, resume, overwrite)
+    with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit) as run:
+        return _offline(cfg, row, run)
+
+
+def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
+    from accelerate.utils import set_seed
+
+    accelerator, main = run.accelerator, run.main
     set_seed(cfg.seed)
-    model, tokenizer, model_path = algo.model.load(cfg, device=accelerator.device)
+    model, tokenizer, model_path = algo.model.load(cfg, device=run.device)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit, window=context_window(model), model=model_path)
     cfg.data.max_prompt_len, cfg.data.max_response_len = data.max_prompt_len, data.max_response_len
@@ -291,67 +253,53 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
 
     if hasattr(model.config, CONFIG_KEY):  # a reward model keeps the lengths it trains with, for scoring
         setattr(model.config, CONFIG_KEY, {"max_prompt_len": data.max_prompt_len, "max_response_len": data.max_response_len})
-    validator = (algo.validator or Validator)(cfg, data, tokenizer)  # checks its validation data
-    validate = validator.enabled
+    # the reward is built once: an unknown reward or a bad reward config fails here, not at the first validation
+    reward = None
     if cfg.reward:
         from .rewards import get_reward
 
-        get_reward(cfg.reward)  # an unknown reward or a bad reward config fails here, not at the first validation
-    log = (lambda m: _log(m, quiet)) if main else (lambda m: None)
+        reward = get_reward(cfg.reward)
+    validator = (algo.validator or Validator)(cfg, data, tokenizer, reward)  # checks its validation data
     # on --resume, the killed run's leftovers (half-written temporaries, a directory between renames) go
-    run = prepare_run_dir(cfg, resume, overwrite, log=log) if main else Path(cfg.output_dir)
-    accelerator.wait_for_everyone()
+    run.create(to_dict(cfg))
     world, rank = accelerator.num_processes, accelerator.process_index
     if main:
-        data.report(log)
+        data.report(run.say)
     if data.tied_pairs:
-        log(f"{data.tied_pairs} ranking pairs with equal rewards dropped (no preference)")
+        run.say(f"{data.tied_pairs} ranking pairs with equal rewards dropped (no preference)")
     from .engine import Dist, prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
     dist = Dist(rank, world, accelerator.wait_for_everyone, lambda t: accelerator.reduce(t, reduction="sum"))
     engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
-                            log=log, run=run, dist=dist)
+                            log=run.say if main else (lambda m: None), run=run.path, dist=dist)
     plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool,
                     engine.weights)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    optimizer = make_optimizer(cfg.optim, model)
+    scheduler = make_scheduler(cfg.optim, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    weights = ModelWeights(unwrapped, tokenizer)
     a = cfg.algo
     params = LossParams(clip=a.clip, kl_beta=a.kl_beta, gold_u=a.gold_u, beta=a.beta, dpo_loss=a.dpo_loss,
                         label_smoothing=a.label_smoothing, reference_free=a.reference_free, sft_weight=a.sft_weight,
                         group_size=data.group_size, center_rewards_coefficient=a.center_rewards_coefficient)
-
-    ckpt_dir = run / "checkpoints"
-    metrics_path = run / "metrics.jsonl"
-    start, best = 0, None
-    done = ckpt.usable_checkpoint(ckpt.step_checkpoints(ckpt_dir), ckpt_dir) if resume else None
-    if done:
-        state = ckpt.load_checkpoint(done[1], unwrapped, optimizer, scheduler)
-        start, best = state["step"], state.get("best")
-    if main:
-        _truncate_metrics(metrics_path, start)
-        total, trainable = count_parameters(unwrapped)
-        write_json(run / "run.json", {
-            "algo": algo.name, "model_path": model_path, "data": data.source, "examples": len(data.examples),
-            "units": len(data.units),
-            "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
-            "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
-            "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
-            "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
-            "truncation": data.truncation_json(),
-            "config": to_dict(cfg),  # every setting, defaults resolved
-        })
-    from .tracking import loss_views, open_trackers
-
-    trackers = open_trackers(cfg, run, main)
-    progress = TrainProgress(total_steps, start, disable=quiet or not main)
+    start = run.restore(weights, optimizer, scheduler)
+    total, trainable = count_parameters(unwrapped)
+    run.write_info({
+        "algo": algo.name, "model_path": model_path, "data": data.source, "examples": len(data.examples),
+        "units": len(data.units),
+        "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
+        "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
+        "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
+        "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
+        "truncation": data.truncation_json(),
+    })
     model.train()
     t_last = time.perf_counter()
     ties_told = False
-    with progress, trackers:
+    with run.logging(total_steps, cfg.report_to):
         for step in range(start, total_steps):
             sums, pad, tokens = accumulate_gradients(
                 model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
@@ -371,8 +319,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             optimizer.zero_grad(set_to_none=True)
             now = time.perf_counter()
             if not ties_told and sums.get("ties") is not None and sums["ties"].item() > 0:
-                log("PRO: a ranking whose candidates all have the same reward trains its NLL term only (its ranking "
-                    "term is constant); the 'ties' column counts them per step")
+                run.say("PRO: a ranking whose candidates all have the same reward trains its NLL term only (its "
+                        "ranking term is constant); the 'ties' column counts them per step")
                 ties_told = True
             response_tokens = sums.pop("response_tokens").item()
             row = {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4),
@@ -381,73 +329,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
                    "lr": lr, "grad_norm": grad_norm, "pad_fraction": round(pad / max(tokens, 1), 4),
                    "step_time": round(now - t_last, 4)}
             t_last = now
-            last = step + 1 == total_steps
-            if validate and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
-                val = validator.run(unwrapped)
-                row.update(val)
-                if main and validator.better(val[validator.metric], best):
-                    best = val[validator.metric]
-                    _save_best(unwrapped, tokenizer, ckpt_dir, step + 1, validator.metric, best)
-            if main:
-                _append_metrics(metrics_path, row)
-                trackers.log(row)
-            progress.update(step + 1, row)
-            if main and ((cfg.save_every and (step + 1) % cfg.save_every == 0) or last):
-                ckpt.save_checkpoint(ckpt_dir / f"{ckpt.STEP_PREFIX}{step + 1}", unwrapped, tokenizer, optimizer,
-                                     scheduler, step + 1, {"best": best, "best_metric": validator.metric})
-                ckpt.prune(ckpt_dir, cfg.save_total_limit)
-            accelerator.wait_for_everyone()
-    if main:
-        with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
-            ckpt.save_model(unwrapped, tokenizer, tmp)
-    accelerator.wait_for_everyone()
-    return run
-
-
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        from .progress import console
-
-        console.print(f"[dim]{message}[/dim]")
-
-
-def _save_best(model, tokenizer, ckpt_dir: Path, step: int, metric: str, value: float) -> None:
-    with atomic_path(ckpt_dir / "best", is_dir=True, manifest=True) as tmp:
-        ckpt.save_model(model, tokenizer, tmp)
-        write_json(tmp / "best.json", {"step": step, "metric": metric, "value": value})
-
-
-def _append_metrics(path: Path, row: dict) -> None:
-    from .io import dumps
-
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(dumps(row) + "\n")
-        fh.flush()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows past the step a resumed run restarts from (and any torn last line)."""
-    if not path.exists():
-        return
-    import json
-
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("step", 0) <= step:
-            keep.append(line)
-    write_text(path, "".join(k + "\n" for k in keep))
-
-
-def read_metrics(run: Path) -> list[dict]:
-    import json
-
-    p = Path(run) / "metrics.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
-
-
-def run_info(run: Path) -> dict:
-    return read_json(Path(run) / "run.json")
+            row.update(run.validate(step + 1, validator, weights, unwrapped))
+            run.log(row)
+            run.checkpoint(step + 1, weights, optimizer, scheduler, metric=validator.metric)
+    return run.finish(weights)

@@ -84,6 +84,10 @@ class Condition:
     def label(self, tokenizer, cond) -> str:
         return cond
 
+    def as_text(self, tokenizer, cond) -> str:
+        """The condition as text put before a rendered prompt (validation generates from text)."""
+        return self.text(cond)
+
 
 class QuantileToken(Condition):
     reference_sees_condition = False  # the control token has no meaning for the reference
@@ -104,6 +108,9 @@ class QuantileToken(Condition):
 
     def label(self, tokenizer, cond: int) -> str:
         return tokenizer.convert_ids_to_tokens(cond)
+
+    def as_text(self, tokenizer, cond: int) -> str:  # a special token: its text encodes to the token again
+        return self.label(tokenizer, cond)
 
 
 class QuantileWord(Condition):

@@ -12,16 +12,19 @@ Quark / ALT, iteration K (1-based; one row of metrics.jsonl):
 5. ``steps`` optimizer steps of conditional NLL − η·entropy + β·KL(π_ref ‖ π_θ) on it
    (:func:`lolkit.losses.conditional_nll`); for Quark the reference sees the prompt without the
    control token;
-6. write ``iter-K/{samples,feedback,pool}.jsonl``, then the checkpoint ``iter-K/checkpoint/``.
+6. write ``iter-K/{samples,feedback,pool}.jsonl``; validate (greedy answers to the validation prompts under
+   the best condition, every ``eval_every`` iterations and at the end, the best kept in
+   ``checkpoints/best``); then the checkpoint ``checkpoints/step-K`` (the pool is part of it).
 
 SELM, iteration K: a fresh slice of prompts; the current model's greedy answer y_ref; the reward ranks
 {y_ref, the dataset's candidates}; chosen = best, rejected = worst (prompts whose candidates all tie are
 skipped); the reference log-probs are those of the model at the start of the iteration, i.e. the model
 iteration K−1 produced; ``steps`` optimizer steps of :func:`lolkit.losses.selm`.
 
-An iteration is complete when its checkpoint exists (written atomically, last). ``--resume`` restarts
-after the last complete iteration, from its weights, optimizer, scheduler and pool; everything random
-is seeded from (seed, iteration), so the result equals an uninterrupted run's.
+An iteration is complete when its checkpoint exists (written atomically, last; the run lifecycle of
+:mod:`lolkit.run`). ``--resume`` restarts after the last complete iteration, from its weights, optimizer,
+scheduler and pool; everything random is seeded from (seed, iteration), so the result equals an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt
+from ..algorithms import get_algorithm
+from ..checkpoint import ModelWeights
 from ..config import TrainConfig, check_settings, default_lr, to_dict
+from ..data.prompts import encode_loop_prompts, iteration_prompts, load_validation
 from ..errors import LolkitError
-from ..io import child_path, file_sha256, read_json, read_jsonl, warn, write_json, write_jsonl
+from ..io import child_path, write_jsonl
 from ..logprobs import gather_logprobs, response_rows, row_statistics, token_entropy, token_kl
 from ..losses import FeedbackInputs, FeedbackParams, LossInputs, conditional_nll, selm
 from ..models import count_parameters, is_peft, load_model
 from ..online.policy import build_batch, frozen_copy
-from ..online.trainer import iteration_prompts, load_prompt_records, make_reward
-from ..run import discard_unstarted
+from ..run import Run, make_optimizer, make_scheduler
+from ..tracking import loss_views
 from . import pool as P
 from .providers import make_provider
 
@@ -53,8 +58,6 @@ ITER_PREFIX = "iter-"
 
 def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
     """Defaults that depend on other settings, and every check a user's config can fail."""
-    from ..algorithms import get_algorithm
-
     f, algo = cfg.feedback, cfg.algo.name
     row = get_algorithm(algo)
     condition = row.condition(f) if row.condition else None
@@ -94,39 +97,6 @@ def resolve_feedback_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def completed_iterations(run: Path) -> list[tuple[int, Path]]:
-    """Iterations whose checkpoint was written (the last thing an iteration writes), oldest first; whether
-    it is intact is checked on resume (:func:`resume_point`)."""
-    out = []
-    for d in run.glob(f"{ITER_PREFIX}*"):
-        num = d.name[len(ITER_PREFIX):]
-        if num.isdigit() and (d / "checkpoint").is_dir():
-            out.append((int(num), d))
-    return sorted(out)
-
-
-def resume_point(run: Path) -> tuple[int, Path] | None:
-    """The newest iteration whose checkpoint passes verification, the pool file it was trained on
-    included (its checksum is in the checkpoint's state); a damaged one is reported and skipped."""
-    candidates = [(n, d / "checkpoint") for n, d in completed_iterations(run)]
-    while candidates:
-        found = ckpt.usable_checkpoint(candidates, run)
-        if found is None:
-            return None
-        n, path = found
-        want = read_json(path / "trainer" / "state.json").get("pool_sha256")
-        pool = path.parent / "pool.jsonl"
-        if want is None or (pool.is_file() and file_sha256(pool) == want):
-            return n, path.parent
-        warn(f"{pool} fails verification (its checksum differs from the checkpoint's record); skipping "
-             f"{path.parent.name}")
-        candidates = [c for c in candidates if c[0] < n]
-        if not candidates:
-            raise LolkitError(f"{run}: no iteration's checkpoint and pool pass verification; nothing safe to "
-                              "resume from: start again with --overwrite")
-    return None
-
-
 def selm_slice(n_prompts: int, size: int, seed: int, iteration: int) -> list[int]:
     """SELM's prompts of ``iteration`` (1-based): consecutive slices of one seeded permutation, so each
     iteration sees fresh prompts (wrapping around once all have been used)."""
@@ -146,22 +116,19 @@ class Example:
 class Driver:
     """Holds the run's models and state; :meth:`run` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool, overwrite: bool, quiet: bool):
-        from ..data.tokenize import context_window, encode_prompts, render_prompt
-        from ..run import check_run_dir
-        from ..train import _log, make_optimizer, make_scheduler
+    def __init__(self, cfg: TrainConfig, run: Run):
+        from accelerate.utils import set_seed
 
-        self.cfg = cfg = resolve_feedback_config(cfg)
-        from ..algorithms import get_algorithm
+        from ..data.tokenize import context_window
+        from ..rewards import get_reward
 
-        self.f, self.algo, self.quiet = cfg.feedback, cfg.algo.name, quiet
+        self.cfg, self.run_ = cfg, run
+        self.f, self.algo = cfg.feedback, cfg.algo.name
         self.row = get_algorithm(self.algo)
         # what samples are conditioned on (None: SELM, whose pool holds preference pairs)
         self.condition = self.row.condition(self.f) if self.row.condition else None
-        check_run_dir(cfg, resume, overwrite)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        set_seed(cfg.seed)
+        self.device = run.device
         self.policy, self.tok, self.model_path = load_model(cfg.model, trainable=True, device=self.device)
         # Quark / ALT: β·KL to the initial model; SELM: the reference is the model at the start of each
         # iteration, so its log-probs are taken from the policy itself before the iteration trains.
@@ -170,24 +137,27 @@ class Driver:
         if self.condition is not None:
             self.condition.setup(self.policy, self.tok, cfg.seed)
         self.control = self.condition.control if self.condition is not None else []
-        self.records = load_prompt_records(cfg)
-        source = cfg.data.train or f"builtin:{cfg.data.task}/train"  # prompts cut to fit: counted, data.truncation
-        self.cut = encode_prompts(self.tok, [render_prompt(self.tok, r[0]) for r in self.records],
-                                  setting=cfg.data.max_prompt_len, window=context_window(self.policy),
-                                  reserve=self.f.max_new_tokens, policy=cfg.data.truncation, split="train",
-                                  where=lambda i: (source, self.records[i][3]), model=self.model_path)
-        self.cut.report(lambda m: _log(m, quiet))
-        self.prompt_ids, self.records = self.cut.ids, [self.records[i] for i in self.cut.kept]
-        self.max_prompt_len = self.cut.limits.max_prompt_len
-        self.reward = make_reward(cfg.reward) if cfg.reward else None
+        window = context_window(self.policy)  # prompts cut to fit: counted, data.truncation
+        self.prompts = encode_loop_prompts(cfg, self.tok, window=window, reserve=self.f.max_new_tokens,
+                                           model_path=self.model_path, log=run.say)
+        self.records, self.prompt_ids = self.prompts.records, self.prompts.ids
+        self.max_prompt_len = self.prompts.encoded.limits.max_prompt_len
+        self.reward = get_reward(cfg.reward) if cfg.reward else None
+        self.validation = load_validation(cfg, self.tok, window=window, model_path=self.model_path, log=run.say)
         kind = self.condition.provider_kind if self.condition is not None else None
-        self.provider = make_provider(cfg, kind, self.reward, quiet) if kind else None
+        self.provider = make_provider(cfg, kind, self.reward, run.quiet) if kind else None
         self.candidates = self._candidates() if self.row.preference_pairs else None
         self.total_steps = self.f.iterations * self.f.steps
-        self.optimizer = make_optimizer(cfg, self.policy)
-        self.scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
-        self.resume, self.overwrite = resume, overwrite
+        self.optimizer = make_optimizer(cfg.optim, self.policy)
+        self.scheduler = make_scheduler(cfg.optim, self.optimizer, self.total_steps)
         self.pool: list[P.Entry] = []
+
+    def state_dict(self) -> dict:
+        """The data pool, as a part of every checkpoint (lolkit.checkpoint)."""
+        return {"entries": [e.to_json() for e in self.pool]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool = [P.Entry.from_json(row) for row in state["entries"]]
 
     # -- inputs ---------------------------------------------------------------------------------------
     def _candidates(self) -> list[list[str]]:
@@ -205,7 +175,7 @@ class Driver:
 
             for row in get_task(self.cfg.data.task).records("train", self.cfg.seed):
                 by_prompt.setdefault(prompt_text(row["prompt"]), []).append(row["response"])
-        out = [list(dict.fromkeys(by_prompt.get(r[1], []))) for r in self.records]
+        out = [list(dict.fromkeys(by_prompt.get(r.text, []))) for r in self.records]
         if not any(out):
             raise LolkitError(f"{self.cfg.data.train or self.cfg.data.task}: selm ranks the model's answer against the "
                               "dataset's candidate responses, and the data holds none (records need responses)")
@@ -252,7 +222,7 @@ class Driver:
     def score(self, idx: list[int], texts: list[str]) -> list[tuple[float, dict]] | None:
         if self.reward is None:
             return None
-        return self.reward.score([self.records[i][1] for i in idx], texts, metas=[self.records[i][2] for i in idx])
+        return self.reward.score([self.records[i].text for i in idx], texts, metas=[self.records[i].meta for i in idx])
 
     def reference_rows(self, batch):
         """The reference's response rows (no gradient): the frozen copy, or the policy with its adapter off."""
@@ -272,8 +242,6 @@ class Driver:
         ``micro_step(items, normaliser)`` backpropagates Σ losses / normaliser, the normaliser being the
         whole step's (tokens or units), so accumulation over micro-batches is exact; ``tokens(items)``
         counts their response tokens (for the per-token and per-sequence views of the loss)."""
-        from ..tracking import loss_views
-
         rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
         queue: list[int] = []
         sums: dict[str, float] = {}
@@ -315,11 +283,11 @@ class Driver:
         scored = self.score(chosen, texts)
         rewards = [s for s, _ in scored] if scored else [None] * len(chosen)
         write_jsonl(out / "samples.jsonl", (
-            {"iteration": it, "sample": j, "prompt_index": i, "prompt": self.records[i][1], "condition": label,
+            {"iteration": it, "sample": j, "prompt_index": i, "prompt": self.records[i].text, "condition": label,
              "response": texts[j], "tokens": len(sampled[j][0]), "finished": sampled[j][1], "reward": rewards[j]}
             for j, i in enumerate(chosen)))
         if self.provider is not None:
-            fbs = self.provider([self.records[i][1] for i in chosen], texts, rewards,
+            fbs = self.provider([self.records[i].text for i in chosen], texts, rewards,
                                 [c for _, c in scored] if scored else [{}] * len(chosen))
         else:
             fbs = None
@@ -400,7 +368,7 @@ class Driver:
         greedy = self.sample([self.prompt_ids[i] for i in prompts], seed=cfg.seed * 1_000_003 + it * 1_009, greedy=True)
         y_texts = [self.decode(t, fin) for t, fin in greedy]
         write_jsonl(out / "samples.jsonl", (
-            {"iteration": it, "prompt_index": i, "prompt": self.records[i][1], "y_ref": y_texts[j],
+            {"iteration": it, "prompt_index": i, "prompt": self.records[i].text, "y_ref": y_texts[j],
              "tokens": len(greedy[j][0]), "finished": greedy[j][1]} for j, i in enumerate(prompts)))
         # Rank {y_ref} ∪ candidates with the reward (y_ref first, so it wins ties for best).
         flat_idx, flat_txt, owner = [], [], []
@@ -425,12 +393,12 @@ class Driver:
                 "chosen": best, "rejected": worst, "used": rs[best] > rs[worst]})
             if rs[best] <= rs[worst]:
                 continue  # every candidate ties: no preference to learn
-            rendered = render_prompt(self.tok, self.records[i][0])
+            rendered = render_prompt(self.tok, self.records[i].prompt)
             toks = [ids if ids is not None else list(encode_pair(self.tok, rendered, t, cfg.data.max_prompt_len,
                                                                  cfg.data.max_response_len).response_ids)
                     for t, _, ids in (cands[best], cands[worst], cands[0])]
             units.append((self.prompt_ids[i], *toks))
-            pool_rows.append({"iteration": it, "prompt_index": i, "prompt": self.records[i][1],
+            pool_rows.append({"iteration": it, "prompt_index": i, "prompt": self.records[i].text,
                               "chosen": cands[best][0], "rejected": cands[worst][0], "y_ref": cands[0][0],
                               "chosen_reward": rs[best], "rejected_reward": rs[worst], "y_ref_reward": rs[0],
                               "chosen_is_y_ref": best == 0})
@@ -473,31 +441,35 @@ class Driver:
                 "y_ref_chosen": sum(u["chosen_is_y_ref"] for u in pool_rows) / len(pool_rows),
                 "finished": sum(fin for _, fin in greedy) / len(greedy)}
 
-    # -- the loop --------------------------------------------------------------------------------------
-    def run(self) -> Path:
-        from ..io import atomic_path
-        from ..progress import TrainProgress
-        from ..run import prepare_run_dir
-        from ..tracking import open_trackers
-        from ..train import _append_metrics, _truncate_metrics
+    # -- validation ----------------------------------------------------------------------------------------
+    def validator(self):
+        """Greedy answers to the validation prompts under the condition sampling would use next (none before
+        the pool holds anything; SELM: none), scored by the reward (lolkit.validation)."""
+        from ..validation import RewardValidator
 
-        cfg, f = self.cfg, self.f
-        run = prepare_run_dir(cfg, self.resume, self.overwrite)
-        metrics_path = run / "metrics.jsonl"
-        start = 0
-        done = resume_point(run) if self.resume else None
-        if done:
-            start, last = done
-            ckpt.load_checkpoint(last / "checkpoint", self.policy, self.optimizer, self.scheduler)
-            if not self.row.preference_pairs:
-                self.pool = [P.Entry.from_json(row) for _, row in read_jsonl(last / "pool.jsonl")]
-        for d in run.glob(f"{ITER_PREFIX}*"):  # a killed iteration's leftovers: it is redone from scratch
+        v = self.validation
+        if v is None or self.reward is None:
+            return RewardValidator(self.cfg, self.tok, None, [], [], [])
+        cond = self.best_condition() if self.condition is not None else None
+        prefix = "" if cond is None else self.condition.as_text(self.tok, cond)
+        return RewardValidator(self.cfg, self.tok, self.reward, [prefix + p for p in v.rendered], v.texts, v.records)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg, f, run = self.cfg, self.f, self.run_
+        run.create()
+        weights = ModelWeights(self.policy, self.tok)
+        parts = {"pool": self}
+        start = run.restore(weights, self.optimizer, self.scheduler, parts)
+        for d in run.path.glob(f"{ITER_PREFIX}*"):  # a killed iteration's leftovers: it is redone from scratch
             num = d.name[len(ITER_PREFIX):]
             if num.isdigit() and int(num) > start:
                 shutil.rmtree(d)
-        _truncate_metrics(metrics_path, start)
         total, trainable = count_parameters(self.policy)
-        write_json(run / "run.json", {
+        truncation = self.prompts.truncation()
+        if self.validation is not None:
+            truncation["val"] = self.validation.truncation
+        run.write_info({
             "algo": self.algo, "model_path": self.model_path, "data": cfg.data.train or cfg.data.task,
             "reward": self.reward.name if self.reward else None, "prompts": len(self.records),
             "iterations": f.iterations, "steps_per_iteration": f.steps, "total_steps": self.total_steps,
@@ -505,30 +477,23 @@ class Driver:
             "reference": ("model at the start of each iteration" if self.row.preference_pairs else "none (kl_beta 0)"
                           if not self.use_kl else "adapter disabled" if self.reference is None else "frozen copy"),
             "control_tokens": self.tok.convert_ids_to_tokens(self.control),
-            "provider": self.provider.name if self.provider else None, "truncation": self.cut.to_json(),
-            "config": to_dict(cfg)})  # every setting, defaults resolved
-        progress = TrainProgress(f.iterations, start, disable=self.quiet)
-        with progress, open_trackers(cfg, run) as trackers:
+            "provider": self.provider.name if self.provider else None,
+            "val_prompts": len(self.validation.texts) if self.validation else 0, "truncation": truncation})
+        with run.logging(f.iterations, cfg.report_to):
             for it in range(start + 1, f.iterations + 1):
                 t0 = time.perf_counter()
-                out = run / f"{ITER_PREFIX}{it}"
+                out = run.path / f"{ITER_PREFIX}{it}"
                 out.mkdir(parents=True, exist_ok=True)
                 row = self.selm_iteration(it, out) if self.row.preference_pairs else self.pool_iteration(it, out)
                 row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
-                _append_metrics(metrics_path, row)  # a resume drops rows past the last checkpoint
-                trackers.log(row)
-                pool = out / "pool.jsonl"  # resume reads it: its checksum goes into the verified checkpoint
-                ckpt.save_checkpoint(out / "checkpoint", self.policy, self.tok, self.optimizer, self.scheduler,
-                                     it * f.steps, {"iteration": it,
-                                                    "pool_sha256": file_sha256(pool) if pool.is_file() else None})
-                for _, d in completed_iterations(run)[: -max(1, cfg.save_total_limit)]:
-                    shutil.rmtree(d / "checkpoint", ignore_errors=True)
-                progress.update(it, row)
-        with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
-            ckpt.save_model(self.policy, self.tok, tmp)
-        return run
+                row.update(run.validate(it, self.validator(), weights, self.policy))
+                run.log(row)  # a resume drops rows past the last checkpoint
+                run.checkpoint(it, weights, self.optimizer, self.scheduler, parts, metric="val_reward")
+        return run.finish(weights)
 
 
-@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    return Driver(cfg, resume, overwrite, quiet).run()
+    cfg = resolve_feedback_config(cfg)
+    with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=1,
+             eval_every=cfg.eval_every, keep=max(1, cfg.save_total_limit), processes="one") as run:
+        return Driver(cfg, run).train()

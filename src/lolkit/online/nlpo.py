@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checkpoint import trainable_state
 from .policy import checksum, frozen_copy
 
 
@@ -49,6 +50,13 @@ class MaskPolicy:
 
     def checksum(self) -> float:
         return checksum(self.model, self.names)
+
+    def state_dict(self) -> dict:  # a checkpoint part: the copied weights and the refresh count
+        return {**trainable_state(self.model, self.names), "refreshes": self.refreshes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.refreshes = state.pop("refreshes")
+        self.model.load_state_dict(state, strict=False)
 
     @torch.no_grad()
     def keep(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

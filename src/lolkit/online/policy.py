@@ -44,16 +44,6 @@ def frozen_copy(model):
     return twin
 
 
-def trainable_state(model, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """The trainable tensors (or those named), cloned to CPU (clones untie shared weights for safetensors)."""
-    wanted = set(names) if names is not None else None
-    out = {}
-    for n, p in model.named_parameters():
-        if (wanted is None and p.requires_grad) or (wanted is not None and n in wanted):
-            out[n] = p.detach().to("cpu", copy=True).contiguous()
-    return out
-
-
 def checksum(model, names: list[str]) -> float:
     """Σ|θ| over the named parameters, in float64: a cheap fingerprint that shows when weights change."""
     params = dict(model.named_parameters())

@@ -20,17 +20,18 @@ k gives the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt
+from ..algorithms import get_algorithm
+from ..checkpoint import ModelWeights, Trainable, trainable_state
 from ..config import TrainConfig, check_settings, default_lr, to_dict
+from ..data.prompts import encode_loop_prompts, iteration_prompts, load_validation
 from ..errors import LolkitError
-from ..io import atomic_path, child_path, dumps, read_json, write_json
+from ..io import child_path
 from ..losses.ppo import policy_loss, value_loss
 from ..models import count_parameters, is_peft, load_model
 from ..rl import (
@@ -42,16 +43,9 @@ from ..rl import (
     normalise_rewards,
     whiten,
 )
-from ..run import check_run_dir, discard_unstarted, prepare_run_dir
-from .policy import (
-    ValueHead,
-    build_batch,
-    frozen_copy,
-    hidden_size,
-    policy_forward,
-    reference_logps,
-    trainable_state,
-)
+from ..run import Run, make_optimizer, make_scheduler
+from ..tracking import loss_views
+from .policy import ValueHead, build_batch, frozen_copy, hidden_size, policy_forward, reference_logps
 
 
 def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
@@ -84,88 +78,29 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def make_reward(spec: str):
-    """Any lolkit reward spec: a task, preset, YAML file, ``module:function`` or ``file.py:function``."""
-    from ..rewards import get_reward
-
-    return get_reward(spec)
-
-
-def load_prompt_records(cfg: TrainConfig):
-    """(rendered-for-the-model prompt, prompt text for the reward, meta, line) of every training prompt."""
-    from ..data.schema import load_prompts
-    from ..data.tokenize import prompt_text
-
-    if cfg.data.train:
-        recs = [(r.prompt, r.meta, r.line) for r in load_prompts(cfg.data.train)]
-    else:
-        from ..tasks import get_task
-
-        seen: dict[str, tuple] = {}
-        for k, row in enumerate(get_task(cfg.data.task).records("train", cfg.seed)):
-            seen.setdefault(row["prompt"], (row.get("meta") or {}, k + 1))
-        recs = [(p, m, line) for p, (m, line) in seen.items()]
-    if not recs:
-        raise LolkitError(f"{cfg.data.train or cfg.data.task}: no prompts")
-    return [(p, prompt_text(p), m, line) for p, m, line in recs]
-
-
-def load_validation(cfg: TrainConfig, tokenizer):
-    """Validation prompts of an online run: ``--val-data``, else the built-in task's validation split
-    (when training on a task); ``None`` when there are none (training on a prompts file alone).
-    Returns (rendered prompts, prompt texts for the reward, records), at most ``eval_prompts``."""
-    from ..data.dataset import builtin_records
-    from ..data.schema import load_prompts, unique_prompts
-    from ..data.tokenize import prompt_text, render_prompt
-
-    if cfg.data.val:
-        recs = load_prompts(cfg.data.val)
-    elif cfg.data.train is None:
-        recs = builtin_records(cfg.data.task, "val")
-    else:
-        return None
-    records = unique_prompts(recs)[: cfg.eval_prompts]
-    if not records:
-        return None
-    return [render_prompt(tokenizer, r.prompt) for r in records], [prompt_text(r.prompt) for r in records], records
-
-
-def iteration_prompts(n_prompts: int, batch_size: int, seed: int, iteration: int) -> list[int]:
-    """Which prompts rollout ``iteration`` uses: a pure function of (seed, iteration)."""
-    rng = random.Random(f"lolkit-online-{seed}-{iteration}")
-    return rng.sample(range(n_prompts), batch_size) if n_prompts >= batch_size else rng.choices(range(n_prompts), k=batch_size)
-
-
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-@discard_unstarted
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    from ..data.tokenize import context_window, encode_prompts, render_prompt
-    from ..evaluate import score_prompts
+    cfg = resolve_online_config(cfg)
+    with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit, processes="one") as run:
+        return _online(cfg, run)
+
+
+def _online(cfg: TrainConfig, run: Run) -> Path:
+    from accelerate.utils import set_seed
+
+    from ..data.tokenize import context_window
     from ..generation import sample_tokens
-    from ..progress import TrainProgress
-    from ..tracking import loss_views, open_trackers
-    from ..train import (
-        _append_metrics,
-        _log,
-        _save_best,
-        _truncate_metrics,
-        make_optimizer,
-        make_scheduler,
-    )
+    from ..rewards import get_reward
+    from ..validation import RewardValidator
     from .nlpo import MaskPolicy
 
-    cfg = resolve_online_config(cfg)
     p = cfg.ppo
-    from ..algorithms import get_algorithm
-
-    nlpo = get_algorithm(cfg.algo.name).action_mask
-    check_run_dir(cfg, resume, overwrite)  # the run directory itself is made once the inputs have loaded
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    set_seed(cfg.seed)
+    device = run.device
 
     # -- models: policy (+ value head), reference, critic, mask policy ---------------------------------
     policy, tokenizer, model_path = load_model(cfg.model, trainable=True, device=device)
@@ -177,57 +112,44 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
         for n, q in critic.named_parameters():
             q.requires_grad_(n in set(trainable_names))
     head = ValueHead(hidden_size(policy)).to(device)
-    mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every) if nlpo else None
+    mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every) \
+        if get_algorithm(cfg.algo.name).action_mask else None
     modules = nn.ModuleList([policy, head] + ([critic] if critic is not None else []))
 
-    records = load_prompt_records(cfg)
     # prompts cut to fit (counted per split; data.truncation: warn, error or drop)
-    window, log = context_window(policy), (lambda m: _log(m, quiet))
-    source = cfg.data.train or f"builtin:{cfg.data.task}/train"
-    cut = encode_prompts(tokenizer, [render_prompt(tokenizer, r[0]) for r in records], setting=cfg.data.max_prompt_len,
-                         window=window, reserve=p.max_new_tokens, policy=cfg.data.truncation, split="train",
-                         where=lambda i: (source, records[i][3]), model=model_path)
-    cut.report(log)
-    prompt_ids, records = cut.ids, [records[i] for i in cut.kept]
-    reward = make_reward(cfg.reward)
-    validation = load_validation(cfg, tokenizer)
-    truncation = cut.to_json()
+    window = context_window(policy)
+    prompts = encode_loop_prompts(cfg, tokenizer, window=window, reserve=p.max_new_tokens, model_path=model_path,
+                                  log=run.say)
+    records, prompt_ids = prompts.records, prompts.ids
+    reward = get_reward(cfg.reward)
+    validation = load_validation(cfg, tokenizer, window=window, model_path=model_path, log=run.say)
+    truncation = prompts.truncation()
     if validation:
-        vsource = cfg.data.val or f"builtin:{cfg.data.task}/val"
-        vcut = encode_prompts(tokenizer, validation[0], setting=cfg.data.max_prompt_len, window=window,
-                              reserve=cfg.eval.max_new_tokens, policy=cfg.data.truncation, split="val",
-                              where=lambda i: (vsource, validation[2][i].line), model=model_path)
-        vcut.report(log)
-        validation = tuple([x[i] for i in vcut.kept] for x in validation) if vcut.kept else None
-        truncation["val"] = vcut.truncation.to_json()
-    run = prepare_run_dir(cfg, resume, overwrite)
+        truncation["val"] = validation.truncation
+        validator = RewardValidator(cfg, tokenizer, reward, validation.rendered, validation.texts, validation.records)
+    else:
+        validator = RewardValidator(cfg, tokenizer, reward, [], [], [])
+    run.create()
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
-    optimizer = make_optimizer(cfg, modules)
-    scheduler = make_scheduler(cfg, optimizer, total)
+    optimizer = make_optimizer(cfg.optim, modules)
+    scheduler = make_scheduler(cfg.optim, optimizer, total)
     kl_ctl = AdaptiveKLController(p.kl_beta, p.kl_target, p.kl_horizon_factor)
     moments = RunningMoments()
-
-    ckpt_dir, metrics_path, rollouts_path = run / "checkpoints", run / "metrics.jsonl", run / "rollouts.jsonl"
-    start, best = 0, None
-    done = ckpt.usable_checkpoint(ckpt.step_checkpoints(ckpt_dir), ckpt_dir) if resume else None
-    if done:
-        state = _load(done[1], policy, head, critic, mask_policy, optimizer, scheduler)
-        start, best = state["step"], state.get("best")
-        kl_ctl.value = state["kl_beta"]
-        moments = RunningMoments(**state["reward_moments"])
-    _truncate_metrics(metrics_path, start)
-    _truncate_metrics(rollouts_path, start)
+    weights = ModelWeights(policy, tokenizer)
+    parts = {"value_head": head, "kl_controller": kl_ctl, "reward_moments": moments}
+    if critic is not None:
+        parts["critic"] = Trainable(critic)
+    if mask_policy is not None:
+        parts["mask_policy"] = mask_policy
+    start = run.restore(weights, optimizer, scheduler, parts)
     n_total, n_trainable = count_parameters(policy)
-    write_json(run / "run.json", {"algo": cfg.algo.name, "model_path": model_path, "data": cfg.data.train or cfg.data.task,
-                                  "reward": reward.name, "prompts": len(records), "parameters": n_total,
-                                  "trainable_parameters": n_trainable, "total_steps": total, "device": str(device),
-                                  "reference": "adapter disabled" if reference is None else "frozen copy",
-                                  "critic": p.critic,
-                                  "val_prompts": len(validation[1]) if validation else 0,
-                                  "truncation": truncation, "config": to_dict(cfg)})  # every setting, defaults resolved
+    run.write_info({"algo": cfg.algo.name, "model_path": model_path, "data": cfg.data.train or cfg.data.task,
+                    "reward": reward.name, "prompts": len(records), "parameters": n_total,
+                    "trainable_parameters": n_trainable, "total_steps": total, "device": str(device),
+                    "reference": "adapter disabled" if reference is None else "frozen copy", "critic": p.critic,
+                    "val_prompts": len(validation.texts) if validation else 0, "truncation": truncation})
 
-    progress = TrainProgress(total, start, disable=quiet)
-    with progress, open_trackers(cfg, run) as trackers:
+    with run.logging(total, cfg.report_to, extra_logs=("rollouts.jsonl",)):
         for it in range(start, total):
             t0 = time.perf_counter()
             # 1. NLPO: refresh the mask policy when due.
@@ -249,7 +171,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             texts = [tokenizer.decode(r[:-1] if fin else r, skip_special_tokens=True) for r, fin in sampled]
 
             # 3. Task reward R.
-            scored = reward.score([records[i][1] for i in chosen], texts, metas=[records[i][2] for i in chosen])
+            scored = reward.score([records[i].text for i in chosen], texts, metas=[records[i].meta for i in chosen])
             raw_scores = torch.tensor([s for s, _ in scored], dtype=torch.float32, device=device)
             scores = normalise_rewards(raw_scores, p.reward_norm, p.reward_scale, p.reward_clip, moments)
 
@@ -318,7 +240,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             scheduler.step()
 
             # 8. Validate, log, sample rollouts, checkpoint.
-            last = it + 1 == total
             row = {"step": it + 1, **{k: v / n_updates for k, v in sums.items()}, "lr": lr,
                    "reward_mean": float(raw_scores.mean()), "reward_std": float(raw_scores.std(unbiased=False)),
                    "kl": kl_mean, "kl_beta": kl_beta, "kl_beta_next": next_beta,
@@ -329,76 +250,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
             if mask_policy is not None:
                 row["mask_refreshes"] = mask_policy.refreshes
                 row["mask_checksum"] = mask_policy.checksum()
-            if validation and ((cfg.eval_every and (it + 1) % cfg.eval_every == 0) or last):
-                answers = score_prompts(policy, tokenizer, validation[0], validation[1], reward, cfg, sample=False,
-                                        records=validation[2])
-                row["val_reward"] = sum(a["reward"] for a in answers) / len(answers)
-                if best is None or row["val_reward"] > best:
-                    best = row["val_reward"]
-                    _save_best(policy, tokenizer, ckpt_dir, it + 1, "val_reward", best)
-            _append_metrics(metrics_path, row)
-            trackers.log(row)
+            row.update(run.validate(it + 1, validator, weights, policy))
             keep_n = len(chosen) if p.rollout_samples == 0 else min(p.rollout_samples, len(chosen))
-            with open(rollouts_path, "a", encoding="utf-8") as fh:
-                for j in range(keep_n):
-                    fh.write(dumps({"step": it + 1, "prompt": records[chosen[j]][1], "response": texts[j],
-                                    "reward": scored[j][0], "rewards": scored[j][1],
-                                    "tokens": len(responses[j]), "finished": sampled[j][1]}) + "\n")
-            progress.update(it + 1, row)
-            if (cfg.save_every and (it + 1) % cfg.save_every == 0) or last:
-                _save(ckpt_dir / f"{ckpt.STEP_PREFIX}{it + 1}", policy, tokenizer, head, critic, mask_policy,
-                      optimizer, scheduler, it + 1, kl_ctl.value, moments, best)
-                ckpt.prune(ckpt_dir, cfg.save_total_limit)
-
-    with atomic_path(run / "final", is_dir=True, manifest=True) as tmp:
-        ckpt.save_model(policy, tokenizer, tmp)
-        from safetensors.torch import save_file
-
-        save_file(trainable_state(head), tmp / "value_head.safetensors")
-    return run
-
-
-def _save(path: Path, policy, tokenizer, head, critic, mask_policy, optimizer, scheduler, step: int,
-          kl_beta: float, moments: RunningMoments, best: float | None = None) -> None:
-    """A step checkpoint in the offline layout (model in HF format + trainer/), plus the value head,
-    critic and mask policy weights and the controller state — safetensors and JSON only."""
-    import json
+            run.log(row, rollouts=[{"step": it + 1, "prompt": records[chosen[j]].text, "response": texts[j],
+                                    "reward": scored[j][0], "rewards": scored[j][1], "tokens": len(responses[j]),
+                                    "finished": sampled[j][1]} for j in range(keep_n)])
+            run.checkpoint(it + 1, weights, optimizer, scheduler, parts, metric=validator.metric)
 
     from safetensors.torch import save_file
 
-    with atomic_path(path, is_dir=True, manifest=True) as tmp:
-        ckpt.save_model(policy, tokenizer, tmp)
-        t = tmp / "trainer"
-        t.mkdir()
-        save_file(trainable_state(head), t / "value_head.safetensors")
-        if critic is not None:
-            save_file(trainable_state(critic), t / "critic.safetensors")
-        if mask_policy is not None:
-            save_file(trainable_state(mask_policy.model, mask_policy.names), t / "mask_policy.safetensors")
-        tensors, meta = ckpt._flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, t / "optimizer.safetensors")
-        (t / "optimizer.json").write_text(json.dumps(meta))
-        write_json(t / "state.json", {
-            "step": step, "scheduler": scheduler.state_dict(), "kl_beta": kl_beta, "best": best,
-            "reward_moments": {"mean": moments.mean, "var": moments.var, "count": moments.count},
-            "mask_refreshes": mask_policy.refreshes if mask_policy is not None else 0})
-
-
-def _load(path: Path, policy, head, critic, mask_policy, optimizer, scheduler) -> dict:
-    import json
-
-    from safetensors.torch import load_file
-
-    ckpt.load_trainable_weights(policy, path)
-    t = path / "trainer"
-    head.load_state_dict(load_file(t / "value_head.safetensors"))
-    if critic is not None:
-        critic.load_state_dict(load_file(t / "critic.safetensors"), strict=False)
-    state = read_json(t / "state.json")
-    if mask_policy is not None:
-        mask_policy.model.load_state_dict(load_file(t / "mask_policy.safetensors"), strict=False)
-        mask_policy.refreshes = state["mask_refreshes"]
-    meta = json.loads((t / "optimizer.json").read_text())
-    optimizer.load_state_dict(ckpt._unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
-    scheduler.load_state_dict(state["scheduler"])
-    return state
+    return run.finish(weights, lambda folder: save_file(trainable_state(head), folder / "value_head.safetensors"))
