@@ -232,31 +232,40 @@ def test_same_seed_same_modules_and_a_replaced_stage_drops_later_ones(tmp_path, 
     for name in ("a", "b"):
         train_world(WorldOptions(output_dir=str(tmp_path / name), steps=3), quiet=True)
     train_bc(BCOptions(run=str(tmp_path / "a"), steps=1), quiet=True)
-    assert (tmp_path / "a" / "policy_bc" / "policy.safetensors").is_file()
+    assert (tmp_path / "a" / "policy_bc" / "final" / "policy.safetensors").is_file()
     train_world(WorldOptions(output_dir=str(tmp_path / "a"), steps=3, overwrite=True), quiet=True)
     assert not (tmp_path / "a" / "policy_bc").exists()  # a policy over the old IDM's actions is stale
     for f in ("idm.safetensors", "world_model.safetensors"):
-        assert (tmp_path / "a" / "world" / f).read_bytes() == (tmp_path / "b" / "world" / f).read_bytes()
+        assert (tmp_path / "a" / "world" / "final" / f).read_bytes() == (tmp_path / "b" / "world" / "final" / f).read_bytes()
 
 
-def test_killed_stage_leaves_no_module_files(tmp_path, tiny_model, monkeypatch):
-    from lolkit.cola import train as cola_train
+def test_a_stage_killed_mid_way_leaves_no_module_files_and_resumes_exactly(tmp_path, tiny_model, monkeypatch):
+    """Each stage is a run of the shared lifecycle: killed after its step-2 checkpoint, it has no final
+    modules; --resume continues from step 2 and ends with the bytes of an uninterrupted stage."""
     from lolkit.cola.train import WorldOptions, train_world
+    from lolkit.run import Run
 
-    calls = []
-    real_save = cola_train.save_module
+    opts = {"steps": 4, "batch_size": 4, "save_every": 1}
+    train_world(WorldOptions(output_dir=str(tmp_path / "ref"), **opts), quiet=True)
+    real = Run.checkpoint
 
-    def dying_save(module, path):
-        calls.append(path)
-        if len(calls) == 2:  # the IDM is written, then the process "dies"
+    def dying(self, step, *args, **kwargs):
+        real(self, step, *args, **kwargs)
+        if step == 2:  # the process "dies" right after the checkpoint of step 2
             raise KeyboardInterrupt
-        real_save(module, path)
 
-    monkeypatch.setattr(cola_train, "save_module", dying_save)
+    monkeypatch.setattr(Run, "checkpoint", dying)
     with pytest.raises(KeyboardInterrupt):
-        train_world(WorldOptions(output_dir=str(tmp_path / "r"), steps=1), quiet=True)
-    assert not (tmp_path / "r" / "world").exists() and not (tmp_path / "r" / "cola.json").exists()
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["cache"]
+        train_world(WorldOptions(output_dir=str(tmp_path / "r"), **opts), quiet=True)
+    world = tmp_path / "r" / "world"
+    assert not (world / "final").exists() and not (tmp_path / "r" / "cola.json").exists()
+    assert (world / "checkpoints" / "step-2").is_dir()
+    monkeypatch.setattr(Run, "checkpoint", real)
+    train_world(WorldOptions(output_dir=str(tmp_path / "r"), resume=True, **opts), quiet=True)
+    for f in ("idm.safetensors", "world_model.safetensors"):
+        assert (world / "final" / f).read_bytes() == (tmp_path / "ref" / "world" / "final" / f).read_bytes()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(world / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "ref" / "world" / "metrics.jsonl"))
 
 
 def test_user_errors_name_the_problem(tmp_path, cli, tiny_model):

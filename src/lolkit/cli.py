@@ -53,7 +53,7 @@ DATA_FORMATS = ("JSONL(.gz), JSON, CSV, Parquet, a save_to_disk folder, a folder
 OUTPUT_FORMATS = "JSONL, or Parquet when it ends in .parquet, a save_to_disk folder when it ends in .arrow or /."
 _D = TrainConfig()  # the config defaults, shown in --help (no heavy imports: dataclasses only)
 _LR_HELP = "; ".join(f"{loop} {full:.0e} ({adapter:.0e} with --lora/--qlora)".replace("e-0", "e-")
-                     for loop, (full, adapter) in DEFAULT_LR.items())
+                     for loop, (full, adapter) in DEFAULT_LR.items() if adapter is not None)
 
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: section.key=value (repeatable). "
                                                                "[default: no overrides]")]
@@ -657,7 +657,20 @@ def tiny_model(
 
 # --- latent-action control (src/lolkit/cola; docs/cola.md) -----------------------------------------------
 ColaRun = Annotated[str, typer.Option("--run", help="CoLA run directory (made by `lolkit cola world`).")]
-Overwrite = Annotated[bool, typer.Option(help="Replace this stage's existing output.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace this stage's existing output (and the stages built on it).")]
+Resume = Annotated[bool, typer.Option(help="Continue this stage from its last checkpoint.")]
+SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end only).")]
+EvalEvery = Annotated[int, typer.Option(help="Validate every N steps, keeping the best in checkpoints/best (0: at the end only).")]
+ReportTo = Annotated[str | None, typer.Option(help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, "
+                                                   "trackio. [default: none]")]
+
+
+def _lr_help(stage: str) -> str:
+    return f"AdamW learning rate. [default: {DEFAULT_LR[stage][0]:g}]"
+
+
+def _trackers(report_to: str | None) -> list[str]:
+    return [t.strip() for t in (report_to or "").split(",") if t.strip()]
 
 
 @cola_app.command("world")
@@ -665,9 +678,10 @@ def cola_world(
     output_dir: Annotated[str, typer.Option(help="CoLA run directory.")],
     model: Annotated[str, typer.Option(help="Frozen base model: directory, short name (tiny, smollm2) or hub id.")] = "tiny",
     data: Annotated[str, typer.Option(help="Corpus: builtin:TASK (its training records), records JSONL, {\"text\"} JSONL or .txt.")] = "builtin:colours",
+    val_data: Annotated[str | None, typer.Option(help="Validation corpus (any --data form). [default: the corpus]")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    lr: Annotated[float | None, typer.Option(help=_lr_help("cola_world"))] = None,
     entropy_weight: Annotated[float, typer.Option(help="λ of the code-book usage entropy term.")] = 0.1,
     tau: Annotated[float, typer.Option(help="Gumbel-softmax temperature.")] = 1.0,
     num_actions: Annotated[int, typer.Option(help="K, the number of latent actions.")] = 64,
@@ -675,6 +689,10 @@ def cola_world(
     layers: Annotated[int, typer.Option(help="Causal blocks of the IDM and of the policy.")] = 2,
     max_len: Annotated[int, typer.Option(help="Tokens kept per corpus sequence.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    save_every: SaveEvery = 50,
+    eval_every: EvalEvery = 0,
+    report_to: ReportTo = None,
+    resume: Resume = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -682,9 +700,11 @@ def cola_world(
     world model (next-token NLL through the frozen LM head + the code-book entropy term)."""
     from .cola.train import WorldOptions, train_world
 
-    s = train_world(WorldOptions(output_dir, model, data, steps, batch_size, lr, entropy_weight, tau, max_len, seed,
-                                 overwrite, {"num_actions": num_actions, "width": width, "idm_layers": layers,
-                                             "policy_layers": layers}),
+    s = train_world(WorldOptions(output_dir, model, data, val_data, steps, batch_size, entropy_weight, tau, max_len,
+                                 {"num_actions": num_actions, "width": width, "idm_layers": layers,
+                                  "policy_layers": layers},
+                                 seed=seed, lr=lr, save_every=save_every, eval_every=eval_every,
+                                 report_to=_trackers(report_to), resume=resume, overwrite=overwrite),
                     quiet=quiet, log=lambda m: _console().print(f"[dim]{m}[/dim]"))
     _console().print(f"[green]done[/green]: {output_dir}/world (world-model NLL {s['world_nll_initial']:.4f} → "
                      f"{s['world_nll_final']:.4f}, code-book perplexity {s['codebook_perplexity']:.2f} of "
@@ -694,18 +714,24 @@ def cola_world(
 @cola_app.command("bc")
 def cola_bc(
     run: ColaRun,
+    val_data: Annotated[str | None, typer.Option(help="Validation corpus. [default: the run's corpus]")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    lr: Annotated[float | None, typer.Option(help=_lr_help("cola_bc"))] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    save_every: SaveEvery = 50,
+    eval_every: EvalEvery = 0,
+    report_to: ReportTo = None,
+    resume: Resume = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Stage 1: behaviour-clone the latent policy on the IDM's actions over the run's corpus."""
     from .cola.train import BCOptions, train_bc
 
-    s = train_bc(BCOptions(run, steps, batch_size, lr, seed, overwrite), quiet=quiet,
-                 log=lambda m: _console().print(f"[dim]{m}[/dim]"))
+    s = train_bc(BCOptions(run, val_data, steps, batch_size, seed=seed, lr=lr, save_every=save_every,
+                           eval_every=eval_every, report_to=_trackers(report_to), resume=resume, overwrite=overwrite),
+                 quiet=quiet, log=lambda m: _console().print(f"[dim]{m}[/dim]"))
     _console().print(f"[green]done[/green]: {run}/policy_bc (cross-entropy {s['bc_loss_initial']:.4f} → "
                      f"{s['bc_loss_final']:.4f}, accuracy {s['bc_accuracy']:.3f}, {s['train_seconds']:.0f} s)")
 
@@ -720,13 +746,17 @@ def cola_rl(
     samples_per_prompt: Annotated[int, typer.Option(help="M samples per prompt (the baseline's group).")] = 4,
     epochs: Annotated[int, typer.Option(help="Passes over each rollout.")] = 2,
     minibatch_size: Annotated[int, typer.Option(help="Samples per update.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
+    lr: Annotated[float | None, typer.Option(help=_lr_help("cola_rl"))] = None,
     clip: Annotated[float, typer.Option(help="PPO ratio clip ε.")] = 0.2,
     kl_beta: Annotated[float, typer.Option(help="β of the KL penalty to the behaviour-cloned policy.")] = 0.05,
     kl_target: Annotated[float | None, typer.Option(help="Adapt β towards this KL (default: fixed β).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Maximum response length.")] = 16,
-    eval_prompts: Annotated[int, typer.Option(help="Prompts of the before/after reward measurement.")] = 32,
+    eval_prompts: Annotated[int, typer.Option(help="Prompts of the reward measurement (validation).")] = 32,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    save_every: SaveEvery = 50,
+    eval_every: EvalEvery = 0,
+    report_to: ReportTo = None,
+    resume: Resume = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -734,7 +764,9 @@ def cola_rl(
     from .cola.rl import RLOptions, train_rl
 
     s = train_rl(RLOptions(run, reward, data, None, steps, prompts_per_step, samples_per_prompt, epochs, minibatch_size,
-                           lr, clip, kl_beta, kl_target, max_new_tokens, 1.0, eval_prompts, 2, seed, overwrite),
+                           clip, kl_beta, kl_target, max_new_tokens, 1.0, eval_prompts, 2, seed=seed, lr=lr,
+                           save_every=save_every, eval_every=eval_every, report_to=_trackers(report_to), resume=resume,
+                           overwrite=overwrite),
                  quiet=quiet)
     _console().print(f"[green]done[/green]: {run}/policy_rl (reward {s['reward_before']:.4f} → {s['reward_after']:.4f} "
                      f"on {s['eval_prompts']} prompts, KL to BC {s['final_kl']:.4f}, {s['train_seconds']:.0f} s)")

@@ -283,10 +283,12 @@ SCHEDULERS = ("cosine", "linear", "constant")
 TRUNCATION = ("warn", "error", "drop")
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-# The learning rate when none is given: one table for every loop, (full fine-tuning, LoRA / QLoRA). It
-# never depends on the model (a run continued from a tiny model's final/ trains at the same rate as one
-# from a 7B model); `--help` shows it and run.json / config.yaml record the value used.
-DEFAULT_LR = {"offline": (1e-5, 2e-4), "online": (1e-6, 1e-4), "feedback": (1e-5, 2e-4)}
+# The learning rate when none is given: one table for every loop and CoLA stage, (full fine-tuning, LoRA /
+# QLoRA; None where there is no adapter). It never depends on the model (a run continued from a tiny model's
+# final/ trains at the same rate as one from a 7B model); `--help` shows it and run.json / config.yaml record
+# the value used. CoLA's stages train small modules from scratch over a frozen LM, hence their larger rates.
+DEFAULT_LR = {"offline": (1e-5, 2e-4), "online": (1e-6, 1e-4), "feedback": (1e-5, 2e-4),
+              "cola_world": (3e-3, None), "cola_bc": (3e-3, None), "cola_rl": (3e-4, None)}
 
 
 def default_lr(cfg: TrainConfig, loop: str) -> float:

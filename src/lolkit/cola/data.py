@@ -63,6 +63,20 @@ def read_corpus(spec: str, tokenizer, max_len: int) -> list[list[int]]:
     return seqs
 
 
+def cola_prompts(spec: str | None, corpus: str, split: str) -> list:
+    """The distinct prompts (first record of each) of ``spec``, or of the corpus task's ``split``."""
+    from ..data.dataset import builtin_records
+    from ..data.schema import load_prompts, unique_prompts
+
+    if spec:
+        recs = load_prompts(spec)
+    elif not corpus.startswith("builtin:"):
+        raise LolkitError("--data is required: the run's corpus is a file, and lolkit cannot guess its prompts")
+    else:
+        recs = builtin_records(corpus.split(":", 1)[1], split)
+    return unique_prompts(recs)
+
+
 def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids [B, T], valid [B, T]) right-padded (or left-padded)."""
     T = max(len(s) for s in seqs)

@@ -55,8 +55,8 @@ def evaluate_cola(opts: ColaEvalOptions, quiet: bool = False, log=None) -> dict:
     from ..generation import GenerationConfig, generate
     from ..io import read_json, write_json, write_jsonl
     from ..rewards import get_reward
+    from .data import cola_prompts
     from .generate import latent_generate, response_text
-    from .rl import _prompts
     from .run import latest_policy, load_cola
 
     if opts.num_samples < 2:
@@ -68,7 +68,7 @@ def evaluate_cola(opts: ColaEvalOptions, quiet: bool = False, log=None) -> dict:
     which = latest_policy(opts.run) if opts.policy in ("final", "best") else opts.policy
     policy = cola.policy(which)
     corpus = cola.info["data"]
-    recs = _prompts(opts.data, corpus, "test")[: opts.max_prompts]
+    recs = cola_prompts(opts.data, corpus, "test")[: opts.max_prompts]
     if not recs:
         raise LolkitError("no prompts to evaluate")
     reward_name = opts.reward or (corpus.split(":", 1)[1] if corpus.startswith("builtin:") and not opts.data else None)

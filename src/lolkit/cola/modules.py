@@ -12,7 +12,8 @@ Shapes: B sequences, T positions, D = the base LM's hidden size, d = the modules
   is exactly the base LM.
 * :class:`LatentPolicy`: causal blocks over h → K-way head; π(a_t | h_≤t) at position t.
 
-Nothing here reads files or runs the base LM; ``save_modules`` / ``load_modules`` do the files.
+Nothing here runs the base LM; :func:`load_module` reads a module's file (checkpoints write them:
+:class:`lolkit.checkpoint.ModuleWeights`).
 """
 
 from __future__ import annotations
@@ -188,12 +189,6 @@ class WorldModel(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # files: safetensors + JSON, never pickle
 # --------------------------------------------------------------------------------------------------
-def save_module(module: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
-
-
 def load_module(module: nn.Module, path: Path) -> nn.Module:
     from safetensors.torch import load_file
 

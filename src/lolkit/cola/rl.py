@@ -12,30 +12,36 @@ Each iteration (critic-free PPO with a group baseline, "GRPO-style"; the PPO pie
 6. β follows the adaptive KL controller when ``kl_target`` is set (fixed otherwise); the KL fed to it
    is the mean per-action log-ratio log π_old − log π_BC over the rollout.
 
-Before the first and after the last iteration the mean reward of the BC policy and of the trained
-policy is measured on the evaluation prompts with the same sampling seed (``summary.json``).
+Before the first iteration the mean reward of the BC policy is measured on the evaluation prompts; the same
+measurement of the trained policy (same sampling seed) is the stage's validation (``val_reward``, every
+``eval_every`` iterations and at the end, the best kept in ``checkpoints/best``); ``summary.json`` holds both.
+The stage runs inside the run lifecycle every loop shares (:mod:`lolkit.run`): the prompt order and the KL
+controller are parts of each checkpoint, so ``--resume`` continues mid-stage exactly.
 """
 
 from __future__ import annotations
 
 import copy
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import ModuleWeights
+from ..config import OptimConfig
 from ..errors import LolkitError
 from ..losses.ppo import policy_loss
 from ..rl import AdaptiveKLController, gae, kl_penalty_rewards, masked_mean, whiten
+from ..run import make_optimizer, read_metrics
 from ..tracking import loss_views
 from .generate import LatentSample, latent_generate, response_text
 from .modules import LatentPolicy
+from .train import BatchOrder, StageOptions, stage_run
 
 
 @dataclass
-class RLOptions:
+class RLOptions(StageOptions):
     run: str
     reward: str | None = None  # default: the built-in task of the run's corpus
     data: str | None = None  # prompts (records JSONL); default: the built-in task's train split
@@ -45,7 +51,6 @@ class RLOptions:
     samples_per_prompt: int = 4  # M (the group)
     epochs: int = 2
     minibatch_size: int = 16
-    lr: float = 3e-4
     clip: float = 0.2
     kl_beta: float = 0.05
     kl_target: float | None = None
@@ -53,8 +58,6 @@ class RLOptions:
     action_temperature: float = 1.0
     eval_prompts: int = 32
     eval_samples: int = 2
-    seed: int = 0
-    overwrite: bool = False
 
 
 @dataclass
@@ -100,139 +103,149 @@ def group_baseline(scores: torch.Tensor, group: int) -> torch.Tensor:
     return (g - g.mean(1, keepdim=True)).reshape(-1)
 
 
-def _prompts(spec: str | None, corpus: str, split: str) -> list:
-    """The distinct prompts (first record of each) of ``spec``, or of the corpus task's ``split``."""
-    from ..data.dataset import builtin_records
-    from ..data.schema import load_prompts, unique_prompts
+class RewardOfPolicy:
+    """The stage's validation: the mean reward of a policy's latent samples on the evaluation prompts."""
 
-    if spec:
-        recs = load_prompts(spec)
-    elif not corpus.startswith("builtin:"):
-        raise LolkitError("--data is required: the run's corpus is a file, and lolkit cannot guess its prompts")
-    else:
-        recs = builtin_records(corpus.split(":", 1)[1], split)
-    return unique_prompts(recs)
+    metric = "val_reward"
+    enabled = True
+
+    def __init__(self, cola, reward, prompt_ids: list[list[int]], texts: list[str], opts, policy):
+        self.cola, self.reward, self.prompt_ids, self.texts, self.opts = cola, reward, prompt_ids, texts, opts
+        self.policy = policy
+
+    def better(self, a: float, b: float | None) -> bool:
+        return b is None or a > b
+
+    def measure(self, policy) -> float:
+        """Sampled with a seed of its own (no global random state is used)."""
+        tok, o = self.cola.tokenizer, self.opts
+        enc = [ids for ids in self.prompt_ids for _ in range(o.eval_samples)]
+        out = latent_generate(self.cola.base, self.cola.world, policy, enc, pad_id=tok.pad_token_id,
+                              eos_id=tok.eos_token_id, max_new_tokens=o.max_new_tokens,
+                              action_temperature=o.action_temperature, seed=o.seed + 10_000)
+        scores = self.reward.score([p for p in self.texts for _ in range(o.eval_samples)],
+                                   [response_text(tok, s.tokens) for s in out])
+        return sum(s for s, _ in scores) / len(scores)
+
+    def run(self) -> dict[str, float]:
+        return {self.metric: self.measure(self.policy)}
 
 
-def mean_reward(cola, policy, reward, prompts: list[str], raw: list[str], samples: int, max_new_tokens: int,
-                temperature: float, seed: int) -> float:
-    from ..data.tokenize import encode_prompt
+def _encoded(tok, recs, *, window, reserve: int, split: str, source: str, log):
+    """(records kept, their ids, their texts, the cut's JSON): prompts cut to leave room for ``reserve``
+    new tokens, every cut counted (lolkit.data.tokenize.encode_prompts)."""
+    from ..data.tokenize import encode_prompts, prompt_text, render_prompt
 
-    tok = cola.tokenizer
-    enc = [encode_prompt(tok, p, 256) for p in prompts for _ in range(samples)]
-    out = latent_generate(cola.base, cola.world, policy, enc, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                          max_new_tokens=max_new_tokens, action_temperature=temperature, seed=seed)
-    scores = reward.score([p for p in raw for _ in range(samples)], [response_text(tok, s.tokens) for s in out])
-    return sum(s for s, _ in scores) / len(scores)
+    cut = encode_prompts(tok, [render_prompt(tok, r.prompt) for r in recs], setting=None, window=window,
+                         reserve=reserve, policy="warn", split=split, where=lambda i: (source, recs[i].line))
+    cut.report(log)
+    kept = [recs[i] for i in cut.kept]
+    return kept, cut.ids, [prompt_text(r.prompt) for r in kept], cut.to_json()
 
 
 def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
-    from ..data.tokenize import encode_prompt, prompt_text, render_prompt
-    from ..io import atomic_path, write_json, write_jsonl
+    from ..data.tokenize import context_window
+    from ..io import write_json
     from ..rewards import get_reward
-    from .modules import save_module
-    from .run import load_cola, policy_dir
-    from .train import _progress, _refuse_existing
+    from .data import cola_prompts
+    from .run import load_cola, policy_dir, read_run
 
-    dest = policy_dir(opts.run, "rl")
-    _refuse_existing(dest, opts.overwrite)
     if min(opts.steps, opts.prompts_per_step, opts.samples_per_prompt, opts.epochs, opts.minibatch_size) < 1:
         raise LolkitError("--steps, --prompts-per-step, --samples-per-prompt, --epochs, --minibatch-size must be >= 1")
     if opts.samples_per_prompt < 2:
         raise LolkitError("--samples-per-prompt must be at least 2: the group baseline needs a group")
-    cola = load_cola(opts.run)
-    corpus = cola.info["data"]
-    reward_name = opts.reward or (corpus.split(":", 1)[1] if corpus.startswith("builtin:") else None)
-    if reward_name is None:
-        raise LolkitError("--reward is required: the run's corpus is a file, not a built-in task")
-    reward = get_reward(reward_name)
-    tok = cola.tokenizer
-    recs = _prompts(opts.data, corpus, "train")
-    rendered = [render_prompt(tok, r.prompt) for r in recs]
-    raw = [prompt_text(r.prompt) for r in recs]
-    enc = [encode_prompt(tok, p, 256) for p in rendered]
-    ev = _prompts(opts.eval_data, corpus, "train")[: opts.eval_prompts] if opts.eval_data else recs[: opts.eval_prompts]
-    ev_prompts, ev_raw = [render_prompt(tok, r.prompt) for r in ev], [prompt_text(r.prompt) for r in ev]
-
-    bc = cola.policy("bc")
-    bc.requires_grad_(False)
-    policy = copy.deepcopy(bc).train()
-    policy.requires_grad_(True)
-    torch.manual_seed(opts.seed)
-    opt = torch.optim.AdamW(policy.parameters(), lr=opts.lr, weight_decay=0.0)
-    ctl = AdaptiveKLController(opts.kl_beta, opts.kl_target)
-    rng = random.Random(opts.seed)
-    eval_seed = opts.seed + 10_000
-    t0 = time.perf_counter()
-    before = mean_reward(cola, bc, reward, ev_prompts, ev_raw, opts.eval_samples, opts.max_new_tokens,
-                         opts.action_temperature, eval_seed)
-    rows, samples_log = [], []
-    order: list[int] = []
-    p, update = _progress(opts.steps, quiet, "cola rl")
-    with p:
-        for it in range(1, opts.steps + 1):
-            t_it = time.perf_counter()
-            if len(order) < opts.prompts_per_step:
-                fresh = list(range(len(recs)))
-                rng.shuffle(fresh)
-                order += fresh
-            pick, order = order[: opts.prompts_per_step], order[opts.prompts_per_step:]
-            M = opts.samples_per_prompt
-            policy.eval()
-            samples = latent_generate(cola.base, cola.world, policy, [enc[k] for k in pick for _ in range(M)],
-                                      pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                                      max_new_tokens=opts.max_new_tokens, action_temperature=opts.action_temperature,
-                                      seed=opts.seed * 1_000_003 + it * 101)
-            texts = [response_text(tok, s.tokens) for s in samples]
-            scored = reward.score([raw[k] for k in pick for _ in range(M)], texts)
-            scores = torch.tensor([s for s, _ in scored], dtype=torch.float32)
-            r = pack(samples)
-            with torch.no_grad():
-                logp_old = action_logps(policy, r)
-                logp_bc = action_logps(bc, r)
-            kl = float(masked_mean(logp_old - logp_bc, r.mask))
-            beta = ctl.value
-            per_action = kl_penalty_rewards(logp_old, logp_bc, group_baseline(scores, M), r.mask, beta)
-            adv, _ = gae(per_action, torch.zeros_like(per_action), r.mask, 1.0, 1.0)
-            adv = whiten(adv, r.mask)
-            policy.train()
-            losses, clips = [], []
-            summed = [0.0, 0.0, 0.0]  # Σ loss × actions, Σ actions, Σ samples over the updates
-            n = len(samples)
-            for _ in range(opts.epochs):
-                perm = torch.randperm(n)
-                for s in range(0, n, opts.minibatch_size):
-                    rows_ = perm[s : s + opts.minibatch_size]
-                    out = policy_loss(action_logps(policy, r, rows_), logp_old[rows_], adv[rows_], r.mask[rows_],
-                                      opts.clip)
-                    loss = out.losses.sum() / r.mask[rows_].sum().clamp_min(1)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                    opt.step()
-                    losses.append(float(loss.detach()))
-                    acts = float(r.mask[rows_].sum())
-                    summed = [summed[0] + losses[-1] * acts, summed[1] + acts, summed[2] + len(rows_)]
-                    clips.append(float(out.metrics["clip_frac"].sum() / r.mask[rows_].sum().clamp_min(1)))
-            ctl.update(kl)
-            row = {"step": it, "loss": sum(losses) / len(losses), **loss_views(*summed),
-                   "reward_mean": float(scores.mean()),
-                   "kl": kl, "kl_beta": beta, "clip_frac": sum(clips) / len(clips),
-                   "response_actions": float(r.mask.sum(1).mean()), "iteration_time": time.perf_counter() - t_it}
-            rows.append(row)
-            samples_log += [{"step": it, "prompt": raw[k], "response": texts[i], "reward": float(scores[i]),
-                             "actions": samples[i].actions}
-                            for i, k in enumerate(k for k in pick for _ in range(M)) if i % M == 0]
-            update(it, row)
-    policy.eval()
-    after = mean_reward(cola, policy, reward, ev_prompts, ev_raw, opts.eval_samples, opts.max_new_tokens,
-                        opts.action_temperature, eval_seed)
-    summary = {"reward": reward_name, "reward_before": before, "reward_after": after,
-               "eval_prompts": len(ev), "eval_samples": opts.eval_samples, "steps": opts.steps,
-               "final_kl": rows[-1]["kl"], "train_seconds": time.perf_counter() - t0}
-    with atomic_path(Path(dest), is_dir=True, manifest=True) as tmp:
-        save_module(policy, tmp / "policy.safetensors")
-        write_jsonl(tmp / "metrics.jsonl", rows)
-        write_jsonl(tmp / "rollouts.jsonl", samples_log)
-        write_json(tmp / "summary.json", summary)
+    info = read_run(opts.run)
+    with stage_run(policy_dir(opts.run, "rl"), "cola_rl", info["model"], opts, quiet) as run:
+        log = log or run.say
+        cola = load_cola(opts.run)
+        corpus = cola.info["data"]
+        reward_name = opts.reward or (corpus.split(":", 1)[1] if corpus.startswith("builtin:") else None)
+        if reward_name is None:
+            raise LolkitError("--reward is required: the run's corpus is a file, not a built-in task")
+        reward = get_reward(reward_name)
+        tok = cola.tokenizer
+        window = context_window(cola.base)
+        recs, enc, raw, truncation = _encoded(tok, cola_prompts(opts.data, corpus, "train"), window=window,
+                                              reserve=opts.max_new_tokens, split="train",
+                                              source=opts.data or f"{corpus}/train", log=log)
+        if opts.eval_data:
+            ev, ev_enc, ev_raw, ev_cut = _encoded(tok, cola_prompts(opts.eval_data, corpus, "train")[: opts.eval_prompts],
+                                                  window=window, reserve=opts.max_new_tokens, split="val",
+                                                  source=opts.eval_data, log=log)
+            truncation["val"] = ev_cut["val"]
+        else:
+            ev, ev_enc, ev_raw = recs[: opts.eval_prompts], enc[: opts.eval_prompts], raw[: opts.eval_prompts]
+        bc = cola.policy("bc")
+        bc.requires_grad_(False)
+        policy = copy.deepcopy(bc).train()
+        policy.requires_grad_(True)
+        torch.manual_seed(opts.seed)
+        optimizer = make_optimizer(OptimConfig(lr=opts.lr, weight_decay=0.0), policy)
+        ctl = AdaptiveKLController(opts.kl_beta, opts.kl_target)
+        order = BatchOrder(len(recs), opts.prompts_per_step, opts.seed)
+        run.create()
+        weights, parts = ModuleWeights({"policy": policy}), {"order": order, "kl_controller": ctl}
+        start = run.restore(weights, optimizer, None, parts)
+        validator = RewardOfPolicy(cola, reward, ev_enc, ev_raw, opts, policy)
+        t0 = time.perf_counter()
+        state = {"reward_before": run.state["reward_before"] if start else validator.measure(bc)}
+        run.write_info({"algo": "cola_rl", "reward": reward.name, "prompts": len(recs), "eval_prompts": len(ev),
+                        "steps": opts.steps, "truncation": truncation})
+        M = opts.samples_per_prompt
+        with run.logging(opts.steps, opts.report_to, extra_logs=("rollouts.jsonl",), description="cola rl"):
+            for it in range(start + 1, opts.steps + 1):
+                t_it = time.perf_counter()
+                pick = order.next()
+                policy.eval()
+                samples = latent_generate(cola.base, cola.world, policy, [enc[k] for k in pick for _ in range(M)],
+                                          pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                                          max_new_tokens=opts.max_new_tokens, action_temperature=opts.action_temperature,
+                                          seed=opts.seed * 1_000_003 + it * 101)
+                texts = [response_text(tok, s.tokens) for s in samples]
+                scored = reward.score([raw[k] for k in pick for _ in range(M)], texts)
+                scores = torch.tensor([s for s, _ in scored], dtype=torch.float32)
+                r = pack(samples)
+                with torch.no_grad():
+                    logp_old = action_logps(policy, r)
+                    logp_bc = action_logps(bc, r)
+                kl = float(masked_mean(logp_old - logp_bc, r.mask))
+                beta = ctl.value
+                per_action = kl_penalty_rewards(logp_old, logp_bc, group_baseline(scores, M), r.mask, beta)
+                adv, _ = gae(per_action, torch.zeros_like(per_action), r.mask, 1.0, 1.0)
+                adv = whiten(adv, r.mask)
+                policy.train()
+                losses, clips = [], []
+                summed = [0.0, 0.0, 0.0]  # Σ loss × actions, Σ actions, Σ samples over the updates
+                n = len(samples)
+                for _ in range(opts.epochs):
+                    perm = torch.randperm(n)
+                    for s in range(0, n, opts.minibatch_size):
+                        rows_ = perm[s : s + opts.minibatch_size]
+                        out = policy_loss(action_logps(policy, r, rows_), logp_old[rows_], adv[rows_], r.mask[rows_],
+                                          opts.clip)
+                        loss = out.losses.sum() / r.mask[rows_].sum().clamp_min(1)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                        optimizer.step()
+                        losses.append(float(loss.detach()))
+                        acts = float(r.mask[rows_].sum())
+                        summed = [summed[0] + losses[-1] * acts, summed[1] + acts, summed[2] + len(rows_)]
+                        clips.append(float(out.metrics["clip_frac"].sum() / r.mask[rows_].sum().clamp_min(1)))
+                ctl.update(kl)
+                row = {"step": it, "loss": sum(losses) / len(losses), **loss_views(*summed),
+                       "reward_mean": float(scores.mean()),
+                       "kl": kl, "kl_beta": beta, "clip_frac": sum(clips) / len(clips),
+                       "response_actions": float(r.mask.sum(1).mean()), "iteration_time": time.perf_counter() - t_it}
+                row.update(run.validate(it, validator, weights))
+                run.log(row, rollouts=[{"step": it, "prompt": raw[k], "response": texts[i], "reward": float(scores[i]),
+                                        "actions": samples[i].actions}
+                                       for i, k in enumerate(k for k in pick for _ in range(M)) if i % M == 0])
+                run.checkpoint(it, weights, optimizer, None, parts, state=state, metric=validator.metric)
+        rows = read_metrics(run.path)
+        summary = {"reward": reward_name, "reward_before": state["reward_before"], "reward_after": rows[-1]["val_reward"],
+                   "eval_prompts": len(ev), "eval_samples": opts.eval_samples, "steps": opts.steps,
+                   "final_kl": rows[-1]["kl"], "train_seconds": time.perf_counter() - t0}
+        run.finish(weights)
+        write_json(Path(run.path) / "summary.json", summary)
     return summary

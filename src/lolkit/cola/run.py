@@ -1,14 +1,15 @@
 """A CoLA run directory and loading its modules back onto the base model.
 
-Layout (each stage's folder is written under a temporary name and renamed when complete, so a killed
-stage leaves no half-written module file)::
+Layout: each stage's folder is a run directory of lolkit's run lifecycle (:mod:`lolkit.run`: config.yaml,
+run.json, metrics.jsonl, checkpoints/step-N and best/, final/ written atomically with a manifest), so a
+killed stage resumes mid-way and never leaves a half-written module file::
 
     RUN/cola.json                       base model, corpus, sizes (ColaConfig), stage-0 settings
     RUN/cache/hidden-<key>.safetensors  the frozen base LM's hidden states of the corpus
-    RUN/world/      idm.safetensors, world_model.safetensors, metrics.jsonl, summary.json   (stage 0)
-    RUN/policy_bc/  policy.safetensors, metrics.jsonl, summary.json                         (stage 1)
-    RUN/policy_rl/  policy.safetensors, metrics.jsonl, rollouts.jsonl, summary.json         (latent RL)
-    RUN/eval/       generations.jsonl, summary.json                                         (lolkit eval)
+    RUN/world/      final/{idm,world_model}.safetensors, metrics.jsonl, summary.json   (stage 0)
+    RUN/policy_bc/  final/policy.safetensors, metrics.jsonl, summary.json              (stage 1)
+    RUN/policy_rl/  final/policy.safetensors, metrics.jsonl, rollouts.jsonl, summary.json (latent RL)
+    RUN/eval/       generations.jsonl, summary.json                                    (lolkit eval)
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ def policy_dir(run: str | Path, which: str) -> Path:
     return Path(run) / f"policy_{which}"
 
 
+def stage_final(folder: Path) -> Path:
+    """Where a finished stage's modules are: its ``final/``."""
+    return Path(folder) / "final"
+
+
 def latest_policy(run: str | Path) -> str:
     """``rl`` when latent RL has finished, else ``bc``."""
-    return "rl" if (policy_dir(run, "rl") / "policy.safetensors").is_file() else "bc"
+    return "rl" if (stage_final(policy_dir(run, "rl")) / "policy.safetensors").is_file() else "bc"
 
 
 @dataclass
@@ -70,14 +76,13 @@ class Cola:
         return self.base.get_output_embeddings()
 
     def policy(self, which: str) -> LatentPolicy:
-        folder = policy_dir(self.info["run"], which)
+        folder = stage_final(policy_dir(self.info["run"], which))
         check_stage(folder)
         return load_module(LatentPolicy(self.config), folder / "policy.safetensors").eval()
 
 
 def check_stage(folder: Path) -> None:
-    """A stage folder is read only when its manifest verifies (stages written before manifests existed
-    are read as they are)."""
+    """A stage's modules are read only when their manifest verifies."""
     from ..io import MANIFEST, verify_manifest
 
     if (folder / MANIFEST).is_file():
@@ -97,7 +102,7 @@ def load_cola(run: str | Path, device: str = "cpu") -> Cola:
     if base.config.hidden_size != cfg.hidden_size:
         raise LolkitError(f"{Path(run) / 'cola.json'}: field 'config.hidden_size': {cfg.hidden_size}, but the base "
                           f"model {info['model']} has {base.config.hidden_size}")
-    world_dir = Path(run) / "world"
+    world_dir = stage_final(Path(run) / "world")
     check_stage(world_dir)
     idm = load_module(InverseDynamics(cfg), world_dir / "idm.safetensors").to(device).eval()
     world = load_module(WorldModel(cfg), world_dir / "world_model.safetensors").to(device).eval()
