@@ -149,3 +149,32 @@ def tiny_llama(tmp: Path, *, hidden: int = 256, layers: int = 8, heads: int = 8,
 
     return create_tiny_model(tmp / f"llama-{hidden}x{layers}-v{vocab}", hidden_size=hidden, layers=layers,
                              heads=heads, vocab_size=vocab)
+
+
+def proc_status(key: str) -> int:
+    """A byte count from /proc/self/status (VmRSS, VmHWM: the peak RSS since the last reset_peak)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def reset_peak() -> int:
+    """Reset the peak RSS to the current RSS (Linux: clear_refs 5); returns the current RSS."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return proc_status("VmRSS")
+
+
+def build_wide_llama(out: Path, vocab: int, hidden: int, layers: int) -> Path:
+    """A random Llama with a large vocabulary (untied head), for the memory benchmarks."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    conf = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
+                       num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+                       tie_word_embeddings=False, pad_token_id=0, eos_token_id=1)
+    LlamaForCausalLM(conf).save_pretrained(out, safe_serialization=True)
+    return out

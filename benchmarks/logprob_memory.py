@@ -33,30 +33,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import scratch, verdict  # noqa: E402
+from benchmarks.common import build_wide_llama, proc_status, reset_peak, scratch, verdict  # noqa: E402
 
 TARGET = 2.0
 VARIANTS = ("full", "chunked-ls", "lolkit")
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def build_model(out: Path, vocab: int, hidden: int, layers: int) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    conf = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
-                       num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-                       tie_word_embeddings=False, pad_token_id=0, eos_token_id=1)
-    LlamaForCausalLM(conf).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 def child(variant: str, mode: str, model_dir: str, out: str, batch: int, length: int, prompt: int) -> None:
@@ -100,11 +80,9 @@ def child(variant: str, mode: str, model_dir: str, out: str, batch: int, length:
     once(short)
     model.zero_grad(set_to_none=False)  # gradient buffers exist before the measurement, as in training
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset the peak RSS to the current RSS
-    before = _status("VmRSS")
+    before = reset_peak()
     tok = once(full)
-    peak = _status("VmHWM")
+    peak = proc_status("VmHWM")
     saved = {"tok": tok.detach()}
     if mode == "grad":
         saved["grad_head"] = model.lm_head.weight.grad[:64].clone()
@@ -128,7 +106,7 @@ def main() -> None:
 
     batch, prompt = (1 if args.quick else 2), 128
     tmp = scratch("lolkit-mem-")
-    model_dir = build_model(tmp / "model", args.vocab, 256, 2)
+    model_dir = build_wide_llama(tmp / "model", args.vocab, 256, 2)
     print(f"Llama 2 x 256, vocabulary {args.vocab}; batch {batch} x {args.length} tokens ({prompt} prompt, "
           f"{args.length - prompt} response); logits would be {batch * args.length * args.vocab * 4 / 2**20:.0f} MiB fp32")
     print(f"{'mode':<8} {'variant':<11} {'added peak RSS':>15} {'vs lolkit':>10} {'max |Δ logp| vs full':>21}")

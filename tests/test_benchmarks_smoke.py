@@ -89,3 +89,21 @@ def test_data_loading_benchmark_quick(tmp_path):
     assert set(table) == {"plain", "lolkit", "cached"} and table["cached"] < table["lolkit"]
     assert any(x.startswith("cached  second / first") and x.endswith("PASS") for x in lines)
     assert not any(tmp_path.glob("lolkit-data-bench-*"))  # the scratch folder is removed on exit
+
+
+@pytest.mark.slow
+def test_ppo_memory_benchmark_quick():
+    """benchmarks/ppo_memory.py --quick: both PPO / NLPO minibatch passes run in their own processes, their
+    log-probs, entropy and values agree to 1e-6 (the memory ratio is judged at the full sizes only)."""
+    import os
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "ppo_memory.py"
+    res = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    for mode in ("ppo", "nlpo"):
+        line = re.search(rf"  {mode}: before / lolkit peak memory = ([\d.]+)x .* values = ([\d.e+-]+) .* PASS", res.stdout)
+        assert line and float(line.group(1)) > 0 and float(line.group(2)) <= 1e-6, res.stdout
+    assert res.stdout.rstrip().endswith("overall PASS"), res.stdout

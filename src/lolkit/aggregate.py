@@ -431,7 +431,7 @@ def _best(rows: list[dict], m: str) -> set[int]:
     return out
 
 
-def _cell(r: dict, m: str, bold: bool, latex: bool) -> str:
+def cell_text(r: dict, m: str, bold: bool, latex: bool) -> str:
     if not _numeric(r.get(m)):
         return "–"
     d = _decimals(r[m])
@@ -449,7 +449,7 @@ def _cell(r: dict, m: str, bold: bool, latex: bool) -> str:
     return text
 
 
-def _delta(r: dict, m: str, latex: bool) -> str:
+def delta_text(r: dict, m: str, latex: bool) -> str:
     if f"{m}_diff" not in r:
         return "baseline" if r.get("baseline") == r["label"] else "–"
     from .stats import stars
@@ -503,7 +503,7 @@ def to_markdown(rows: list[dict], metric: str = "reward_mean", columns: list[str
     out = "| " + " | ".join(head) + " |\n|---|---|---|" + "---:|" * (len(head) - 3) + "\n"
     for i, r in enumerate(rows):
         cells = [short(r["data"]), r["label"], r["model"], str(r["seeds"])]
-        cells += [_cell(r, m, i in bold[m], False) for m in cols] + ([_delta(r, metric, False)] if delta else [])
+        cells += [cell_text(r, m, i in bold[m], False) for m in cols] + ([delta_text(r, metric, False)] if delta else [])
         out += "| " + " | ".join(cells) + " |\n"
     out += "\n" + "".join(f"{line}.  \n" for line in _legend(rows, cols, metric, _test_count(rows)))
     extra = [m for m in present_metrics(rows) if m not in cols]
@@ -511,7 +511,7 @@ def to_markdown(rows: list[dict], metric: str = "reward_mean", columns: list[str
         out += "\n**Other metrics** (mean over seeds ± half-width of the 95 % interval; corpus-level: ± std)\n\n"
         out += "| data | algo | " + " | ".join(_header(m, False) for m in extra) + " |\n"
         out += "|---|---|" + "---:|" * len(extra) + "\n"
-        out += "".join(f"| {short(r['data'])} | {r['label']} | " + " | ".join(_cell(r, m, False, False) for m in extra)
+        out += "".join(f"| {short(r['data'])} | {r['label']} | " + " | ".join(cell_text(r, m, False, False) for m in extra)
                        + " |\n" for r in rows)
     if any("val_metric" in r for r in rows):
         out += ("\n**Validation checkpoints** (best and worst validation value over training, mean ± std over "
@@ -556,9 +556,9 @@ def to_latex(rows: list[dict], metric: str = "reward_mean", columns: list[str] |
         for i, r in enumerate(rows):
             if r["data"] != test:
                 continue
-            cells = [_esc(r["label"]), str(r["seeds"])] + [_cell(r, m, i in bold[m], True) for m in cols]
+            cells = [_esc(r["label"]), str(r["seeds"])] + [cell_text(r, m, i in bold[m], True) for m in cols]
             if delta:
-                cells.append(_delta(r, metric, True))
+                cells.append(delta_text(r, metric, True))
             lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)

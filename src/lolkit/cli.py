@@ -590,15 +590,15 @@ def _results_table(rows: list[dict], metric: str = "reward_mean") -> None:
     the Holm-corrected marker, and distinct-2, per group."""
     from rich.table import Table
 
-    from .aggregate import LABELS, _cell, _delta
+    from .aggregate import LABELS, cell_text, delta_text
 
     name = LABELS.get(metric, metric)
     t = Table(title="results (± : half-width of the 95% interval; * Holm-corrected p < 0.05)")
     for c in ("algo", "test data", "seeds", name, f"Δ {name}", "distinct-2"):
         t.add_column(c, justify="left" if c in ("algo", "test data") else "right")
     for r in rows:
-        t.add_row(r["label"], Path(r["data"]).name, str(r["seeds"]), _cell(r, metric, False, False).replace("\\", ""),
-                  _delta(r, metric, False).replace("\\", ""), _cell(r, "distinct_2", False, False))
+        t.add_row(r["label"], Path(r["data"]).name, str(r["seeds"]), cell_text(r, metric, False, False).replace("\\", ""),
+                  delta_text(r, metric, False).replace("\\", ""), cell_text(r, "distinct_2", False, False))
     con = _console()
     if not con.is_terminal:  # a log file: no reason to fold the numbers at 80 columns
         from rich.console import Console

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 # Elements of one chunk of float32 logits (rows × vocabulary): 2^24 = 64 MiB.
 CHUNK_ELEMENTS = 1 << 24
+# The same for row_statistics, whose functions (entropy, a nucleus mask, a KL) hold several temporaries the
+# size of a chunk at once: 2^22 = 16 MiB of logits per chunk.
+STAT_CHUNK_ELEMENTS = 1 << 22
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
@@ -224,10 +227,11 @@ def row_statistics(rows: ResponseRows, fn, *, chunk_rows: int | None = None) -> 
     chunk by chunk and concatenated: the entropy, a masked distribution's log-probs, a KL — whatever needs
     the whole vocabulary of a row. With gradients, a chunk's logits are not kept for the backward pass but
     recomputed there (activation checkpointing), so memory holds one chunk of logits at a time, never
-    [N, V]. ``fn`` must be deterministic (it runs again in the backward pass)."""
+    [N, V]; rows that fit in one chunk take plain autograd (no recomputation: small vocabularies and
+    batches pay nothing). ``fn`` must be deterministic (it runs again in the backward pass)."""
     from torch.utils.checkpoint import checkpoint
 
-    size = _chunk_rows(rows.vocab, chunk_rows)
+    size = chunk_rows or max(1, STAT_CHUNK_ELEMENTS // max(1, rows.vocab))
     source = rows.hidden if rows.head is not None else rows.logits
     grad = torch.is_grad_enabled() and (source.requires_grad or (rows.head is not None and rows.head.weight.requires_grad))
     n = len(rows)
