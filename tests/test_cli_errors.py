@@ -98,7 +98,7 @@ def test_ctrl_c_during_preprocess_exits_130_and_leaves_nothing(tmp_path):
 
 
 def test_ctrl_c_during_reward_exits_130_and_a_rerun_finishes(tmp_path):
-    from .test_rewards_resume import CONFIG, make_input, sidecars
+    from .rewards.test_rewards_resume import CONFIG, make_input, sidecars
 
     data = make_input(tmp_path)
     cfg = tmp_path / "slow.yaml"

@@ -16,7 +16,7 @@ from lolkit.io import read_json
 from lolkit.run import read_metrics
 from lolkit.train import train
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 ALGOS = ["nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl"]
 BASE = {"batch_size": 8, "eval_prompts": 4, "save_every": 0, "optim": {"lr": 3e-3}, "eval": {"max_new_tokens": 8}}

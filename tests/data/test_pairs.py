@@ -8,7 +8,7 @@ import json
 from lolkit.data.pairs import PairStats, preference_pairs, rankings
 from lolkit.data.schema import load_records
 
-from .conftest import read_jsonl, write_jsonl
+from ..conftest import read_jsonl, write_jsonl
 
 
 def _scored(tmp_path, rows):

@@ -5,7 +5,7 @@ import pytest
 from lolkit.data.schema import load_records
 from lolkit.errors import LolkitError
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 
 def test_response_records_and_trl_formats(tmp_path):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from lolkit.run import read_metrics
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 ARGS = ["train", "--algo", "a_lol", "--max-steps", "3", "--batch-size", "8", "--save-every", "0", "--quiet",
         "--set", "eval_prompts=4", "--set", "eval.max_new_tokens=4"]

@@ -9,7 +9,7 @@ import torch
 
 from lolkit.losses import LossInputs, LossParams, dpo, pro
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 
 def _inp(policy, ref=None, lengths=None, rewards=None):

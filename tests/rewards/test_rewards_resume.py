@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_jsonl, write_jsonl
+from ..conftest import read_jsonl, write_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the helper is named by its file: a subprocess does not have the repository on its import path
 CONFIG = f"""\
 name: slow

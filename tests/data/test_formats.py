@@ -16,7 +16,7 @@ from lolkit.data.loader import Row, open_source, output_format, source_digest, w
 from lolkit.data.schema import load_prompts, load_records, parse_record
 from lolkit.errors import LolkitError
 
-from .conftest import read_jsonl, write_jsonl
+from ..conftest import read_jsonl, write_jsonl
 from .data_helpers import cache_hub_dataset, dataset, hub_folder, parquet
 
 ROWS = [{"prompt": "What colour is a lime?", "completion": "green", "reward": 0.5},
@@ -174,7 +174,7 @@ def test_splits_must_be_named_when_there_are_several(tmp_path, hub_cache):
 def test_an_uncached_hub_id_fails_at_once_with_one_line(tmp_path):
     """Through the real CLI, in a fresh process: no network is tried, the answer comes at once."""
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "lolkit.cli", "preprocess", "jsonl", "nosuch-org/nosuch-data",
                         "--output", str(tmp_path / "out.jsonl")], capture_output=True, text=True, env=env, timeout=120)

@@ -9,7 +9,7 @@ from lolkit.errors import LolkitError
 from lolkit.feedback import pool as P
 from lolkit.feedback.providers import FileProvider, RuleProvider, category_of, parse_critique, rule_text
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 
 def entry(prompt, score, finished=True, category=None, sample=0):

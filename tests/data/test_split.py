@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_jsonl, write_jsonl
+from ..conftest import read_jsonl, write_jsonl
 
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
 
 
 def _rows(n_prompts: int, per: int) -> list[dict]:

@@ -1,6 +1,7 @@
 """Online RL end to end: run directory, exact resume, NLPO's mask refresh, LoRA, CLI, and a reward rise."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -8,10 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from lolkit.config import TrainConfig, build
+from lolkit.logprobs import token_entropy as entropy
+from lolkit.online.nlpo import nucleus_mask
 from lolkit.run import read_metrics
 from lolkit.train import train
 
-from .conftest import read_jsonl
+from ..conftest import read_jsonl
 
 # Small and fast: one optimizer step of two micro-batches per rollout.
 FAST = {"batch_size": 4, "micro_batch_size": 2, "optim": {"lr": 1e-3},
@@ -30,7 +33,7 @@ def weights(run):
 
 
 def digit_reward(prompts, responses, references, metas):
-    """A Python callable reward (``--reward tests.test_online:digit_reward``)."""
+    """A Python callable reward (``--reward tests.loops.test_online:digit_reward``)."""
     return [sum(c.isdigit() for c in r) / 10 for r in responses]
 
 
@@ -61,7 +64,7 @@ def test_run_directory_contract(tmp_path, tiny_model):
     assert best == {"step": 2, "metric": "val_reward", "value": rows[1]["val_reward"]}
 
 
-@pytest.mark.parametrize("algo", ["ppo", "nlpo"])
+@pytest.mark.parametrize("algo", ["nlpo"])  # ppo: tests/loops/test_contract.py
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_model, algo):
     run = train(cfg_for(tmp_path, "run", algo, max_steps=4, save_every=2, eval_every=1), quiet=True)
     full = shutil.copytree(run, tmp_path / "uninterrupted")  # keep the uninterrupted result
@@ -83,7 +86,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model, algo):
 
 
 def test_nlpo_mask_policy_is_refreshed_every_k_rollouts(tmp_path, tiny_model):
-    run = train(cfg_for(tmp_path, "n", "nlpo", max_steps=5, save_every=0, reward="tests.test_online:length_reward"),
+    run = train(cfg_for(tmp_path, "n", "nlpo", max_steps=5, save_every=0, reward="tests.loops.test_online:length_reward"),
                 quiet=True)
     rows = read_metrics(run)
     assert [r["mask_refreshes"] for r in rows] == [0, 0, 1, 1, 2]
@@ -117,6 +120,16 @@ def test_mask_policy_unit(tiny_model):
     assert len(out) == 3 and all(1 <= len(r) <= 4 for r, _ in out)
 
 
+def test_nucleus_mask_golden_and_masked_entropy():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64))
+    # cumulative mass before each token: [0, 0.5, 0.8, 0.95] → keep while < 0.9: the first three
+    assert nucleus_mask(logits, 0.9).tolist() == [True, True, True, False]
+    assert nucleus_mask(logits, 0.1).tolist() == [True, False, False, False]  # the top token always stays
+    masked = logits.masked_fill(~nucleus_mask(logits, 0.5), float("-inf"))  # keeps the top token only
+    assert entropy(masked).item() == pytest.approx(0.0)
+    assert entropy(torch.zeros(4)).item() == pytest.approx(math.log(4))
+
+
 def test_lora_reference_is_the_disabled_adapter_and_separate_critic(tmp_path, tiny_model):
     run = train(cfg_for(tmp_path, "l", max_steps=2, save_every=2, model={"lora": True, "lora_r": 4},
                         ppo={**FAST["ppo"], "critic": "separate", "value_clip": 0.2}), quiet=True)
@@ -131,7 +144,7 @@ def test_qlora_ppo_trains_the_adapter_over_a_4bit_base(tmp_path, tiny_model):
     """QLoRA (nf4 base, LoRA adapter) on CPU: the reference is the base with the adapter switched off,
     only adapter weights change, and the run resumes like any other."""
     run = train(cfg_for(tmp_path, "q", max_steps=2, save_every=1, model={"qlora": True, "lora_r": 4},
-                        reward="tests.test_online:length_reward"), quiet=True)
+                        reward="tests.loops.test_online:length_reward"), quiet=True)
     info = json.loads((run / "run.json").read_text())
     assert info["reference"] == "adapter disabled" and info["trainable_parameters"] < info["parameters"] / 10
     rows = read_metrics(run)
@@ -144,7 +157,7 @@ def test_cli_with_prompts_file_and_callable_reward(tmp_path, tiny_model, cli):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Count to {n}:"}) + "\n" for n in range(6)))
     out = tmp_path / "cli"
-    res = cli("train", "--algo", "nlpo", "--data", prompts, "--reward", "tests.test_online:digit_reward",
+    res = cli("train", "--algo", "nlpo", "--data", prompts, "--reward", "tests.loops.test_online:digit_reward",
               "--output-dir", out, "--max-steps", "2", "--batch-size", "4", "--set", "ppo.max_new_tokens=5",
               "--set", "ppo.minibatch_size=4", "--quiet")
     assert res.code == 0, res

@@ -261,7 +261,7 @@ def test_comet_preset_code_path(tiny):
 
 
 def test_cli_scores_a_preset_with_model_overrides(tmp_path, cli, tiny):
-    from .conftest import read_jsonl, write_jsonl
+    from ..conftest import read_jsonl, write_jsonl
 
     data = write_jsonl(tmp_path / "in.jsonl", [
         {"id": f"r{i}", "prompt": p, "response": t} for i, (p, t) in enumerate(zip(["Hi", "Hello there", "Yo"], TEXTS, strict=True))])

@@ -26,10 +26,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .test_rewards_resume import CONFIG as REWARD_CONFIG
-from .test_rewards_resume import make_input, sidecars
+from ..rewards.test_rewards_resume import CONFIG as REWARD_CONFIG
+from ..rewards.test_rewards_resume import make_input, sidecars
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXE = str(Path(sys.executable).with_name("lolkit"))
 MAX_STEPS = 12
 VAL_REWARD = f"""\
@@ -172,7 +172,7 @@ KILL_AT_FINAL_WRITE = {
 def test_sigkill_during_the_final_write_then_resume_leaves_no_temporary(command, tmp_path, tiny_model):
     from lolkit.tasks.colours import records
 
-    from .conftest import write_jsonl
+    from ..conftest import write_jsonl
 
     args, target, out = KILL_AT_FINAL_WRITE[command]
     data = write_jsonl(tmp_path / "in.jsonl", list(records("test", 0))[:6])

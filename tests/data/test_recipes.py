@@ -18,9 +18,9 @@ import pytest
 from lolkit.data.recipes import RECIPES
 from lolkit.data.schema import load_records
 
-from .conftest import read_jsonl, run_cli
+from ..conftest import read_jsonl, run_cli
 
-ASSETS = Path(__file__).parent / "assets" / "recipes"
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "recipes"
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.\n")
 
@@ -532,7 +532,7 @@ def test_missing_input_is_one_line(tmp_path):
 
 # ------------------------------------------------------- hh: the human choice (issue 16.3) and the raw release
 
-REAL_HH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+REAL_HH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
 
 
 def _pro_disagreeing(root: Path) -> Path:

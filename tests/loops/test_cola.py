@@ -20,7 +20,7 @@ from lolkit.cola.modules import (
 )
 from lolkit.cola.rl import group_baseline
 
-from .conftest import read_jsonl, write_jsonl
+from ..conftest import read_jsonl, write_jsonl
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -137,7 +137,7 @@ def cola_run(tmp_path_factory, tiny_model):
     needs a small corpus to be learnt in seconds)."""
     from lolkit.tasks import colours
 
-    from .conftest import run_cli
+    from ..conftest import run_cli
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cola")
@@ -237,35 +237,6 @@ def test_same_seed_same_modules_and_a_replaced_stage_drops_later_ones(tmp_path, 
     assert not (tmp_path / "a" / "policy_bc").exists()  # a policy over the old IDM's actions is stale
     for f in ("idm.safetensors", "world_model.safetensors"):
         assert (tmp_path / "a" / "world" / "final" / f).read_bytes() == (tmp_path / "b" / "world" / "final" / f).read_bytes()
-
-
-def test_a_stage_killed_mid_way_leaves_no_module_files_and_resumes_exactly(tmp_path, tiny_model, monkeypatch):
-    """Each stage is a run of the shared lifecycle: killed after its step-2 checkpoint, it has no final
-    modules; --resume continues from step 2 and ends with the bytes of an uninterrupted stage."""
-    from lolkit.cola.train import WorldOptions, train_world
-    from lolkit.run import Run
-
-    opts = {"steps": 4, "batch_size": 4, "save_every": 1}
-    train_world(WorldOptions(output_dir=str(tmp_path / "ref"), **opts), quiet=True)
-    real = Run.checkpoint
-
-    def dying(self, step, *args, **kwargs):
-        real(self, step, *args, **kwargs)
-        if step == 2:  # the process "dies" right after the checkpoint of step 2
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Run, "checkpoint", dying)
-    with pytest.raises(KeyboardInterrupt):
-        train_world(WorldOptions(output_dir=str(tmp_path / "r"), **opts), quiet=True)
-    world = tmp_path / "r" / "world"
-    assert not (world / "final").exists() and not (tmp_path / "r" / "cola.json").exists()
-    assert (world / "checkpoints" / "step-2").is_dir()
-    monkeypatch.setattr(Run, "checkpoint", real)
-    train_world(WorldOptions(output_dir=str(tmp_path / "r"), resume=True, **opts), quiet=True)
-    for f in ("idm.safetensors", "world_model.safetensors"):
-        assert (world / "final" / f).read_bytes() == (tmp_path / "ref" / "world" / "final" / f).read_bytes()
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
-    assert strip(read_jsonl(world / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "ref" / "world" / "metrics.jsonl"))
 
 
 def test_user_errors_name_the_problem(tmp_path, cli, tiny_model):

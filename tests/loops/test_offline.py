@@ -1,5 +1,7 @@
 """Training loop: run-directory contract, exact resume, accumulation invariance, determinism."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,7 +11,7 @@ from lolkit.errors import LolkitError
 from lolkit.run import read_metrics
 from lolkit.train import train
 
-from .conftest import read_jsonl
+from ..conftest import read_jsonl
 
 BASE = {"batch_size": 8, "eval_prompts": 4, "optim": {"lr": 3e-3}, "eval": {"max_new_tokens": 8}}
 
@@ -39,32 +41,19 @@ def test_run_directory_contract_and_falling_loss(tmp_path, tiny_model):
     AutoModelForCausalLM.from_pretrained(run / "final")
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, tiny_model):
-    full = train(cfg_for(tmp_path, "full", max_steps=4, save_every=2), quiet=True)
-    cut = train(cfg_for(tmp_path, "cut", max_steps=4, save_every=2), quiet=True)
-    # Simulate a kill right after the step-2 checkpoint: later state disappears.
-    import shutil
+def test_the_reward_is_built_once_and_validation_keeps_the_best(tmp_path, tiny_model, monkeypatch):
+    """The validator scores every validation with the reward the loop built at the start (building a reward
+    can load a classifier: never once per validation)."""
+    import lolkit.rewards as rewards
 
-    shutil.rmtree(cut / "checkpoints" / "step-4")
-    shutil.rmtree(cut / "final")
-    resumed = train(cfg_for(tmp_path, "cut", max_steps=4, save_every=2), resume=True, quiet=True)
-    a, b = weights(full), weights(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
-    assert strip(read_metrics(full)) == strip(read_metrics(resumed))
-
-
-def test_gradient_accumulation_is_invariant(tmp_path, tiny_model):
-    one = train(cfg_for(tmp_path, "a", max_steps=2, micro_batch_size=8, save_every=0), quiet=True)
-    acc = train(cfg_for(tmp_path, "b", max_steps=2, micro_batch_size=1, save_every=0), quiet=True)
-    a, b = weights(one), weights(acc)
-    for k in a:  # Adam amplifies round-off on near-zero gradients to ~1e-5; a scaling bug moves ~1e-3
-        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4)
-    for ra, rb in zip(read_metrics(one), read_metrics(acc), strict=True):
-        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
-        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-5)
+    built = []
+    real = rewards.build_reward
+    monkeypatch.setattr(rewards, "build_reward", lambda *a, **k: built.append(1) or real(*a, **k))
+    run = train(cfg_for(tmp_path, "v", max_steps=3, eval_every=1, save_every=0, eval_prompts=2), quiet=True)
+    rows = read_metrics(run)
+    assert len(built) == 1 and all("val_reward" in r for r in rows)
+    best = max(range(3), key=lambda k: (rows[k]["val_reward"], -k))
+    assert json.loads((run / "checkpoints" / "best" / "best.json").read_text())["step"] == best + 1
 
 
 def test_same_seed_same_result_and_existing_dir_is_protected(tmp_path, tiny_model):
@@ -96,7 +85,7 @@ def test_qlora_trains_on_cpu(tmp_path, tiny_model):
 
 
 def test_val_nll_without_reward(tmp_path, tiny_model):
-    from .conftest import write_jsonl
+    from ..conftest import write_jsonl
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Say {w}.", "response": f"{w} {w}."}
                                               for w in ["red", "blue", "green", "white", "black", "plum"] * 4])
