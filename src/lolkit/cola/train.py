@@ -134,17 +134,17 @@ class BatchOrder:
 
 @dataclass
 class StageValidator:
-    """A stage's validation: ``measure()`` → the metric (lower is better)."""
+    """A stage's validation: ``measure()`` → its values, ``metric`` the one that decides (lower is better)."""
 
     metric: str
-    measure: Callable[[], float]
+    measure: Callable[[], dict[str, float]]
     enabled: bool = True
 
     def better(self, a: float, b: float | None) -> bool:
         return b is None or a < b
 
     def run(self) -> dict[str, float]:
-        return {self.metric: self.measure()}
+        return self.measure()
 
 
 def fit(run: Run, modules: dict, step_loss: Callable[[list[int]], tuple[torch.Tensor, dict]], n_items: int,
@@ -292,13 +292,15 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                                                                "action_entropy": cond.detach(),
                                                                "batch_perplexity": codebook_perplexity(counts)}
 
-        validator = StageValidator("val_nll", lambda: world_nll(idm, world, lm_head, val_cache, tok.pad_token_id)[0])
+        validator = StageValidator("val_nll", lambda: {"val_nll": world_nll(idm, world, lm_head, val_cache,
+                                                                             tok.pad_token_id)[0]})
         t1 = time.perf_counter()
         rows = fit(run, {"idm": idm, "world_model": world}, step_loss, len(cache), opts, validator, state, "cola world")
         t_train = time.perf_counter() - t1
         idm.eval()
         world.eval()
-        nll1, _ = world_nll(idm, world, lm_head, cache, tok.pad_token_id)
+        # the last step's validation measured the final modules: on the corpus itself unless --val-data
+        nll1 = rows[-1]["val_nll"] if val_seqs is None else world_nll(idm, world, lm_head, cache, tok.pad_token_id)[0]
         actions = idm_actions(idm, cache, tok.pad_token_id)
         counts = torch.bincount(torch.tensor([a for s in actions for a in s]), minlength=cfg.num_actions)
         nexts = torch.bincount(torch.tensor([t for s in seqs for t in s[1:]]))
@@ -306,7 +308,7 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                    "codebook_perplexity": codebook_perplexity(counts), "actions_used": int((counts > 0).sum()),
                    "num_actions": cfg.num_actions, "next_token_unigram_perplexity": codebook_perplexity(nexts),
                    "sequences": len(seqs), "transitions": int(counts.sum()), "cache_seconds": t_cache,
-                   "train_seconds": t_train, "steps": opts.steps, "val_nll": rows[-1].get("val_nll")}
+                   "train_seconds": t_train, "steps": opts.steps}
         run.finish(ModuleWeights({"idm": idm, "world_model": world}))
         write_json(run.path / "summary.json", summary)
     drop_downstream(root, ("policy_bc", "policy_rl", "eval"), log)
@@ -326,8 +328,8 @@ def _resolved(path: str) -> str:
 # stage 1
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def bc_measure(policy, cache: HiddenCache, labels: list[list[int]], pad_id: int) -> tuple[float, float]:
-    """(cross-entropy, accuracy) of the policy against the IDM's actions over a whole corpus."""
+def bc_measure(policy, cache: HiddenCache, labels: list[list[int]], pad_id: int) -> dict[str, float]:
+    """Cross-entropy and accuracy of the policy against the IDM's actions over a whole corpus."""
     was = policy.training
     policy.eval()
     ce = correct = n = 0.0
@@ -341,7 +343,7 @@ def bc_measure(policy, cache: HiddenCache, labels: list[list[int]], pad_id: int)
         correct += float((logits.argmax(-1) == target).sum())
         n += len(target)
     policy.train(was)
-    return ce / n, correct / n
+    return {"val_bc_loss": ce / n, "val_bc_accuracy": correct / n}
 
 
 def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
@@ -374,13 +376,15 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
             loss = F.cross_entropy(logits, target)
             return loss, {"tokens": m.sum(), "accuracy": (logits.argmax(-1) == target).float().mean()}
 
-        validator = StageValidator("val_bc_loss", lambda: bc_measure(policy, val_cache, val_labels, tok.pad_token_id)[0])
+        validator = StageValidator("val_bc_loss", lambda: bc_measure(policy, val_cache, val_labels, tok.pad_token_id))
         t1 = time.perf_counter()
         rows = fit(run, {"policy": policy}, step_loss, len(cache), opts, validator, {}, "cola bc")
         policy.eval()
-        ce, accuracy = bc_measure(policy, cache, labels, tok.pad_token_id)
-        summary = {"bc_loss_initial": rows[0]["loss"], "bc_loss_final": ce, "bc_accuracy": accuracy,
-                   "train_seconds": time.perf_counter() - t1, "steps": opts.steps, "val_bc_loss": rows[-1].get("val_bc_loss")}
+        # the last step's validation measured the final policy: on the corpus itself unless --val-data
+        final = rows[-1] if not opts.val_data else bc_measure(policy, cache, labels, tok.pad_token_id)
+        summary = {"bc_loss_initial": rows[0]["loss"], "bc_loss_final": final["val_bc_loss"],
+                   "bc_accuracy": final["val_bc_accuracy"], "train_seconds": time.perf_counter() - t1,
+                   "steps": opts.steps}
         run.finish(ModuleWeights({"policy": policy}))
         write_json(run.path / "summary.json", summary)
     drop_downstream(Path(opts.run), ("policy_rl", "eval"), log)
