@@ -178,3 +178,29 @@ def build_wide_llama(out: Path, vocab: int, hidden: int, layers: int) -> Path:
                        tie_word_embeddings=False, pad_token_id=0, eos_token_id=1)
     LlamaForCausalLM(conf).save_pretrained(out, safe_serialization=True)
     return out
+
+
+def in_fork(fn, *args, what: str = "the child") -> None:
+    """Run ``fn(*args)`` in a forked child (its own peak RSS, nothing left in the parent's memory) and wait;
+    the child leaves with os._exit, so the parent's atexit handlers never run twice."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn(*args)
+            code = 0
+        finally:
+            os._exit(code)
+    if os.waitpid(pid, 0)[1] != 0:
+        raise SystemExit(f"{what} failed")
+
+
+def memory_setup(prefix: str, vocab: int) -> tuple[Path, Path]:
+    """The memory benchmarks' start: one torch thread, transformers quiet, a scratch folder holding a
+    2-layer Llama (hidden 256) with a ``vocab``-token head. Returns (scratch, model directory)."""
+    set_threads(1)
+    from lolkit.models import quiet_transformers
+
+    quiet_transformers()
+    tmp = scratch(prefix)
+    return tmp, build_wide_llama(tmp / "model", vocab, 256, 2)

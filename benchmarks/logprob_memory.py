@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import build_wide_llama, proc_status, reset_peak, scratch, verdict  # noqa: E402
+from benchmarks.common import in_fork, memory_setup, proc_status, reset_peak, verdict  # noqa: E402
 
 TARGET = 2.0
 VARIANTS = ("full", "chunked-ls", "lolkit")
@@ -99,14 +98,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(1)
-    from lolkit.models import quiet_transformers
-
-    quiet_transformers()
-
+    tmp, model_dir = memory_setup("lolkit-mem-", args.vocab)
     batch, prompt = (1 if args.quick else 2), 128
-    tmp = scratch("lolkit-mem-")
-    model_dir = build_wide_llama(tmp / "model", args.vocab, 256, 2)
     print(f"Llama 2 x 256, vocabulary {args.vocab}; batch {batch} x {args.length} tokens ({prompt} prompt, "
           f"{args.length - prompt} response); logits would be {batch * args.length * args.vocab * 4 / 2**20:.0f} MiB fp32")
     print(f"{'mode':<8} {'variant':<11} {'added peak RSS':>15} {'vs lolkit':>10} {'max |Δ logp| vs full':>21}")
@@ -115,16 +108,7 @@ def main() -> None:
         res, tensors = {}, {}
         for v in VARIANTS:
             out = str(tmp / f"{mode}-{v}")
-            pid = os.fork()
-            if pid == 0:  # the child: measure, write, leave without running the parent's atexit handlers
-                code = 1
-                try:
-                    child(v, mode, str(model_dir), out, batch, args.length, prompt)
-                    code = 0
-                finally:
-                    os._exit(code)
-            if os.waitpid(pid, 0)[1] != 0:
-                raise SystemExit(f"the {v} / {mode} child failed")
+            in_fork(child, v, mode, str(model_dir), out, batch, args.length, prompt, what=f"the {v} / {mode} child")
             res[v] = json.loads(Path(out + ".json").read_text())
             tensors[v] = torch.load(out + ".pt")
         for v in VARIANTS:

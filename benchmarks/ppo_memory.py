@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import build_wide_llama, proc_status, reset_peak, scratch, verdict  # noqa: E402
+from benchmarks.common import in_fork, memory_setup, proc_status, reset_peak, verdict  # noqa: E402
 
 TARGET = 2.0
 TOLERANCE = 1e-6
@@ -129,16 +128,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 sequences instead of 8 (a smoke test)")
     ap.add_argument("--vocab", type=int, default=50304)
     args = ap.parse_args()
-    import torch
     from safetensors.torch import load_file
 
-    torch.set_num_threads(1)
-    from lolkit.models import quiet_transformers
-
-    quiet_transformers()
+    tmp, model_dir = memory_setup("lolkit-ppo-mem-", args.vocab)
     batch, prompt, response = (2 if args.quick else 8), 64, 128
-    tmp = scratch("lolkit-ppo-mem-")
-    model_dir = build_wide_llama(tmp / "model", args.vocab, 256, 2)
     print(f"Llama 2 x 256, vocabulary {args.vocab}; one PPO minibatch of {batch} x ({prompt} prompt + {response} "
           f"response) tokens; full logits would be {batch * (prompt + response) * args.vocab * 4 / 2**20:.0f} MiB fp32")
     print(f"{'mode':<6} {'variant':<8} {'added peak RSS':>15} {'vs lolkit':>10}")
@@ -147,16 +140,7 @@ def main() -> None:
         res, tensors = {}, {}
         for v in VARIANTS:
             out = str(tmp / f"{mode}-{v}")
-            pid = os.fork()
-            if pid == 0:  # the child: measure, write, leave without running the parent's atexit handlers
-                code = 1
-                try:
-                    child(v, mode, str(model_dir), out, batch, prompt, response)
-                    code = 0
-                finally:
-                    os._exit(code)
-            if os.waitpid(pid, 0)[1] != 0:
-                raise SystemExit(f"the {v} / {mode} child failed")
+            in_fork(child, v, mode, str(model_dir), out, batch, prompt, response, what=f"the {v} / {mode} child")
             res[v] = json.loads(Path(out + ".json").read_text())
             tensors[v] = load_file(out + ".safetensors")
         for v in VARIANTS:
