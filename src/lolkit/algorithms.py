@@ -6,7 +6,7 @@ function plus one row here. The loops read the row and never branch on an algori
 ``--algo`` help, the demo's list and the README's algorithm table are made from it (tests check the
 README against :func:`markdown_table`).
 
-Importing this module is cheap (no torch): losses and feedback conditions are resolved when used.
+Importing this module is cheap (no torch): a row's loss is resolved when used.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .conditions import FeedbackCategory, FeedbackText, QuantileToken, QuantileWord
 from .errors import LolkitError
-from .feedback.conditions import FeedbackCategory, FeedbackText, QuantileToken, QuantileWord
 
 
 def _load_causal_lm(cfg, *, device=None):
@@ -99,7 +99,7 @@ class Algorithm:
     # -- online rows ---------------------------------------------------------------------------------------
     action_mask: bool = False  # NLPO: actions restricted to a mask policy's top-p nucleus
     # -- feedback rows -------------------------------------------------------------------------------------
-    condition: type | None = None  # what samples are conditioned on (lolkit.feedback.conditions)
+    condition: type | None = None  # what samples are conditioned on (lolkit.conditions)
     preference_pairs: bool = False  # SELM: the pool holds (chosen, rejected, y_ref) of each prompt instead
     # -- CoLA rows -----------------------------------------------------------------------------------------
     stage: str | None = None  # `lolkit cola STAGE`

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from lolkit.conditions import best_feedback
 from lolkit.errors import LolkitError
 from lolkit.feedback import pool as P
 from lolkit.feedback.providers import FileProvider, RuleProvider, category_of, parse_critique, rule_text
@@ -89,7 +90,7 @@ def test_pool_quotas_are_balanced_statistics():
 def test_best_feedback_and_rule_provider():
     pool = [entry(0, 0.3), entry(0, 0.9), entry(1, 0.9)]
     pool[1].feedback, pool[2].feedback = "first best", "second best"
-    assert P.best_feedback(pool) == "first best"
+    assert best_feedback(pool) == "first best"
     assert rule_text({"correct": 0.6, "object": 0.0, "form": 0.2}, 0.8) == "good correct, form; missing object."
     assert rule_text({"increasing": 0.3}, 0.3) == "the answer scores 0.30."
     assert [category_of(v, 0.0, 1.0, 3) for v in (1.0, 0.4, 0.2, 0.0)] == [0, 1, 2, 2]

@@ -140,7 +140,7 @@ def test_critic_model_provider(tmp_path, tiny_model):
 
 
 def test_control_tokens_are_drawn_from_the_embedding_statistics(tiny_model):
-    from lolkit.feedback.conditions import add_control_tokens
+    from lolkit.conditions import add_control_tokens
     from lolkit.models import ModelConfig, load_model
 
     model, tok, _ = load_model(ModelConfig(name=tiny_model), trainable=True)

@@ -110,9 +110,3 @@ def bin_counts(pool: list[Entry], chosen: Sequence[int], n_bins: int) -> dict[st
     for i in chosen:
         picked[pool[i].bin] += 1
     return {"pool_bins": total, "train_bins": picked}
-
-
-def best_feedback(pool: list[Entry]) -> str:
-    """LMU's condition at sampling time: the feedback text of the best-scored entry (first among ties)."""
-    best = max(range(len(pool)), key=lambda i: (pool[i].score, -i))
-    return pool[best].feedback

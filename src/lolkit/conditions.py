@@ -1,5 +1,6 @@
 """What Quark and ALT condition the policy on: small objects, one per algorithm, named in its row of
-:mod:`lolkit.algorithms` — the feedback loop asks the object and never the algorithm's name.
+:mod:`lolkit.algorithms` — the feedback loop (:mod:`lolkit.feedback`) asks the object and never the
+algorithm's name.
 
 * :class:`QuantileToken` (quark)    — a reward-quantile control token ``<|quantile_k|>``, new in the
   vocabulary, its input embedding drawn from N(mean, std) of the existing embeddings (per dimension);
@@ -15,8 +16,6 @@ Bins are numbered from the best (0).
 """
 
 from __future__ import annotations
-
-from .pool import best_feedback
 
 QUARK_TOKEN = "<|quantile_{}|>"
 
@@ -44,6 +43,12 @@ def add_control_tokens(model, tokenizer, n: int, seed: int) -> list[int]:
         draw = torch.normal(base.mean(0).expand(n, -1).cpu(), base.std(0).expand(n, -1).cpu(), generator=gen)
         emb[old : old + n] = draw.to(emb.dtype).to(emb.device)
     return tokenizer.convert_tokens_to_ids(names)
+
+
+def best_feedback(pool) -> str:
+    """LMU's condition at sampling time: the feedback text of the best-scored entry (first among ties)."""
+    best = max(range(len(pool)), key=lambda i: (pool[i].score, -i))
+    return pool[best].feedback
 
 
 class Condition:
