@@ -1,11 +1,17 @@
-"""Validation by reward, shared by the loops that have a reward: the mean reward of greedy answers to
-validation prompts (higher is better). The run lifecycle (:meth:`lolkit.run.Run.validate`) calls it every
-``eval_every`` steps and at the end and keeps the best weights; the reward is built once by the loop.
+"""Validators the loops share. The run lifecycle (:meth:`lolkit.run.Run.validate`) calls one every
+``eval_every`` steps and at the end and keeps the best weights. A validator has ``enabled``, ``metric``,
+``better(new, best)`` and ``run(...) → {metric: value, …}``.
 
-A validator has ``enabled``, ``metric``, ``better(new, best)`` and ``run(model) → {metric: value}``.
+* :class:`RewardValidator` — the mean reward of greedy answers to validation prompts (higher is better),
+  for the loops that have a reward; the reward is built once by the loop;
+* :class:`MeasureValidator` — any measurement of the loop's own (lower is better): CoLA's world-model NLL
+  and behaviour-cloning cross-entropy.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class RewardValidator:
@@ -31,3 +37,18 @@ class RewardValidator:
         rows = score_prompts(model, self.tokenizer, self.rendered, self.texts, self.reward, self.cfg, sample=False,
                              records=self.records)
         return {self.metric: sum(r["reward"] for r in rows) / max(1, len(rows))}
+
+
+@dataclass
+class MeasureValidator:
+    """``measure()`` → the values of a validation; ``metric`` is the one that decides (lower is better)."""
+
+    metric: str
+    measure: Callable[[], dict[str, float]]
+    enabled: bool = True
+
+    def better(self, a: float, b: float | None) -> bool:
+        return b is None or a < b
+
+    def run(self) -> dict[str, float]:
+        return self.measure()

@@ -33,6 +33,7 @@ from ..errors import LolkitError
 from ..logprobs import head_logprobs
 from ..run import Run, make_optimizer
 from ..tracking import loss_views
+from ..validation import MeasureValidator
 from .data import HiddenCache, hidden_cache, read_corpus
 from .modules import (
     ColaConfig,
@@ -132,23 +133,8 @@ class BatchOrder:
         self.order = list(state["order"])
 
 
-@dataclass
-class StageValidator:
-    """A stage's validation: ``measure()`` → its values, ``metric`` the one that decides (lower is better)."""
-
-    metric: str
-    measure: Callable[[], dict[str, float]]
-    enabled: bool = True
-
-    def better(self, a: float, b: float | None) -> bool:
-        return b is None or a < b
-
-    def run(self) -> dict[str, float]:
-        return self.measure()
-
-
 def fit(run: Run, modules: dict, step_loss: Callable[[list[int]], tuple[torch.Tensor, dict]], n_items: int,
-        opts, validator: StageValidator, state: dict, description: str) -> list[dict]:
+        opts, validator: MeasureValidator, state: dict, description: str) -> list[dict]:
     """The training loop of both stages, inside the run lifecycle: ``step_loss(batch indices) → (loss,
     metrics)``; returns the metrics rows of the whole stage (those of a resumed run's earlier steps
     included)."""
@@ -292,7 +278,7 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                                                                "action_entropy": cond.detach(),
                                                                "batch_perplexity": codebook_perplexity(counts)}
 
-        validator = StageValidator("val_nll", lambda: {"val_nll": world_nll(idm, world, lm_head, val_cache,
+        validator = MeasureValidator("val_nll", lambda: {"val_nll": world_nll(idm, world, lm_head, val_cache,
                                                                              tok.pad_token_id)[0]})
         t1 = time.perf_counter()
         rows = fit(run, {"idm": idm, "world_model": world}, step_loss, len(cache), opts, validator, state, "cola world")
@@ -376,7 +362,7 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
             loss = F.cross_entropy(logits, target)
             return loss, {"tokens": m.sum(), "accuracy": (logits.argmax(-1) == target).float().mean()}
 
-        validator = StageValidator("val_bc_loss", lambda: bc_measure(policy, val_cache, val_labels, tok.pad_token_id))
+        validator = MeasureValidator("val_bc_loss", lambda: bc_measure(policy, val_cache, val_labels, tok.pad_token_id))
         t1 = time.perf_counter()
         rows = fit(run, {"policy": policy}, step_loss, len(cache), opts, validator, {}, "cola bc")
         policy.eval()

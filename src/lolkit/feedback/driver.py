@@ -114,7 +114,7 @@ class Example:
 
 
 class Driver:
-    """Holds the run's models and state; :meth:`run` is the loop."""
+    """Holds the run's models and state; :meth:`train` is the loop (inside the run lifecycle ``lifecycle``)."""
 
     def __init__(self, cfg: TrainConfig, run: Run):
         from accelerate.utils import set_seed
@@ -122,7 +122,7 @@ class Driver:
         from ..data.tokenize import context_window
         from ..rewards import get_reward
 
-        self.cfg, self.run_ = cfg, run
+        self.cfg, self.lifecycle = cfg, run
         self.f, self.algo = cfg.feedback, cfg.algo.name
         self.row = get_algorithm(self.algo)
         # what samples are conditioned on (None: SELM, whose pool holds preference pairs)
@@ -456,7 +456,7 @@ class Driver:
 
     # -- the loop --------------------------------------------------------------------------------------
     def train(self) -> Path:
-        cfg, f, run = self.cfg, self.f, self.run_
+        cfg, f, run = self.cfg, self.f, self.lifecycle
         run.create()
         weights = ModelWeights(self.policy, self.tok)
         parts = {"pool": self}

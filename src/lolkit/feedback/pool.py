@@ -1,7 +1,7 @@
 """The data pool of Quark / ALT: entries, quantile binning, flushing, balanced rejection sampling.
 
 Pure Python (no torch): every function takes the pool and returns new values, so the pool can be
-written to ``iter-K/pool.jsonl`` and read back for ``--resume`` without loss.
+written to ``iter-K/pool.jsonl`` and kept in every checkpoint (for ``--resume``) without loss.
 
 Bins are numbered from the best: bin 0 holds the highest rewards (scores) or the first — best —
 category.
