@@ -107,3 +107,21 @@ def test_ppo_memory_benchmark_quick():
         line = re.search(rf"  {mode}: before / lolkit peak memory = ([\d.]+)x .* values = ([\d.e+-]+) .* PASS", res.stdout)
         assert line and float(line.group(1)) > 0 and float(line.group(2)) <= 1e-6, res.stdout
     assert res.stdout.rstrip().endswith("overall PASS"), res.stdout
+
+
+@pytest.mark.slow
+def test_loop_speed_benchmark_quick_against_this_tree():
+    """benchmarks/loop_speed.py --quick with this tree as its own baseline: both trees' processes run the
+    loops asked for and the table has a ratio per loop."""
+    import os
+    import re
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, str(repo / "benchmarks" / "loop_speed.py"), "--quick", "--baseline",
+                          str(repo), "--loops", "nll,cola_world"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    for loop in ("nll", "cola_world"):
+        assert re.search(rf"^{loop} +[\d.]+ +[\d.]+ +[\d.]+x", res.stdout, re.MULTILINE), res.stdout
+    assert "overall PASS" in res.stdout

@@ -321,9 +321,10 @@ class Run:
             for name in ("metrics.jsonl", *extra_logs):
                 truncate_jsonl(self.path / name, self.start)
         stack = ExitStack()
+        # trackers first: their start-up (wandb, mlflow, …) must not count in the first step's rate
+        self.trackers = stack.enter_context(Trackers(self.path, list(report_to) if self.main else [], self.settings))
         self.progress = stack.enter_context(TrainProgress(total, self.start, disable=self.quiet or not self.main,
                                                           description=description))
-        self.trackers = stack.enter_context(Trackers(self.path, list(report_to) if self.main else [], self.settings))
         return stack
 
     def due(self, step: int, every: int) -> bool:
