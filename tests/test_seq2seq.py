@@ -358,3 +358,54 @@ def test_lora_on_t5_trains_the_adapter_with_the_base_as_reference(tiny_t5, tmp_p
     cfg = read_json(run / "final" / "adapter_config.json")
     assert cfg["task_type"] == "SEQ_2_SEQ_LM" and set(cfg["target_modules"]) >= {"q", "v"}
     assert read_metrics(run)[0]["log_ratio"] == pytest.approx(0.0, abs=1e-5)  # fresh adapter == reference
+
+
+def test_truncation_is_counted_for_a_t5_run(tiny_t5, tmp_path, cli):
+    """The spec's cuts on an encoder–decoder run: prompts kept from their end, responses (with EOS) from
+    their start, counted per split in run.json; the encoder then never sees more than 4 prompt tokens."""
+    run = tmp_path / "cut"
+    res = cli("train", "--algo", "nll", "--model", tiny_t5, "--max-steps", "2", "--output-dir", run,
+              "--set", "data.max_prompt_len=4", "--set", "data.max_response_len=3", *FAST)
+    assert res.code == 0, res
+    t = read_json(run / "run.json")["truncation"]
+    assert t["train"]["max_prompt_len"] == 4 and t["train"]["max_response_len"] == 3
+    assert t["train"]["prompts_cut"] > 0 and t["train"]["responses_cut"] > 0
+
+
+@pytest.mark.slow
+def test_imdb_positive_continuation_with_a_t5_policy(tiny_t5, tmp_path, cli):
+    """A GRUE-style task end to end with an encoder–decoder policy: IMDB reviews (RL4LMs' recipe: the
+    prompt is a review's first half) → VADER positive-sentiment reward → a_lol with the reference value
+    head → eval on the test prompts."""
+    import random
+
+    rng = random.Random(0)
+    good = "great wonderful superb lovely moving brilliant funny charming".split()
+    bad = "awful boring dull terrible weak painful bland clumsy".split()
+    root = tmp_path / "aclImdb"
+    for part, n in (("train", 12), ("test", 3)):
+        for label, pool in (("pos", good), ("neg", bad)):
+            (root / part / label).mkdir(parents=True)
+            for i in range(n):
+                words = [rng.choice(pool) if k % 3 == 0 else rng.choice(["the", "film", "was", "a", "story"])
+                         for k in range(12)]
+                (root / part / label / f"{i}_{8 if label == 'pos' else 2}.txt").write_text(" ".join(words))
+    res = cli("preprocess", "imdb", tmp_path, "-o", tmp_path / "imdb", "--val-fraction", "0.25")
+    assert res.code == 0, res
+    spec = tmp_path / "positive.yaml"
+    spec.write_text("components:\n  sentiment:\n    type: vader\n")
+    res = cli("reward", "--reward", spec, "--input", tmp_path / "imdb" / "train.jsonl", "--output",
+              tmp_path / "scored.jsonl", "--quiet")
+    assert res.code == 0, res
+    run = tmp_path / "run"
+    res = cli("train", "--algo", "a_lol", "--model", tiny_t5, "--data", tmp_path / "scored.jsonl", "--val-data",
+              tmp_path / "imdb" / "val.jsonl", "--reward", spec, "--max-steps", "3", "--output-dir", run,
+              "--lr", "3e-3", "--batch-size", "4", "--set", "eval.max_new_tokens=6", "--set",
+              f"algo.cache_dir={tmp_path / 'c'}", "--quiet")
+    assert res.code == 0, res
+    assert read_json(run / "engine.json")["value"]["source"] == "reference"
+    res = cli("eval", "--model", run, "--data", tmp_path / "imdb" / "test.jsonl", "--reward", spec,
+              "--set", "eval.max_new_tokens=6", "--quiet")
+    assert res.code == 0, res
+    summary = read_json(run / "eval" / "summary.json")
+    assert summary["num_prompts"] == 6 and 0.0 <= summary["reward_mean"] <= 1.0
