@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     WORDS,
+    generation_fns,
     interleaved_runs,
     paired_ratio,
     scratch,
@@ -52,41 +53,11 @@ def tiny_t5(tmp: Path, *, hidden: int = 256, layers: int = 4, heads: int = 8, vo
 
 def generation(model, tok, rounds: int) -> list[tuple[str, float, float, float]]:
     """(pass, lolkit tok/s, direct tok/s, throughput ratio) for greedy eval and sampled rollouts."""
-    from lolkit.data.tokenize import encode_prompt
-    from lolkit.generation import GenerationConfig, generate, sample_tokens
-
     rng = random.Random(0)
     n_prompts, new = 8, 16
     prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 30))) + "?" for _ in range(n_prompts)]
-    pad, eos = tok.pad_token_id, tok.eos_token_id
-    start = model.generation_config.decoder_start_token_id
-    enc = [encode_prompt(tok, p, 256) for p in prompts]
-    order = sorted(range(n_prompts), key=lambda i: -len(enc[i]))
-    width = max(len(e) for e in enc)
-    ids = torch.full((n_prompts, width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for row, i in enumerate(order):  # what lolkit builds for an encoder: sorted, right-padded
-        ids[row, : len(enc[i])] = torch.tensor(enc[i])
-        attn[row, : len(enc[i])] = 1
-    gen_kw = {"max_new_tokens": new, "min_new_tokens": new, "pad_token_id": pad, "eos_token_id": eos,
-              "decoder_start_token_id": start, "use_cache": True}
-    model.generation_config.min_new_tokens = new  # lolkit's calls pick it up from the generation config
-
-    def direct_greedy():
-        model.generate(input_ids=ids, attention_mask=attn, do_sample=False, **gen_kw)
-
-    def lolkit_eval():
-        generate(model, tok, prompts, GenerationConfig(max_new_tokens=new, batch_size=n_prompts))
-
-    def direct_sample():
-        torch.manual_seed(0)
-        model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, **gen_kw)
-
-    def lolkit_rollout():
-        sample_tokens(model, [enc[i] for i in order], pad_id=pad, eos_id=eos, max_new_tokens=new, batch_size=n_prompts)
-
-    runs = interleaved_runs({"direct_greedy": direct_greedy, "lolkit_eval": lolkit_eval,
-                             "direct_sample": direct_sample, "lolkit_rollout": lolkit_rollout}, rounds, warmup=1)
+    fns = generation_fns(model, tok, prompts, new, start=model.generation_config.decoder_start_token_id)
+    runs = interleaved_runs(fns, rounds, warmup=1)
     model.generation_config.min_new_tokens = None
     med = {k: statistics.median(v) for k, v in runs.items()}
     tokens = n_prompts * new
