@@ -168,7 +168,7 @@ def test_causal_log_probs_unchanged_by_the_seq2seq_branch(tiny_model):
 def test_lengths_of_an_encoder_decoder_fit_each_side_on_its_own():
     model = _bart()
     window = context_window(model)
-    assert isinstance(window, SeparateContext) and window == 64
+    assert isinstance(window, SeparateContext) and window == 64 and f"({window})" == "(64)"
     # 60 + 50 tokens do not fit a shared context of 64, but each side fits its own
     assert pair_lengths(None, None, 60, 50, window) == pair_lengths(None, None, 60, 50, None)
     lim = pair_lengths(None, None, 80, 50, window)

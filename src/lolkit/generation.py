@@ -66,7 +66,7 @@ def _start_kw(model) -> dict:
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
     """``num_samples`` continuations for each prompt, in prompt order.
 
-    Prompts are sorted by length and left-padded per batch; each batch's sampling seed is
+    Prompts are sorted by length and padded per batch (module docstring); each batch's sampling seed is
     ``cfg.seed + batch index``, so a run is reproducible for a given batch size.
     """
     device = next(model.parameters()).device
@@ -152,9 +152,10 @@ def sample_tokens(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, eo
 
     Unlike :func:`generate`, tokens are returned as sampled (no decode / re-encode round trip), with
     the EOS token kept at the end of a finished response (it is an action too). Batches are taken in
-    the given order, left-padded; batch ``b`` samples with seed ``seed + b``. ``logits_processor``,
-    when given, is called as ``logits_processor(attention_mask)`` per batch and returns an HF logits
-    processor (NLPO's action mask) — it sees the batch's left-padded attention mask.
+    the given order, left-padded (right-padded in an encoder–decoder's encoder); batch ``b`` samples
+    with seed ``seed + b``. ``logits_processor``, when given, is called as
+    ``logits_processor(attention_mask)`` per batch and returns an HF logits processor (NLPO's action
+    mask) — it sees the batch's prompt attention mask.
     """
     from transformers import LogitsProcessorList
 

@@ -104,10 +104,7 @@ class SeparateContext(int):
     """The context of an encoder–decoder model: the prompt (the encoder's input) and the response (the
     decoder's) have this many positions each, instead of sharing them. An ``int``, so every loop passes
     it on as it passes a causal LM's context; :func:`pair_lengths` and :func:`prompt_limit` read the
-    difference."""
-
-    def __repr__(self) -> str:
-        return f"SeparateContext({int(self)})"
+    difference (it prints as the number, so messages read the same)."""
 
 
 def context_window(model) -> int | None:
