@@ -78,8 +78,10 @@ def fisher_vector_product(kl: torch.Tensor, params: Sequence[torch.Tensor],
     """v ↦ (∇²KL) v + damping · v at the current parameters. KL's gradient is built once with its
     graph; each product is the gradient of (∇KL · v) — one backward pass, never the dense Hessian. At
     θ = θ_old, where KL and its gradient are 0, ∇²KL is the Fisher information matrix of the policy."""
-    grad_kl = flat_grad(kl, params, create_graph=True)
+    return _product(flat_grad(kl, params, create_graph=True), params, damping)
 
+
+def _product(grad_kl: torch.Tensor, params: Sequence[torch.Tensor], damping: float) -> Callable[..., torch.Tensor]:
     def product(v: torch.Tensor, retain_graph: bool = True) -> torch.Tensor:
         return flat_grad((grad_kl * v.detach()).sum(), params, retain_graph=retain_graph) + damping * v
 
@@ -173,17 +175,18 @@ def trpo_step(params: Sequence[torch.Tensor], objective_and_kl: Callable[[], tup
     with sdpa_kernel(SDPBackend.MATH):
         objective, kl = objective_and_kl()
     grads = torch.autograd.grad(kl, list(params), create_graph=True, retain_graph=True, allow_unused=True)
-    actor = [p for p, g in zip(params, grads, strict=True) if g is not None]
-    if not actor:
+    kept = [(p, gk) for p, gk in zip(params, grads, strict=True) if gk is not None]
+    if not kept:
         raise ValueError("the KL depends on none of the parameters given")
+    actor = [p for p, _ in kept]
+    fvp = _product(torch.cat([gk.reshape(-1) for _, gk in kept]), actor, cg_damping)
     g = flat_grad(objective, actor, retain_graph=True)
-    fvp = fisher_vector_product(kl, actor, cg_damping)
     direction = conjugate_gradient(fvp, g, cg_max_steps, cg_residual_tol)
     curvature = float(direction @ fvp(direction, retain_graph=False))
     # a zero surrogate gradient (every advantage 0) gives no direction: nothing to step along
     beta = math.sqrt(2.0 * target_kl / curvature) if curvature > 0 else 0.0
     before = float(objective.detach())
-    del grads, fvp
+    del grads, kept, fvp
     if beta == 0.0:
         result = LineSearch(False, 0.0, 0, before, 0.0)
     else:
