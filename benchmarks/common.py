@@ -204,3 +204,46 @@ def memory_setup(prefix: str, vocab: int) -> tuple[Path, Path]:
     quiet_transformers()
     tmp = scratch(prefix)
     return tmp, build_wide_llama(tmp / "model", vocab, 256, 2)
+
+
+def generation_fns(model, tok, prompts: list[str], new: int, *, start: int | None = None) -> dict[str, Callable]:
+    """The four calls the generation benchmarks time on the same prompts: lolkit's eval ``generate`` and
+    rollout ``sample_tokens``, and ``model.generate`` (greedy and sampled) on the batch lolkit builds —
+    sorted by length, left-padded for a causal LM, right-padded for an encoder–decoder (``start``: its
+    decoder start token). Every call makes exactly ``new`` tokens (min_new_tokens, which lolkit's calls
+    take from the generation config)."""
+    import torch
+
+    from lolkit.data.tokenize import encode_prompt
+    from lolkit.generation import GenerationConfig, generate, sample_tokens
+
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    enc = [encode_prompt(tok, p, 256) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+    width = max(len(e) for e in enc)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for row, i in enumerate(order):
+        span = slice(width - len(enc[i]), width) if start is None else slice(0, len(enc[i]))
+        ids[row, span] = torch.tensor(enc[i])
+        attn[row, span] = 1
+    gen_kw = {"max_new_tokens": new, "min_new_tokens": new, "pad_token_id": pad, "eos_token_id": eos, "use_cache": True,
+              **({} if start is None else {"decoder_start_token_id": start})}
+    model.generation_config.min_new_tokens = new
+
+    def direct_greedy():
+        model.generate(input_ids=ids, attention_mask=attn, do_sample=False, **gen_kw)
+
+    def lolkit_eval():
+        generate(model, tok, prompts, GenerationConfig(max_new_tokens=new, batch_size=len(prompts)))
+
+    def direct_sample():
+        torch.manual_seed(0)
+        model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, **gen_kw)
+
+    def lolkit_rollout():
+        sample_tokens(model, [enc[i] for i in order], pad_id=pad, eos_id=eos, max_new_tokens=new,
+                      batch_size=len(prompts))
+
+    return {"direct_greedy": direct_greedy, "lolkit_eval": lolkit_eval, "direct_sample": direct_sample,
+            "lolkit_rollout": lolkit_rollout}

@@ -27,7 +27,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WORDS, interleaved_runs, paired_ratio, scratch, timing_args, tiny_llama, verdict  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    WORDS,
+    generation_fns,
+    interleaved_runs,
+    paired_ratio,
+    scratch,
+    timing_args,
+    tiny_llama,
+    verdict,
+)
 
 TARGET = 0.95
 
@@ -39,9 +48,8 @@ def main() -> None:
 
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from lolkit.data.tokenize import collate, encode_pair, encode_prompt
+    from lolkit.data.tokenize import collate, encode_pair
     from lolkit.engine.reference import compute_reference
-    from lolkit.generation import GenerationConfig, generate, sample_tokens
     from lolkit.models import ModelConfig, load_model
     from lolkit.rewards import get_reward
 
@@ -55,30 +63,8 @@ def main() -> None:
     responses = [words(5, 40) + "." for _ in range(32)]
     pad, eos = tok.pad_token_id, tok.eos_token_id
 
-    # the padded batch the direct call gets (what lolkit builds: sorted by length, left-padded)
-    enc = [encode_prompt(tok, p, 256) for p in prompts]
-    order = sorted(range(n_prompts), key=lambda i: -len(enc[i]))
-    width = max(len(e) for e in enc)
-    ids = torch.full((n_prompts, width), pad, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for row, i in enumerate(order):
-        ids[row, width - len(enc[i]):] = torch.tensor(enc[i])
-        attn[row, width - len(enc[i]):] = 1
-    gen_kw = {"max_new_tokens": new, "min_new_tokens": new, "pad_token_id": pad, "eos_token_id": eos, "use_cache": True}
-    model.generation_config.min_new_tokens = new  # lolkit's calls pick it up from the generation config
-
-    def direct_greedy():
-        model.generate(input_ids=ids, attention_mask=attn, do_sample=False, **gen_kw)
-
-    def lolkit_eval():
-        generate(model, tok, prompts, GenerationConfig(max_new_tokens=new, batch_size=n_prompts))
-
-    def direct_sample():
-        torch.manual_seed(0)
-        model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, **gen_kw)
-
-    def lolkit_rollout():
-        sample_tokens(model, [enc[i] for i in order], pad_id=pad, eos_id=eos, max_new_tokens=new, batch_size=n_prompts)
+    # lolkit's calls and model.generate on the batch lolkit builds (sorted by length, left-padded)
+    gen_fns = generation_fns(model, tok, prompts, new)
 
     # reference pass: 32 (prompt, response) examples, micro-batches of 16
     examples = [encode_pair(tok, prompts[i % n_prompts], r, 256, 64) for i, r in enumerate(responses)]
@@ -122,8 +108,7 @@ def main() -> None:
             m = torch.tensor([[1] * len(x) + [0] * (w - len(x)) for x in chunk])
             clf(input_ids=i, attention_mask=m)
 
-    runs = interleaved_runs({"direct_greedy": direct_greedy, "lolkit_eval": lolkit_eval, "direct_sample": direct_sample,
-                             "lolkit_rollout": lolkit_rollout, "bare_reference": bare_reference,
+    runs = interleaved_runs({**gen_fns, "bare_reference": bare_reference,
                              "lolkit_reference": lolkit_reference, "bare_reward": bare_reward,
                              "lolkit_reward": lolkit_reward}, rounds, warmup=1)
     med = {k: statistics.median(v) for k, v in runs.items()}

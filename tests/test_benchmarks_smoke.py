@@ -125,3 +125,21 @@ def test_loop_speed_benchmark_quick_against_this_tree():
     for loop in ("nll", "cola_world"):
         assert re.search(rf"^{loop} +[\d.]+ +[\d.]+ +[\d.]+x", res.stdout, re.MULTILINE), res.stdout
     assert "overall PASS" in res.stdout
+
+
+@pytest.mark.slow
+def test_seq2seq_benchmark_runs(tmp_path):
+    """benchmarks/seq2seq.py with one round: both generation passes and both training steps are timed
+    and reported (the ratios are the benchmark's business: timings on a shared machine vary)."""
+    import os
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "seq2seq.py"
+    res = subprocess.run([sys.executable, str(script), "--rounds", "1", "--algo", "a_lol"], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r"eval generate \(greedy\)\s+\d+\s+\d+\s+[\d.]+", res.stdout), res.stdout
+    assert re.search(r"rollout sample_tokens\s+\d+\s+\d+\s+[\d.]+", res.stdout), res.stdout
+    assert re.search(r"a_lol\s+8\s+\d+ x \d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", res.stdout), res.stdout
+    assert not any(tmp_path.glob("lolkit-s2s-bench-*"))

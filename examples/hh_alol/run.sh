@@ -70,8 +70,8 @@ train() {  # train ALGO MODEL LR [extra...]
   local run="$OUT/runs/$algo" resume=()
   [ -f "$run/run.json" ] && resume=(--resume)
   stage "train_$algo" "$run/final" $L train --algo "$algo" --model "$model" "${LORA[@]}" --data "$OUT/data/policy_scored.jsonl" \
-    --val-data "$P/policy_val.jsonl" --reward "$RM" "${POLICY_ARGS[@]}" --lr "$lr" --seed 0 --save-every 16 \
-    --eval-every 16 --output-dir "$run" --quiet "${LENGTHS[@]}" --set eval.max_new_tokens=$EVAL_TOKENS \
+    --val-data "$P/policy_val.jsonl" --reward "$RM" "${POLICY_ARGS[@]}" --lr "$lr" --seed 0 --save-every 24 \
+    --eval-every 24 --output-dir "$run" --quiet "${LENGTHS[@]}" --set eval.max_new_tokens=$EVAL_TOKENS \
     --set eval_prompts=32 "${resume[@]}" "$@"
 }
 train nll "$POLICY" "$LR_POLICY"

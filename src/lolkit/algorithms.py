@@ -21,7 +21,8 @@ from .errors import LolkitError
 def _load_causal_lm(cfg, *, device=None):
     from .models import load_model
 
-    return load_model(cfg.model, trainable=True, device=device)
+    # an encoder–decoder policy (T5, BART) trains here too: forward_logprobs feeds it the same batches
+    return load_model(cfg.model, trainable=True, device=device, seq2seq=True)
 
 
 def _logprob_forward(model, batch):

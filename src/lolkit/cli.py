@@ -642,12 +642,14 @@ def tiny_model(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 512,
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
-    arch: Annotated[str, typer.Option(help="llama (no dropout) or gpt2 (dropout on embeddings, residuals and "
-                                           "attention).")] = "llama",
-    dropout: Annotated[float, typer.Option(help="gpt2: the dropout rate of its three dropout sites.")] = 0.1,
-    context: Annotated[int, typer.Option(help="Context window (positions) in tokens.")] = 1024,
+    arch: Annotated[str, typer.Option(help="llama (no dropout), gpt2 (dropout on embeddings, residuals and "
+                                           "attention) or t5 (an encoder–decoder).")] = "llama",
+    dropout: Annotated[float, typer.Option(help="gpt2: the dropout rate of its three dropout sites; t5: its "
+                                                "dropout rate.")] = 0.1,
+    context: Annotated[int, typer.Option(help="Context window (positions) in tokens (llama, gpt2).")] = 1024,
 ) -> None:
-    """Create a tiny random causal LM (Llama or GPT-2) and a byte-level BPE tokenizer, offline."""
+    """Create a tiny random model (a Llama or GPT-2 causal LM, or a T5 encoder–decoder) and a byte-level BPE
+    tokenizer, offline."""
     from .tiny import create_tiny_model
 
     path = create_tiny_model(output_dir, hidden_size=hidden_size, layers=layers, heads=heads,

@@ -221,14 +221,15 @@ def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max
     response). An empty response gives (0, 0)."""
     import torch
 
-    from .data.tokenize import Encoded, collate, context_window, encode_prompt
+    from .data.tokenize import Encoded, SeparateContext, collate, context_window, encode_prompt
     from .logprobs import forward_logprobs
 
     window = context_window(model)
     enc = []
     for p, r in zip(prompts, responses, strict=True):
         ids = tuple(tokenizer(r, add_special_tokens=False)["input_ids"])
-        room = None if window is None else max(1, window - len(ids))
+        # an encoder–decoder scorer reads the prompt in its encoder: the response takes none of its room
+        room = None if window is None else window if isinstance(window, SeparateContext) else max(1, window - len(ids))
         limit = room if max_prompt_len is None else max_prompt_len if room is None else min(max_prompt_len, room)
         enc.append(Encoded(tuple(encode_prompt(tokenizer, p, limit)), ids, False))
     device = next(model.parameters()).device
@@ -567,7 +568,7 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
     reward = get_reward(reward_name) if reward_name else None
     torch.manual_seed(cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, _ = load_model(mcfg, trainable=False, device=device)
+    model, tokenizer, _ = load_model(mcfg, trainable=False, device=device, seq2seq=True)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
     # prompts longer than the limit: counted, and per data.truncation reported, refused or left out
     cut = encode_prompts(tokenizer, prompts, setting=cfg.data.max_prompt_len, window=context_window(model),
@@ -597,7 +598,8 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         if opts.ppl_model is None or opts.ppl_model == mcfg.name:
             ppl_scorer = (model, tokenizer, opts.model if opts.ppl_model is None else opts.ppl_model)
         else:
-            pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device)
+            pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device,
+                                     seq2seq=True)
             ppl_scorer = (pm, ptok, ppl_name)
     extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
                                      max_prompt_len=cut.limits.max_prompt_len)

@@ -1,4 +1,9 @@
-"""Batched generation with the KV cache: one module for evaluation, validation and rollouts."""
+"""Batched generation with the KV cache: one module for evaluation, validation and rollouts.
+
+Causal LMs get their prompts left-padded and continue them; encoder–decoder models (T5, BART) get
+them right-padded in the encoder (BART's absolute positions would shift under left padding) and
+generate from their decoder start token, which :func:`lolkit.models.load_model` has set.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +34,39 @@ class GenerationConfig:
     seed: int = 0
 
 
+def _pad_prompts(prompts: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt ids [B, W] and attention mask, padded on the left (causal LMs) or the right (encoders)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        span = slice(width - len(p), width) if left else slice(0, len(p))
+        ids[row, span] = torch.tensor(list(p), dtype=torch.long)
+        attn[row, span] = 1
+    return ids, attn
+
+
+def _new_tokens(out: torch.Tensor, width: int, seq2seq: bool) -> list[list[int]]:
+    """The generated tokens of each row: a causal LM's output repeats its (padded) prompt; an
+    encoder–decoder's starts with the decoder start token."""
+    return out[:, 1 if seq2seq else width:].tolist()
+
+
+def _start_kw(model) -> dict:
+    from .models import is_seq2seq
+
+    if not is_seq2seq(model):
+        return {}
+    from .logprobs import decoder_start_id
+
+    return {"decoder_start_token_id": decoder_start_id(model)}
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
     """``num_samples`` continuations for each prompt, in prompt order.
 
-    Prompts are sorted by length and left-padded per batch; each batch's sampling seed is
+    Prompts are sorted by length and padded per batch (module docstring); each batch's sampling seed is
     ``cfg.seed + batch index``, so a run is reproducible for a given batch size.
     """
     device = next(model.parameters()).device
@@ -42,26 +75,22 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
+    start_kw = _start_kw(model)
     results: list[list[Generated]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
     try:
         for b, start in enumerate(range(0, len(order), cfg.batch_size)):
             idx = order[start : start + cfg.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attn = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                attn[row, width - len(encoded[i]):] = 1
+            ids, attn = _pad_prompts([encoded[i] for i in idx], pad, left=not start_kw)
             torch.manual_seed(cfg.seed + b)
             sample_kw = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.do_sample else {}
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=cfg.max_new_tokens,
                 do_sample=cfg.do_sample, num_return_sequences=cfg.num_samples, pad_token_id=pad,
-                eos_token_id=eos, use_cache=True, **sample_kw,
+                eos_token_id=eos, use_cache=True, **sample_kw, **start_kw,
             )
-            new = out[:, width:].tolist()
+            new = _new_tokens(out, ids.shape[1], bool(start_kw))
             for row, i in enumerate(idx):
                 for s in range(cfg.num_samples):
                     toks = new[row * cfg.num_samples + s]
@@ -96,7 +125,8 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     records = load_prompts(prompts_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code,
-                                                 allow_pickle=allow_pickle), trainable=False, device=device)
+                                                 allow_pickle=allow_pickle), trainable=False, device=device,
+                                     seq2seq=True)
     prompts = [render_prompt(tokenizer, r.prompt) for r in records]
     enc = encode_prompts(tokenizer, prompts, setting=cfg.max_prompt_len, window=context_window(model),
                          reserve=cfg.max_new_tokens, policy=truncation, split="prompts",
@@ -122,33 +152,30 @@ def sample_tokens(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, eo
 
     Unlike :func:`generate`, tokens are returned as sampled (no decode / re-encode round trip), with
     the EOS token kept at the end of a finished response (it is an action too). Batches are taken in
-    the given order, left-padded; batch ``b`` samples with seed ``seed + b``. ``logits_processor``,
-    when given, is called as ``logits_processor(attention_mask)`` per batch and returns an HF logits
-    processor (NLPO's action mask) — it sees the batch's left-padded attention mask.
+    the given order, left-padded (right-padded in an encoder–decoder's encoder); batch ``b`` samples
+    with seed ``seed + b``. ``logits_processor``, when given, is called as
+    ``logits_processor(attention_mask)`` per batch and returns an HF logits processor (NLPO's action
+    mask) — it sees the batch's prompt attention mask.
     """
     from transformers import LogitsProcessorList
 
     device = next(model.parameters()).device
     out_rows: list[tuple[list[int], bool]] = []
+    start_kw = _start_kw(model)
     was_training = model.training
     model.eval()
     try:
         for b, start in enumerate(range(0, len(prompt_ids), batch_size)):
-            chunk = [list(p) for p in prompt_ids[start : start + batch_size]]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, p in enumerate(chunk):
-                ids[row, width - len(p):] = torch.tensor(p)
-                attn[row, width - len(p):] = 1
+            ids, attn = _pad_prompts(prompt_ids[start : start + batch_size], pad_id, left=not start_kw)
             ids, attn = ids.to(device), attn.to(device)
             torch.manual_seed(seed + b)
             kw = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
             if logits_processor is not None:
                 kw["logits_processor"] = LogitsProcessorList([logits_processor(attn)])
             out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                                 do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True, **kw)
-            for toks in out[:, width:].tolist():
+                                 do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+                                 **kw, **start_kw)
+            for toks in _new_tokens(out, ids.shape[1], bool(start_kw)):
                 finished = eos_id in toks
                 toks = toks[: toks.index(eos_id) + 1] if finished else toks
                 out_rows.append((toks, finished))

@@ -82,18 +82,23 @@ class _HeadLogprobs(torch.autograd.Function):
 
 
 def head_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
-                  chunk_rows: int | None = None) -> torch.Tensor:
-    """``log_softmax(head(hidden))[targets]`` in float32 for hidden [N, H] and targets [N], never
-    holding more than ``chunk_rows`` rows of logits (default: 2^24 elements' worth)."""
+                  chunk_rows: int | None = None, *, extra_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``log_softmax(head(hidden) + extra_bias)[targets]`` in float32 for hidden [N, H] and targets [N],
+    never holding more than ``chunk_rows`` rows of logits (default: 2^24 elements' worth).
+    ``extra_bias`` [V]: a bias the model adds after its head (BART's ``final_logits_bias``)."""
     rows = _chunk_rows(head.out_features, chunk_rows)
+    bias = head.bias
+    if extra_bias is not None:
+        bias = extra_bias.to(head.weight.dtype) if bias is None else bias + extra_bias.to(bias.dtype)
     if torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad):
         if hidden.shape[0] <= rows:  # one chunk: plain autograd, no recomputation
-            return gather_logprobs(head(hidden), targets, chunk_rows=rows)
-        return _HeadLogprobs.apply(hidden, head.weight, head.bias, targets, rows)
+            return gather_logprobs(F.linear(hidden, head.weight, bias), targets, chunk_rows=rows)
+        return _HeadLogprobs.apply(hidden, head.weight, bias, targets, rows)
     with torch.no_grad():
         out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], rows):
-            out[s : s + rows] = gather_logprobs(head(hidden[s : s + rows]), targets[s : s + rows], chunk_rows=rows)
+            out[s : s + rows] = gather_logprobs(F.linear(hidden[s : s + rows], head.weight, bias),
+                                                targets[s : s + rows], chunk_rows=rows)
         return out
 
 
@@ -120,12 +125,18 @@ def _takes_logits_to_keep(model) -> bool:
     return _KEEPS[cls]
 
 
-def _head_and_body(model):
-    """(the HF causal LM inside DDP / peft wrappers, its LM head, its body) when the chunked head path
-    applies, else (the causal LM or None, None, None)."""
+def unwrap(model):
+    """The Hugging Face model inside DistributedDataParallel and peft wrappers."""
     inner = getattr(model, "module", model)  # DistributedDataParallel
     if hasattr(inner, "get_base_model") and hasattr(inner, "peft_config"):
         inner = inner.get_base_model()
+    return inner
+
+
+def _head_and_body(model):
+    """(the HF causal LM inside DDP / peft wrappers, its LM head, its body) when the chunked head path
+    applies, else (the causal LM or None, None, None)."""
+    inner = unwrap(model)
     if not hasattr(inner, "get_output_embeddings") or not _takes_logits_to_keep(inner):
         return None, None, None
     conf = getattr(inner, "config", None)
@@ -217,6 +228,8 @@ def forward_logprobs(model, batch, *, output_hidden_states: bool = False):
     Returns ``(seq_logps [B], token_logps [B, L-1], outputs)``; ``outputs.logits`` holds the logits
     of no position, or of the response positions only, unless the model needs the full path.
     """
+    if getattr(unwrap(model).config, "is_encoder_decoder", False):
+        return _seq2seq_logprobs(model, batch, output_hidden_states)
     rows = response_rows(model, batch, output_hidden_states=output_hidden_states)
     token_logps = rows.scatter(rows.token_logprobs())
     return token_logps.sum(-1), token_logps, rows.outputs
@@ -262,3 +275,76 @@ def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
     logp = torch.log_softmax(logits.float(), dim=-1)[..., : ref_logp.shape[-1]]
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+
+
+
+# Encoder–decoder families whose logits are ``lm_head(x)`` of what reaches the head (T5 scales the decoder
+# state before it: the hook sees the scaled state), plus ``final_logits_bias`` where the model has one.
+# Any other encoder–decoder model gets its own logits over the decoder (= response) positions.
+SEQ2SEQ_HEADS = ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "marian", "m2m_100", "blenderbot")
+
+
+def decoder_start_id(model) -> int:
+    """The token an encoder–decoder model's decoder starts from: the generation config's (which
+    :func:`lolkit.models.load_model` sets from the model's files), else the model config's."""
+    inner = unwrap(model)
+    gen = getattr(inner, "generation_config", None)
+    for source in (gen, inner.config):
+        value = getattr(source, "decoder_start_token_id", None)
+        if value is not None:
+            return int(value)
+    raise ValueError("the model has no decoder_start_token_id (lolkit.models.load_model checks it)")
+
+
+def seq2seq_inputs(batch, pad_id: int, start_id: int) -> dict[str, torch.Tensor]:
+    """A concatenated :class:`~lolkit.data.tokenize.Batch` as encoder–decoder inputs: the prompts
+    (``input_ids[b, :prompt_lens[b]]``, right-padded) for the encoder; the response tokens (the targets
+    on ``response_mask``, in order, EOS included) as ``labels``, right-padded, and behind the start
+    token as ``decoder_input_ids``. ``decoder_attention_mask`` is given explicitly: T5 starts from its
+    pad token, which the model's default mask would hide."""
+    mask = batch.response_mask.bool()
+    ids = batch.input_ids
+    dev = ids.device
+    plens = batch.prompt_lens.to(dev)
+    rlens = mask.sum(1)
+    enc_mask = torch.arange(int(plens.max()), device=dev)[None] < plens[:, None]
+    dec_mask = torch.arange(max(1, int(rlens.max())), device=dev)[None] < rlens[:, None]
+    labels = torch.full(dec_mask.shape, pad_id, dtype=ids.dtype, device=dev)
+    labels[dec_mask] = ids[:, 1:][mask]
+    start = torch.full((ids.shape[0], 1), start_id, dtype=ids.dtype, device=dev)
+    return {"input_ids": ids[:, : enc_mask.shape[1]].masked_fill(~enc_mask, pad_id),
+            "attention_mask": enc_mask.long(), "decoder_input_ids": torch.cat([start, labels[:, :-1]], 1),
+            "decoder_attention_mask": dec_mask.long(), "labels": labels}
+
+
+def _seq2seq_logprobs(model, batch, output_hidden_states: bool):
+    """:func:`forward_logprobs` for an encoder–decoder model: one forward, the decoder's states through
+    the LM head in chunks (float32 log-softmax), placed back on the batch's response positions."""
+    inner = unwrap(model)
+    pad = inner.config.pad_token_id
+    inputs = seq2seq_inputs(batch, 0 if pad is None else int(pad), decoder_start_id(inner))
+    labels, dec_mask = inputs.pop("labels"), inputs["decoder_attention_mask"].bool()
+    kw = {**inputs, "use_cache": False, "output_hidden_states": output_hidden_states}
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    mask = batch.response_mask.bool()
+    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    if type(head) is torch.nn.Linear and getattr(inner.config, "model_type", None) in SEQ2SEQ_HEADS:
+        captured: list[torch.Tensor] = []
+
+        def take(module, args):  # keep what reaches the head, and let the head project no position
+            captured.append(args[0])
+            return (args[0][:, :0],)
+
+        hook = head.register_forward_pre_hook(take)
+        try:
+            out = model(**kw)
+        finally:
+            hook.remove()
+        bias = getattr(inner, "final_logits_bias", None)
+        rows = head_logprobs(captured[-1][dec_mask], head, labels[dec_mask],
+                             extra_bias=None if bias is None else bias.reshape(-1))
+    else:
+        out = model(**kw)
+        rows = gather_logprobs(out.logits[dec_mask], labels[dec_mask])
+    token_logps = token_logps.masked_scatter(mask, rows)
+    return token_logps.sum(-1), token_logps, out

@@ -32,6 +32,11 @@ LORA_TARGETS = {
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "gptj": ["q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"],
+    # encoder–decoder: T5 v1.0 has wi / wo, v1.1 and Flan-T5 wi_0 / wi_1 / wo (peft needs one name to match)
+    "t5": ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"],
+    "mt5": ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"],
+    "bart": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    "mbart": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
 }
 
 
@@ -234,8 +239,56 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_model: bool = False):
+def seq2seq_config(path: str, trust_remote_code: bool = False):
+    """The model config of ``path`` when it is an encoder–decoder model, else None. Read before any
+    weights, so a refusal costs nothing; a folder whose config cannot be read is left to the model load
+    (which reports it in one line)."""
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception:
+        return None
+    return conf if getattr(conf, "is_encoder_decoder", False) else None
+
+
+def decoder_start(path: str, conf) -> int:
+    """The decoder start token of an encoder–decoder model, as ``generate`` picks it: the generation
+    config's ``decoder_start_token_id``, else the model config's, else the BOS token; T5 without one
+    cannot be trained or sampled (its decoder would start from an arbitrary token), so that is an error."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(path)
+    except Exception:  # no generation_config.json: the model config's values
+        gen = None
+    for key in ("decoder_start_token_id", "bos_token_id"):
+        for source in (gen, conf):
+            value = getattr(source, key, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    from .errors import data_error
+
+    where = Path(path) / "config.json" if Path(path).is_dir() else f"{path} config"
+    raise data_error(str(where), None, "decoder_start_token_id",
+                     f"missing: {conf.model_type} is an encoder–decoder model, and its decoder needs the token it "
+                     "starts from (T5 starts from its pad token; BART from </s>); set it in config.json")
+
+
+def is_seq2seq(model) -> bool:
+    """An encoder–decoder model (through DDP and peft wrappers)."""
+    from .logprobs import unwrap
+
+    return bool(getattr(getattr(unwrap(model), "config", None), "is_encoder_decoder", False))
+
+
+def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_model: bool = False,
+               seq2seq: bool = False):
     """Load (model, tokenizer, resolved path — the adapter directory when ``cfg.name`` is one).
+
+    ``seq2seq``: the caller also takes an encoder–decoder model (``AutoModelForSeq2SeqLM``: T5, BART,
+    …), which then gets its decoder start token checked and set in its generation config; without it
+    such a model is refused in one line (the loops that need a causal LM).
 
     With ``lora``/``qlora`` the model is a peft model whose adapter can be switched off to recover
     the reference policy (``with model.disable_adapter():``).
@@ -244,7 +297,7 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_
     folder gets a fresh head, as TRL's RewardTrainer does; :mod:`lolkit.reward_model` checks the folder
     first), whose ``config.pad_token_id`` is the tokenizer's pad token so that the head reads the last
     token that is not padding; its LoRA / QLoRA adapters have task SEQ_CLS, which trains the head in full."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
     quiet_transformers()
     source = path = resolve_model(cfg.name)
@@ -261,6 +314,14 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_
     # an adapter directory holds a tokenizer when lolkit saved it; one saved by peft alone does not
     own_tok = adapter_dir is not None and any((Path(adapter_dir) / f).is_file() for f in TOKENIZER_FILES)
     tok_dir = adapter_dir if own_tok else path
+    enc_dec = None if reward_model else seq2seq_config(path, cfg.trust_remote_code)
+    start = None
+    if enc_dec is not None:
+        if not seq2seq:
+            raise LolkitError(f"{source}: an encoder–decoder model ({enc_dec.model_type}), and this command needs a "
+                              "causal LM (encoder–decoder policies train with the offline algorithms and work with "
+                              "generate and eval)")
+        start = decoder_start(path, enc_dec)
     check_model_files(path, cfg.allow_pickle, tokenizer=tok_dir == path)
     dtype = choose_dtype(cfg.dtype)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
@@ -275,13 +336,16 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True)
     try:
-        auto = AutoModelForSequenceClassification if reward_model else AutoModelForCausalLM
+        auto = (AutoModelForSequenceClassification if reward_model else
+                AutoModelForSeq2SeqLM if enc_dec is not None else AutoModelForCausalLM)
         model = auto.from_pretrained(path, **kwargs)
     except Exception as e:  # truncated or foreign files, a missing class, …: one line, whatever the cause
         raise LolkitError(f"{path}: cannot load the model ({_first_line(e)})") from e
     tokenizer = load_tokenizer(tok_dir, cfg.trust_remote_code)
     if reward_model:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if start is not None:  # generate() and the log-prob path start the decoder from the same token
+        model.generation_config.decoder_start_token_id = start
     if device is not None and not cfg.qlora:
         model.to(device)
     if adapter_dir is not None:
@@ -298,8 +362,9 @@ def load_model(cfg: ModelConfig, *, trainable: bool = True, device=None, reward_
         if cfg.qlora:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         targets = cfg.lora_target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
+        task = "SEQ_CLS" if reward_model else "SEQ_2_SEQ_LM" if enc_dec is not None else "CAUSAL_LM"
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type="SEQ_CLS" if reward_model else "CAUSAL_LM")
+                          target_modules=targets, task_type=task)
         model = get_peft_model(model, lcfg)
     if is_peft(model):
         # the adapter_config.json a save writes names this base: an absolute path or a hub id, so that

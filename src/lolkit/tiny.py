@@ -1,4 +1,5 @@
-"""Tiny random causal LMs with a byte-level BPE tokenizer, built offline in about a second.
+"""Tiny random models (causal LMs, and a T5 encoder–decoder) with a byte-level BPE tokenizer, built
+offline in about a second.
 
 Tests and the fast demo use them; nothing is downloaded. Same arguments, same files: the tokenizer
 training and the weight initialisation are both deterministic.
@@ -40,7 +41,7 @@ def build_tokenizer(texts: list[str], vocab_size: int = 512):
     return hf
 
 
-ARCHITECTURES = ("llama", "gpt2")
+ARCHITECTURES = ("llama", "gpt2", "t5")
 
 
 def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
@@ -48,11 +49,21 @@ def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int
                       arch: str = "llama", dropout: float = 0.1, context: int = 1024) -> Path:
     """Write a random model and its tokenizer to ``out_dir`` (atomically) and return the path.
 
-    ``arch``: ``llama`` (no dropout anywhere, like today's Llama releases) or ``gpt2`` (GPT-2 with
+    ``arch``: ``llama`` (no dropout anywhere, like today's Llama releases), ``gpt2`` (GPT-2 with
     ``dropout`` on the embeddings, the residuals and the attention weights, 0.1 as in GPT-2's own
-    config: the cheapest model on which a training path that forgets to switch dropout off shows it)."""
+    config: the cheapest model on which a training path that forgets to switch dropout off shows it)
+    or ``t5`` (a T5 encoder–decoder with ``layers`` layers on each side and ``dropout`` as its
+    dropout rate; relative positions, so no ``context``; its decoder starts from the pad token, as
+    T5's does)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     from .errors import LolkitError
     from .models import quiet_transformers
@@ -69,6 +80,11 @@ def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int
                             n_positions=context, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
                             **special)
         model_cls = GPT2LMHeadModel
+    elif arch == "t5":
+        config = T5Config(vocab_size=len(tokenizer), d_model=hidden_size, d_kv=hidden_size // heads,
+                          d_ff=hidden_size * 4, num_layers=layers, num_heads=heads, dropout_rate=dropout,
+                          decoder_start_token_id=tokenizer.pad_token_id, **special)
+        model_cls = T5ForConditionalGeneration
     else:
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
@@ -79,6 +95,8 @@ def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int
     model = model_cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if arch == "t5":
+        model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
     out = Path(out_dir)
     with atomic_path(out, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

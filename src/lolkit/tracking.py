@@ -37,6 +37,7 @@ def check_trackers(names: list[str]) -> None:
     for name in names:
         if name not in TRACKERS:
             raise LolkitError(f"report_to: unknown tracker {name!r} (choose from: {', '.join(TRACKERS)})")
+    for name in names:
         module, extra = TRACKERS[name]
         if not installed(module):
             raise LolkitError(f"report_to: {name} is not installed; pip install 'lolkit[{extra}]'")

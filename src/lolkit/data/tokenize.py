@@ -100,16 +100,24 @@ def encode_pair(tokenizer, prompt: str, response: str, max_prompt_len: int | Non
 # --------------------------------------------------------------------------------------------------
 # lengths: from the data, capped by the model's context
 # --------------------------------------------------------------------------------------------------
+class SeparateContext(int):
+    """The context of an encoder–decoder model: the prompt (the encoder's input) and the response (the
+    decoder's) have this many positions each, instead of sharing them. An ``int``, so every loop passes
+    it on as it passes a causal LM's context; :func:`pair_lengths` and :func:`prompt_limit` read the
+    difference (it prints as the number, so messages read the same)."""
+
+
 def context_window(model) -> int | None:
     """Positions the model can attend over (its config's ``max_position_embeddings`` / ``n_positions``);
-    None when the config does not say."""
+    None when the config does not say (T5: relative positions). An encoder–decoder model's is a
+    :class:`SeparateContext`."""
     conf = getattr(model, "config", None)
     if conf is not None and hasattr(conf, "get_text_config"):
         conf = conf.get_text_config()
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(conf, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+            return SeparateContext(value) if getattr(conf, "is_encoder_decoder", False) else value
     return None
 
 
@@ -139,6 +147,14 @@ def pair_lengths(prompt_setting: int | None, response_setting: int | None, longe
     mrl = longest_response if response_setting is None else response_setting
     origin = _origin(prompt_setting, response_setting)
     need_p, need_r = min(mpl, longest_prompt), min(mrl, longest_response)
+    if isinstance(window, SeparateContext):  # encoder and decoder: each side fits on its own
+        if need_p <= window and need_r <= window:
+            return Lengths(max(mpl, 1), max(mrl, 1), origin)
+        p, r = min(max(mpl, 1), window), min(max(mrl, 1), window)
+        note = (f"prompts of {need_p} and responses of {need_r} tokens do not fit the {window} positions the "
+                f"encoder and the decoder of {model} each have; cutting to data.max_prompt_len = {p}, "
+                f"data.max_response_len = {r}")
+        return Lengths(p, r, origin, note)
     if window is None or need_p + need_r <= window:
         return Lengths(max(mpl, 1), max(mrl, 1), origin)
     if window < 2:
@@ -155,10 +171,13 @@ def pair_lengths(prompt_setting: int | None, response_setting: int | None, longe
 
 def prompt_limit(setting: int | None, window: int | None, reserve: int, model: str = "the model") -> Lengths:
     """The prompt length of a loop that generates ``reserve`` new tokens: ``setting`` when set, else
-    the whole prompt; lowered (with one warning) to what the model's context leaves after ``reserve``."""
+    the whole prompt; lowered (with one warning) to what the model's context leaves after ``reserve``
+    (an encoder–decoder model generates in its decoder: the encoder's context is the prompt's alone)."""
     origin = "data" if setting is None else "config"
     if window is None:
         return Lengths(setting, None, origin)
+    if isinstance(window, SeparateContext):
+        reserve = 0
     room = window - reserve
     if room < 1:
         raise LolkitError(f"{reserve} new tokens leave no room for a prompt in the context of {model} ({window})")
@@ -166,8 +185,8 @@ def prompt_limit(setting: int | None, window: int | None, reserve: int, model: s
         return Lengths(room, None, origin)
     if setting <= room:
         return Lengths(setting, None, origin)
-    return Lengths(room, None, origin, f"data.max_prompt_len = {setting} + {reserve} new tokens exceed the context of "
-                                       f"{model} ({window}); cutting prompts to {room} tokens")
+    asked = f"data.max_prompt_len = {setting}" + (f" + {reserve} new tokens exceed" if reserve else " exceeds")
+    return Lengths(room, None, origin, f"{asked} the context of {model} ({window}); cutting prompts to {room} tokens")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,6 +291,7 @@ def encode_prompts(tokenizer, texts: Sequence[str], *, setting: int | None, wind
             if policy == "error":
                 source, line = where(i) if where is not None else (split, i + 1)
                 what = (f"data.max_prompt_len = {limit}" if setting is not None and not limits.clamped else
+                        f"the context of {model}'s encoder ({window})" if isinstance(window, SeparateContext) else
                         f"the {limit} tokens the context of {model} ({window}) leaves for {reserve} new tokens")
                 raise cut_error(source, line, "prompt", len(full), what)
             if policy == "drop":

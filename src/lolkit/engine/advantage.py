@@ -37,11 +37,18 @@ class Advantages:
 @torch.no_grad()
 def prompt_features(model, tokenizer, prompts: list[str], max_prompt_len: int, batch_size: int = 16,
                     disable_adapter: bool = False) -> list[torch.Tensor]:
-    """Final-layer hidden states [P_i, H] of each prompt's tokens under the reference policy."""
+    """Final-layer hidden states [P_i, H] of each prompt's tokens under the reference policy; for an
+    encoder–decoder model, the encoder's (the prompt is its input; the decoder runs one start token)."""
     from ..data.tokenize import encode_prompt
+    from ..models import is_seq2seq
     from .reference import reference_context
 
     device = next(model.parameters()).device
+    start = None
+    if is_seq2seq(model):
+        from ..logprobs import decoder_start_id
+
+        start = decoder_start_id(model)
     enc = [encode_prompt(tokenizer, p, max_prompt_len) for p in prompts]
     out: list[torch.Tensor | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
@@ -57,9 +64,14 @@ def prompt_features(model, tokenizer, prompts: list[str], max_prompt_len: int, b
                 for b, i in enumerate(idx):
                     ids[b, : len(enc[i])] = torch.tensor(enc[i])
                     attn[b, : len(enc[i])] = 1
-                res = model(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True,
-                            use_cache=False)
-                hidden = res.hidden_states[-1].float().cpu()
+                if start is None:
+                    res = model(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True,
+                                use_cache=False)
+                    hidden = res.hidden_states[-1].float().cpu()
+                else:
+                    res = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False,
+                                decoder_input_ids=torch.full((len(idx), 1), start, dtype=torch.long, device=device))
+                    hidden = res.encoder_last_hidden_state.float().cpu()
                 for b, i in enumerate(idx):
                     out[i] = hidden[b, : len(enc[i])].clone()
     finally:
