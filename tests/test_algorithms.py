@@ -25,7 +25,7 @@ def test_every_loop_row_is_trainable_from_the_cli_and_the_help_lists_it(cli):
     assert {a.loop for a in TABLE} == {"offline", "online", "feedback", "cola"}
     assert demo_names() == ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl",
                             "dpo", "pro")
-    assert "quark" in algo_help() and names("online") == ["ppo", "nlpo"]
+    assert "quark" in algo_help() and names("online") == ["ppo", "nlpo", "a2c", "trpo"]
 
 
 def test_cola_stages_are_rows_with_their_own_command(tmp_path, cli):

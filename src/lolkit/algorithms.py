@@ -99,6 +99,8 @@ class Algorithm:
     demo: bool = False  # trained and compared by `lolkit demo`
     # -- online rows ---------------------------------------------------------------------------------------
     action_mask: bool = False  # NLPO: actions restricted to a mask policy's top-p nucleus
+    update: str = "ppo"  # the rollout's update: a key of lolkit.online.updates.UPDATES
+    policy_lr: bool = True  # False: the policy step has no learning rate (TRPO), so --lr / optim.lr is refused
     # -- feedback rows -------------------------------------------------------------------------------------
     condition: type | None = None  # what samples are conditioned on (lolkit.conditions)
     preference_pairs: bool = False  # SELM: the pool holds (chosen, rejected, y_ref) of each prompt instead
@@ -164,6 +166,13 @@ TABLE: tuple[Algorithm, ...] = (
     Algorithm("nlpo", "online", ANY_RECORD,
               "as `ppo`, each action restricted to the top-p nucleus of a mask policy refreshed every "
               "`ppo.mask_update_every` rollouts", _PROMPTS, action_mask=True),
+    Algorithm("a2c", "online", ANY_RECORD,
+              "per token −A_t log π_θ(a_t) + c_v (V − R_t)² − c_ent H_t, one update per rollout (no ratio, no "
+              "clipping), RMSprop (`a2c.*`); rewards, GAE and adaptive β_kl as `ppo`", _PROMPTS, update="a2c"),
+    Algorithm("trpo", "online", ANY_RECORD,
+              "max mean_t ρ_t A_t s.t. KL(π_θ ‖ π_old) ≤ δ: conjugate-gradient natural step + line search over the "
+              "trainable parameters, value function fitted apart (`trpo.*`); rewards as `ppo`", _PROMPTS,
+              update="trpo", policy_lr=False),
     # -- learning from feedback (spec §3) --------------------------------------------------------------------
     Algorithm("quark", "feedback", ANY_RECORD,
               "iterative: per token −log π_θ(y_t\\|c, x) − η·H_t + β·KL(π_ref ‖ π_θ)_t, c = reward-quantile control "
@@ -217,7 +226,7 @@ def demo_names() -> tuple[str, ...]:
 def algo_help() -> str:
     """The ``--algo`` list of ``lolkit train --help``, by loop."""
     what = {"offline": "offline: rewards, preferences, rankings, a reward model",
-            "online": "online, with --reward and `--set ppo.*`",
+            "online": "online, with --reward and `--set ppo.*` (a2c: also `a2c.*`, trpo: `trpo.*`)",
             "feedback": "iterative learning from feedback, `--set feedback.*`"}
     return "; ".join(f"{', '.join(names(loop))} ({what[loop]})" for loop in what)
 

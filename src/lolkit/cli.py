@@ -64,7 +64,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
                   "feedback.\n\nAlgorithms: " + algo_help() + " (docs/online.md, docs/feedback.md; the README's "
                   "algorithm table).")
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval, ppo, feedback). "
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (sections: model, data, optim, algo, eval, ppo, a2c, trpo, feedback). "
                                                                              "[default: none: defaults + options]")] = None,
     algo: Annotated[str | None, typer.Option(help=f"Algorithm (listed above). [default: {_D.algo.name}]")] = None,
     model: Annotated[str | None, typer.Option(help="Model directory, run directory (its final/), short name (tiny, smollm2) "

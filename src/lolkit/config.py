@@ -83,8 +83,9 @@ class EvalConfig:
 
 @dataclass
 class PPOConfig:
-    """Online RL (``--algo ppo|nlpo``; docs/online.md). One iteration = one rollout of
-    ``batch_size`` prompts × ``samples_per_prompt`` then ``epochs`` PPO epochs over it."""
+    """Online RL (``--algo ppo|nlpo|a2c|trpo``; docs/online.md). One iteration = one rollout of
+    ``batch_size`` prompts × ``samples_per_prompt`` then ``epochs`` PPO epochs over it (a2c: one update;
+    trpo: one trust-region step; their own settings are in :class:`A2CConfig` / :class:`TRPOConfig`)."""
 
     samples_per_prompt: int = 1
     max_new_tokens: int = 20
@@ -108,6 +109,33 @@ class PPOConfig:
     top_p: float = 0.9  # NLPO: nucleus of the mask policy
     mask_update_every: int = 5  # NLPO: rollouts between refreshes of the mask policy
     rollout_samples: int = 8  # rows per iteration written to rollouts.jsonl (0: all)
+
+
+@dataclass
+class A2CConfig:
+    """``--algo a2c`` (docs/online.md): one update per rollout over all of it, with RL4LMs' (stable-baselines3's)
+    optimizer. Rollouts, rewards, KL penalty, GAE, c_v and c_ent come from the ``ppo`` section."""
+
+    optimizer: str = "rmsprop"  # rmsprop (RL4LMs' default: RMSprop(alpha, eps), lr = optim.lr) | adamw (the optim section)
+    alpha: float = 0.99  # RMSprop's smoothing constant
+    eps: float = 1e-5  # RMSprop's ε
+    whiten_advantages: bool = False  # RL4LMs' A2C: normalize_advantage false
+
+
+@dataclass
+class TRPOConfig:
+    """``--algo trpo`` (docs/online.md; stable-baselines3-contrib's defaults): a natural-gradient policy step,
+    then a value function fitted on its own. The policy step has no learning rate: optim.lr is the value
+    function's and is set from ``value_lr`` (giving --lr is an error)."""
+
+    target_kl: float = 0.01  # δ: the trust region's KL bound
+    cg_max_steps: int = 15
+    cg_damping: float = 0.1
+    line_search_shrink: float = 0.8
+    line_search_max_iter: int = 10
+    value_lr: float = 1e-3  # the value function's learning rate (AdamW of the optim section)
+    value_epochs: int = 10  # passes of the value fit over the rollout (minibatches of ppo.minibatch_size)
+    whiten_advantages: bool = True  # stable-baselines3-contrib: normalize_advantage true
 
 
 @dataclass
@@ -157,6 +185,8 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
 

@@ -1,4 +1,4 @@
-"""The online loop: PPO and NLPO for language models (spec §3), written inline in the paper's order.
+"""The online loop: PPO, NLPO, A2C and TRPO for language models (spec §3), written inline in the paper's order.
 
 One iteration (one row of metrics.jsonl):
 
@@ -7,8 +7,10 @@ One iteration (one row of metrics.jsonl):
 3. score them with the reward → R;
 4. one no-grad pass: log π_old (masked for NLPO), log π_ref, V_old;
 5. per-token rewards r_t = −β(log π_old − log π_ref) + R·[t = last]; GAE → advantages, returns;
-   whiten the advantages over the whole rollout;
-6. ``epochs`` passes of shuffled minibatches: clipped policy loss + c_v · value loss − c_ent · entropy;
+   whiten the advantages over the whole rollout (when the algorithm's update asks for it);
+6. the algorithm's update (:mod:`lolkit.online.updates`, chosen by its row of the algorithm table): PPO's
+   ``epochs`` passes of shuffled minibatches of the clipped loss, A2C's one step, or TRPO's trust-region
+   step followed by the value fit;
 7. the adaptive KL controller updates β from KL̄ (mean per-token log π_old − log π_ref of this rollout);
 8. validate (greedy answers to the validation prompts, every ``eval_every`` iterations and at the
    end; the best one is kept in ``checkpoints/best``), log, write rollout samples, checkpoint.
@@ -32,7 +34,6 @@ from ..config import TrainConfig, check_settings, default_lr, to_dict
 from ..data.prompts import encode_loop_prompts, iteration_prompts, load_validation
 from ..errors import LolkitError
 from ..io import child_path
-from ..losses.ppo import policy_loss, value_loss
 from ..models import count_parameters, is_peft, load_model
 from ..rl import (
     AdaptiveKLController,
@@ -43,14 +44,20 @@ from ..rl import (
     normalise_rewards,
     whiten,
 )
-from ..run import Run, make_optimizer, make_scheduler
-from ..tracking import loss_views
+from ..run import Run, make_scheduler
 from .policy import ValueHead, build_batch, frozen_copy, hidden_size, policy_forward, reference_logps
+from .updates import UPDATES, Rollout, chunks
 
 
 def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
     """Online counterpart of :func:`lolkit.train.resolve_config` (defaults that depend on other settings)."""
-    p = cfg.ppo
+    p, row = cfg.ppo, get_algorithm(cfg.algo.name)
+    if not row.policy_lr:
+        # the policy step's size comes from the trust region; the only learning rate is the value function's
+        if cfg.optim.lr is not None:
+            raise LolkitError(f"optim.lr (--lr): --algo {row.name} takes no policy learning rate (its step is set by "
+                              f"{row.name}.target_kl); the value function's is {row.name}.value_lr")
+        cfg.optim.lr = cfg.trpo.value_lr
     if cfg.optim.lr is None:
         cfg.optim.lr = default_lr(cfg, "online")
     if cfg.micro_batch_size is None:
@@ -73,13 +80,16 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
         (0.0 < p.top_p <= 1.0, f"ppo.top_p must be in (0, 1], got {p.top_p}"),
         (p.clip > 0, f"ppo.clip must be > 0, got {p.clip}"),
         (p.kl_target is None or p.kl_target > 0, f"ppo.kl_target must be > 0 or null, got {p.kl_target}"),
+        (cfg.a2c.optimizer in ("rmsprop", "adamw"), f"unknown a2c.optimizer {cfg.a2c.optimizer!r} (rmsprop, adamw)"),
+        (0 <= cfg.a2c.alpha < 1 and cfg.a2c.eps > 0, "a2c.alpha must be in [0, 1) and a2c.eps > 0"),
+        (cfg.trpo.target_kl > 0 and cfg.trpo.cg_damping >= 0 and 0 < cfg.trpo.line_search_shrink < 1,
+         "trpo.target_kl must be > 0, trpo.cg_damping >= 0 and trpo.line_search_shrink in (0, 1)"),
+        (min(cfg.trpo.cg_max_steps, cfg.trpo.line_search_max_iter, cfg.trpo.value_epochs) >= 1,
+         "trpo.cg_max_steps, trpo.line_search_max_iter and trpo.value_epochs must be at least 1"),
+        (cfg.trpo.value_lr > 0, f"trpo.value_lr must be > 0, got {cfg.trpo.value_lr}"),
     ]
     check_settings(cfg, checks)
     return cfg
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
@@ -112,8 +122,8 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
         for n, q in critic.named_parameters():
             q.requires_grad_(n in set(trainable_names))
     head = ValueHead(hidden_size(policy)).to(device)
-    mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every) \
-        if get_algorithm(cfg.algo.name).action_mask else None
+    row = get_algorithm(cfg.algo.name)
+    mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every) if row.action_mask else None
     modules = nn.ModuleList([policy, head] + ([critic] if critic is not None else []))
 
     # prompts cut to fit (counted per split; data.truncation: warn, error or drop)
@@ -131,7 +141,8 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
         validator = RewardValidator(cfg, tokenizer, reward, [], [], [])
     run.create()
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
-    optimizer = make_optimizer(cfg.optim, modules)
+    update = UPDATES[row.update](cfg, policy, head, critic, mask_policy, modules)
+    optimizer = update.optimizer
     scheduler = make_scheduler(cfg.optim, optimizer, total)
     kl_ctl = AdaptiveKLController(p.kl_beta, p.kl_target, p.kl_horizon_factor)
     moments = RunningMoments()
@@ -181,7 +192,7 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
             old_logps, raw_old, ref_logps, old_values = (torch.zeros_like(mask) for _ in range(4))
             policy.eval()
             with torch.no_grad():
-                for s in _chunks(len(batch), cfg.micro_batch_size):
+                for s in chunks(len(batch), cfg.micro_batch_size):
                     mb = batch.rows(s)
                     f = policy_forward(policy, head, mb, critic=critic, mask=mask_policy)
                     old_logps[s], raw_old[s], old_values[s] = f.logps, f.raw_logps, f.values
@@ -194,45 +205,12 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
             kl_mean = float(masked_mean(kl_tokens, mask))
             rewards = kl_penalty_rewards(raw_old, ref_logps, scores, mask, kl_beta)
             advantages, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
-            if p.whiten_advantages:
+            if update.whiten_advantages:
                 advantages = whiten(advantages, mask)
 
-            # 6. PPO epochs over shuffled minibatches.
+            # 6. The algorithm's update (PPO epochs, one A2C step, a TRPO step and value fit).
             modules.train()  # dropout was switched off at load (model.disable_dropout): ratios start at 1
-            gen = torch.Generator().manual_seed(cfg.seed * 7_919 + it)
-            sums: dict[str, float] = {}
-            n_updates = 0
-            for _ in range(p.epochs):
-                perm = torch.randperm(len(batch), generator=gen).to(device)
-                for mbs in _chunks(len(batch), p.minibatch_size):
-                    idx = perm[mbs]
-                    n_tok = mask[idx].sum().clamp_min(1)
-                    stats = {k: 0.0 for k in ("loss", "policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl")}
-                    loss_sum = 0.0
-                    for ms in _chunks(len(idx), cfg.micro_batch_size):
-                        rows = idx[ms]
-                        mb = batch.rows(rows)
-                        f = policy_forward(policy, head, mb, critic=critic, mask=mask_policy)
-                        m = mask[rows]
-                        pol = policy_loss(f.logps, old_logps[rows], advantages[rows], m, p.clip)
-                        val = value_loss(f.values, old_values[rows], returns[rows], m, p.value_clip)
-                        ent = f.entropy * m
-                        per_token = pol.losses + p.vf_coef * val.losses - p.ent_coef * ent
-                        (per_token.sum() / n_tok).backward()
-                        for k, v in (("loss", per_token), ("policy_loss", pol.losses), ("value_loss", val.losses),
-                                     ("entropy", ent), ("clip_frac", pol.metrics["clip_frac"]),
-                                     ("approx_kl", pol.metrics["approx_kl"])):
-                            stats[k] += float(v.detach().sum() / n_tok)
-                        loss_sum += float(per_token.detach().sum())
-                    stats.update(loss_views(loss_sum, len(idx), float(n_tok)))
-                    if cfg.optim.max_grad_norm:
-                        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-                            [q for q in modules.parameters() if q.requires_grad], cfg.optim.max_grad_norm))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    n_updates += 1
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v
+            stats = update.step(Rollout(batch, old_logps, old_values, advantages, returns), it)
 
             # 7. Adaptive KL controller, once per rollout.
             next_beta = kl_ctl.update(kl_mean)
@@ -240,7 +218,7 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
             scheduler.step()
 
             # 8. Validate, log, sample rollouts, checkpoint.
-            row = {"step": it + 1, **{k: v / n_updates for k, v in sums.items()}, "lr": lr,
+            row = {"step": it + 1, **stats, "lr": lr,
                    "reward_mean": float(raw_scores.mean()), "reward_std": float(raw_scores.std(unbiased=False)),
                    "kl": kl_mean, "kl_beta": kl_beta, "kl_beta_next": next_beta,
                    "response_len": n_tokens / len(responses),
