@@ -108,6 +108,7 @@ class PPOConfig:
     critic: str = "shared"  # shared (value head on the policy trunk) | separate (a copy of the model)
     top_p: float = 0.9  # NLPO: nucleus of the mask policy
     mask_update_every: int = 5  # NLPO: rollouts between refreshes of the mask policy
+    mask_model: str | None = None  # NLPO: the mask policy's initial weights (the policy's architecture); null: the policy's
     rollout_samples: int = 8  # rows per iteration written to rollouts.jsonl (0: all)
 
 

@@ -154,8 +154,8 @@ def sample_tokens(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, eo
     the EOS token kept at the end of a finished response (it is an action too). Batches are taken in
     the given order, left-padded (right-padded in an encoder–decoder's encoder); batch ``b`` samples
     with seed ``seed + b``. ``logits_processor``, when given, is called as
-    ``logits_processor(attention_mask)`` per batch and returns an HF logits processor (NLPO's action
-    mask) — it sees the batch's prompt attention mask.
+    ``logits_processor(attention_mask, input_ids)`` per batch and returns an HF logits processor (NLPO's
+    action mask) — it sees the batch's padded prompts and their attention mask.
     """
     from transformers import LogitsProcessorList
 
@@ -171,7 +171,7 @@ def sample_tokens(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, eo
             torch.manual_seed(seed + b)
             kw = {"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}
             if logits_processor is not None:
-                kw["logits_processor"] = LogitsProcessorList([logits_processor(attn)])
+                kw["logits_processor"] = LogitsProcessorList([logits_processor(attn, ids)])
             out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
                                  do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
                                  **kw, **start_kw)

@@ -162,6 +162,7 @@ class ResponseRows:
     targets: torch.Tensor  # [N] the token each row predicts
     mask: torch.Tensor  # [B, L-1] bool, aligned with the shifted targets
     outputs: object
+    extra_bias: torch.Tensor | None = None  # [V] added after the head (BART's final_logits_bias)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -173,12 +174,15 @@ class ResponseRows:
     def token_logprobs(self) -> torch.Tensor:
         """log π(target) of every row [N], float32 (chunked through the head, see :func:`head_logprobs`)."""
         if self.head is not None:
-            return head_logprobs(self.hidden, self.head, self.targets)
+            return head_logprobs(self.hidden, self.head, self.targets, extra_bias=self.extra_bias)
         return gather_logprobs(self.logits, self.targets)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of rows ``x``: hidden states [n, H] through the head, or rows of ``logits`` as they are."""
-        return F.linear(x, self.head.weight, self.head.bias) if self.head is not None else x
+        if self.head is None:
+            return x
+        logits = F.linear(x, self.head.weight, self.head.bias)
+        return logits if self.extra_bias is None else logits + self.extra_bias.to(logits.dtype)
 
     def logits_at(self, rows: slice) -> torch.Tensor:
         """The float32 logits [n, V] of a slice of the rows."""
@@ -193,7 +197,11 @@ class ResponseRows:
 def response_rows(model, batch, *, output_hidden_states: bool = False) -> ResponseRows:
     """Run the model once on ``batch`` (``input_ids``, ``attention_mask``, ``response_mask`` [B, L-1] and,
     for left-padded batches, ``position_ids``) and keep its response rows: the [B, L, V] logits are never
-    built where the LM head can run on the rows alone."""
+    built where the LM head can run on the rows alone. An encoder–decoder model reads the same batch: its
+    prompt goes to the encoder and its response to the decoder (:func:`seq2seq_inputs`); the rows are the
+    decoder's."""
+    if getattr(unwrap(model).config, "is_encoder_decoder", False):
+        return _seq2seq_rows(model, batch, output_hidden_states)
     mask = batch.response_mask.bool()
     targets = batch.input_ids[:, 1:][mask]
     inner, head, body = _head_and_body(model)
@@ -228,8 +236,6 @@ def forward_logprobs(model, batch, *, output_hidden_states: bool = False):
     Returns ``(seq_logps [B], token_logps [B, L-1], outputs)``; ``outputs.logits`` holds the logits
     of no position, or of the response positions only, unless the model needs the full path.
     """
-    if getattr(unwrap(model).config, "is_encoder_decoder", False):
-        return _seq2seq_logprobs(model, batch, output_hidden_states)
     rows = response_rows(model, batch, output_hidden_states=output_hidden_states)
     token_logps = rows.scatter(rows.token_logprobs())
     return token_logps.sum(-1), token_logps, rows.outputs
@@ -297,37 +303,42 @@ def decoder_start_id(model) -> int:
 
 
 def seq2seq_inputs(batch, pad_id: int, start_id: int) -> dict[str, torch.Tensor]:
-    """A concatenated :class:`~lolkit.data.tokenize.Batch` as encoder–decoder inputs: the prompts
-    (``input_ids[b, :prompt_lens[b]]``, right-padded) for the encoder; the response tokens (the targets
-    on ``response_mask``, in order, EOS included) as ``labels``, right-padded, and behind the start
-    token as ``decoder_input_ids``. ``decoder_attention_mask`` is given explicitly: T5 starts from its
-    pad token, which the model's default mask would hide."""
+    """A concatenated batch (prompt then response on each row, ``response_mask`` on the response's
+    targets) as encoder–decoder inputs: the prompt tokens (the attended tokens before the response,
+    wherever the row's padding is: the offline :class:`~lolkit.data.tokenize.Batch` pads on the right,
+    a rollout's prompt on the left), right-padded, for the encoder; the response tokens (the targets on
+    ``response_mask``, in order, EOS included) as ``labels``, right-padded, and behind the start token as
+    ``decoder_input_ids``. ``decoder_attention_mask`` is given explicitly: T5 starts from its pad token,
+    which the model's default mask would hide."""
     mask = batch.response_mask.bool()
     ids = batch.input_ids
     dev = ids.device
-    plens = batch.prompt_lens.to(dev)
-    rlens = mask.sum(1)
-    enc_mask = torch.arange(int(plens.max()), device=dev)[None] < plens[:, None]
+    response_at = torch.cat([torch.zeros_like(mask[:, :1]), mask], 1)  # input positions holding a response token
+    prompt_at = batch.attention_mask.bool() & ~response_at
+    plens, rlens = prompt_at.sum(1), mask.sum(1)
+    enc_mask = torch.arange(max(1, int(plens.max())), device=dev)[None] < plens[:, None]
     dec_mask = torch.arange(max(1, int(rlens.max())), device=dev)[None] < rlens[:, None]
+    encoder = torch.full(enc_mask.shape, pad_id, dtype=ids.dtype, device=dev)
+    encoder[enc_mask] = ids[prompt_at]
     labels = torch.full(dec_mask.shape, pad_id, dtype=ids.dtype, device=dev)
     labels[dec_mask] = ids[:, 1:][mask]
     start = torch.full((ids.shape[0], 1), start_id, dtype=ids.dtype, device=dev)
-    return {"input_ids": ids[:, : enc_mask.shape[1]].masked_fill(~enc_mask, pad_id),
-            "attention_mask": enc_mask.long(), "decoder_input_ids": torch.cat([start, labels[:, :-1]], 1),
-            "decoder_attention_mask": dec_mask.long(), "labels": labels}
+    return {"input_ids": encoder, "attention_mask": enc_mask.long(),
+            "decoder_input_ids": torch.cat([start, labels[:, :-1]], 1), "decoder_attention_mask": dec_mask.long(),
+            "labels": labels}
 
 
-def _seq2seq_logprobs(model, batch, output_hidden_states: bool):
-    """:func:`forward_logprobs` for an encoder–decoder model: one forward, the decoder's states through
-    the LM head in chunks (float32 log-softmax), placed back on the batch's response positions."""
+def _seq2seq_rows(model, batch, output_hidden_states: bool) -> ResponseRows:
+    """:func:`response_rows` for an encoder–decoder model: one forward; what reaches the LM head at the
+    decoder's positions is kept (the head itself projects none of them), or, for a model outside
+    ``SEQ2SEQ_HEADS``, its logits at the decoder's positions. Rows in response order, as the causal path's."""
     inner = unwrap(model)
     pad = inner.config.pad_token_id
     inputs = seq2seq_inputs(batch, 0 if pad is None else int(pad), decoder_start_id(inner))
     labels, dec_mask = inputs.pop("labels"), inputs["decoder_attention_mask"].bool()
     kw = {**inputs, "use_cache": False, "output_hidden_states": output_hidden_states}
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    mask = batch.response_mask.bool()
-    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    mask, targets = batch.response_mask.bool(), labels[dec_mask]
     if type(head) is torch.nn.Linear and getattr(inner.config, "model_type", None) in SEQ2SEQ_HEADS:
         captured: list[torch.Tensor] = []
 
@@ -341,10 +352,8 @@ def _seq2seq_logprobs(model, batch, output_hidden_states: bool):
         finally:
             hook.remove()
         bias = getattr(inner, "final_logits_bias", None)
-        rows = head_logprobs(captured[-1][dec_mask], head, labels[dec_mask],
-                             extra_bias=None if bias is None else bias.reshape(-1))
-    else:
-        out = model(**kw)
-        rows = gather_logprobs(out.logits[dec_mask], labels[dec_mask])
-    token_logps = token_logps.masked_scatter(mask, rows)
-    return token_logps.sum(-1), token_logps, out
+        return ResponseRows(captured[-1][dec_mask], head, None, targets, mask, out,
+                            None if bias is None else bias.reshape(-1))
+    out = model(**kw)
+    hidden = out.decoder_hidden_states[-1][dec_mask] if output_hidden_states else None
+    return ResponseRows(hidden, None, out.logits[dec_mask], targets, mask, out)

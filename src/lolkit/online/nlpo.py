@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..checkpoint import trainable_state
+from ..errors import LolkitError
 from .policy import checksum, frozen_copy
 
 
@@ -28,8 +29,19 @@ def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 class MaskPolicy:
-    def __init__(self, policy, names: list[str], top_p: float, update_every: int):
-        self.model = frozen_copy(policy)
+    """``initial``: the mask policy's starting weights (``ppo.mask_model``, loaded like the policy, so with the
+    same adapter layout); None: a copy of the policy."""
+
+    def __init__(self, policy, names: list[str], top_p: float, update_every: int, initial=None):
+        if initial is not None:
+            mine = {n: q.shape for n, q in policy.named_parameters()}
+            theirs = {n: q.shape for n, q in initial.named_parameters()}
+            if mine != theirs:
+                differ = next((n for n in mine if theirs.get(n) != mine[n]), next(iter(set(theirs) - set(mine)), ""))
+                raise LolkitError(f"ppo.mask_model: its parameters are not the policy's (first difference: {differ!r}): "
+                                  "NLPO's mask policy must have the policy's architecture and sizes (each refresh "
+                                  "copies the policy's weights into it)")
+        self.model = frozen_copy(policy) if initial is None else initial.requires_grad_(False).eval()
         self.names = names  # the policy's trainable parameters: the only ones that can differ
         self.top_p = top_p
         self.update_every = update_every
@@ -65,30 +77,45 @@ class MaskPolicy:
         otherwise drop a sampled token at the nucleus' edge)."""
         return nucleus_mask(logits, self.top_p).scatter(-1, actions[:, None], True)
 
-    def processor(self, attention_mask: torch.Tensor):
-        return NucleusLogitsProcessor(self.model, attention_mask, self.top_p)
+    def processor(self, attention_mask: torch.Tensor, input_ids: torch.Tensor):
+        return NucleusLogitsProcessor(self.model, attention_mask, self.top_p, input_ids)
 
 
 class NucleusLogitsProcessor:
     """An HF logits processor: −inf outside the mask policy's top-p nucleus. Runs the mask policy
-    incrementally beside ``generate`` with its own KV cache (one new token per step)."""
+    incrementally beside ``generate`` with its own KV cache (one new token per step). For an
+    encoder–decoder mask policy, ``prompt_ids`` (the batch's encoder input, under ``attention_mask``) go
+    through its encoder once, and the ``input_ids`` that generate passes are the decoder's."""
 
-    def __init__(self, mask_model, attention_mask: torch.Tensor, top_p: float):
+    def __init__(self, mask_model, attention_mask: torch.Tensor, top_p: float, prompt_ids: torch.Tensor):
+        from ..models import is_seq2seq
+
         self.model, self.attn, self.top_p = mask_model, attention_mask, top_p
         self.past = None
         self.seen = 0
+        self.encoder = None
+        if is_seq2seq(mask_model):
+            with torch.no_grad():
+                self.encoder = mask_model.get_encoder()(input_ids=prompt_ids, attention_mask=attention_mask)
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.past is None:
-            new, attn = input_ids, self.attn
+        if self.encoder is not None:
+            new = input_ids if self.past is None else input_ids[:, self.seen :]
+            out = self.model(encoder_outputs=self.encoder, attention_mask=self.attn, decoder_input_ids=new,
+                             past_key_values=self.past, use_cache=True)
+        elif self.past is None:
+            out = self._causal(input_ids, self.attn)
         else:
             new = input_ids[:, self.seen :]
             ones = torch.ones((input_ids.shape[0], new.shape[1]), dtype=self.attn.dtype, device=self.attn.device)
-            attn = self.attn = torch.cat([self.attn, ones], dim=1)
-        pos = (attn.cumsum(-1) - 1).clamp_min(0)[:, -new.shape[1] :]
-        out = self.model(input_ids=new, attention_mask=attn, position_ids=pos, past_key_values=self.past,
-                         use_cache=True)
+            self.attn = torch.cat([self.attn, ones], dim=1)
+            out = self._causal(new, self.attn)
         self.past, self.seen = out.past_key_values, input_ids.shape[1]
         keep = nucleus_mask(out.logits[:, -1], self.top_p)
         return scores.masked_fill(~keep, float("-inf"))
+
+    def _causal(self, new: torch.Tensor, attn: torch.Tensor):
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)[:, -new.shape[1] :]
+        return self.model(input_ids=new, attention_mask=attn, position_ids=pos, past_key_values=self.past,
+                          use_cache=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -58,6 +59,8 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
             raise LolkitError(f"optim.lr (--lr): --algo {row.name} takes no policy learning rate (its step is set by "
                               f"{row.name}.target_kl); the value function's is {row.name}.value_lr")
         cfg.optim.lr = cfg.trpo.value_lr
+    if p.mask_model is not None:
+        _check_mask_model(cfg, row)
     if cfg.optim.lr is None:
         cfg.optim.lr = default_lr(cfg, "online")
     if cfg.micro_batch_size is None:
@@ -92,6 +95,22 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _check_mask_model(cfg: TrainConfig, row) -> None:
+    """ppo.mask_model is NLPO's, and of the policy's kind: read from the two configs before any weights load."""
+    from ..models import resolve_model, seq2seq_config
+
+    if not row.action_mask:
+        raise LolkitError(f"ppo.mask_model: --algo {row.name} has no mask policy (it is NLPO's)")
+    kinds = []
+    for name in (cfg.model.name, cfg.ppo.mask_model):
+        conf = seq2seq_config(resolve_model(name), cfg.model.trust_remote_code)
+        kinds.append("a causal LM" if conf is None else f"an encoder–decoder model ({conf.model_type})")
+    if kinds[0] != kinds[1]:
+        raise LolkitError(f"ppo.mask_model: {cfg.ppo.mask_model} is {kinds[1]}, and the policy {cfg.model.name} is "
+                          f"{kinds[0]}: NLPO's mask policy must have the policy's architecture (each refresh copies "
+                          "the policy's weights into it)")
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     cfg = resolve_online_config(cfg)
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
@@ -113,7 +132,8 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
     device = run.device
 
     # -- models: policy (+ value head), reference, critic, mask policy ---------------------------------
-    policy, tokenizer, model_path = load_model(cfg.model, trainable=True, device=device)
+    # causal or encoder–decoder: rollouts, log-probs and values go through the same paths for both
+    policy, tokenizer, model_path = load_model(cfg.model, trainable=True, device=device, seq2seq=True)
     trainable_names = [n for n, q in policy.named_parameters() if q.requires_grad]
     reference = None if is_peft(policy) else frozen_copy(policy)  # LoRA: the adapter switched off
     critic = None
@@ -123,7 +143,11 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
             q.requires_grad_(n in set(trainable_names))
     head = ValueHead(hidden_size(policy)).to(device)
     row = get_algorithm(cfg.algo.name)
-    mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every) if row.action_mask else None
+    mask_policy = None
+    if row.action_mask:
+        initial = None if p.mask_model is None else \
+            load_model(replace(cfg.model, name=p.mask_model), trainable=True, device=device, seq2seq=True)[0]
+        mask_policy = MaskPolicy(policy, trainable_names, p.top_p, p.mask_update_every, initial)
     modules = nn.ModuleList([policy, head] + ([critic] if critic is not None else []))
 
     # prompts cut to fit (counted per split; data.truncation: warn, error or drop)

@@ -1,0 +1,94 @@
+"""Encoder–decoder (T5) policies in the online loop: PPO, NLPO, A2C and TRPO run on a tiny T5, the rollout's
+log-probs are the decoder's own, NLPO's mask acts on T5's generation, and PPO raises the reward."""
+
+import json
+
+import pytest
+import torch
+
+from lolkit.config import TrainConfig, build
+from lolkit.run import read_metrics
+from lolkit.train import train
+
+from .test_online import FAST
+
+LENGTH = "tests.loops.test_online:length_reward"
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(lolkit_cache):
+    from lolkit.tiny import create_tiny_model
+
+    path = lolkit_cache / "tiny-t5-online"
+    return str(path if (path / "config.json").exists() else create_tiny_model(path, arch="t5"))
+
+
+@pytest.mark.parametrize("algo", ["ppo", "nlpo", "a2c", "trpo"])
+def test_every_online_algorithm_trains_a_t5_policy(tmp_path, tiny_t5, algo):
+    layer = {**FAST, "algo": {"name": algo}, "model": {"name": tiny_t5}, "output_dir": str(tmp_path / algo),
+             "max_steps": 2, "save_every": 2, "reward": LENGTH}
+    if algo == "trpo":
+        layer["optim"] = {}
+    run = train(build(TrainConfig, layer), quiet=True)
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first rollout's policy is the reference
+    assert rows[1]["kl"] != 0.0 and all(r["loss"] == r["loss"] for r in rows)  # the policy moved
+    assert json.loads((run / "run.json").read_text())["reference"] == "frozen copy"
+    assert (run / "final" / "model.safetensors").exists() and (run / "final" / "value_head.safetensors").exists()
+    if algo == "nlpo":
+        assert rows[1]["mask_refreshes"] == 0 and rows[0]["mask_checksum"] == rows[1]["mask_checksum"]
+
+
+def test_rollout_logprobs_and_values_are_the_decoders(tiny_t5):
+    """The rollout batch (left-padded prompt + response, the causal layout) read by an encoder–decoder: the
+    log-probs equal log_softmax of T5's own logits for the prompt in the encoder and the response behind the
+    start token in the decoder; the values sit on the decoder states (RL4LMs' seq2seq critic reads the
+    decoder's last hidden state too); LoRA's reference is the adapter switched off."""
+    from lolkit.logprobs import decoder_start_id, response_rows
+    from lolkit.models import ModelConfig, load_model
+    from lolkit.online.policy import ValueHead, build_batch, policy_forward, reference_logps
+
+    model, tok, _ = load_model(ModelConfig(name=tiny_t5, lora=True, lora_r=4), trainable=True, seq2seq=True)
+    with torch.no_grad():
+        for n, q in model.named_parameters():
+            if "lora_B" in n:
+                q.normal_(0, 0.1)
+    prompts = [tok("Count: 1 2")["input_ids"], tok("Numbers please")["input_ids"][:2]]
+    responses = [[5, 6, 7, tok.eos_token_id], [8, 9]]
+    batch = build_batch(prompts, responses, tok.pad_token_id, "cpu")
+    head = ValueHead(model.config.hidden_size)
+    with torch.no_grad():
+        head.linear.weight.normal_()
+        f = policy_forward(model, head, batch)
+        start = decoder_start_id(model)
+        for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+            out = model(input_ids=torch.tensor([p]), decoder_input_ids=torch.tensor([[start] + r[:-1]]),
+                        output_hidden_states=True)
+            own = torch.log_softmax(out.logits[0].double(), -1).gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
+            torch.testing.assert_close(f.logps[b, : len(r)].double(), own, rtol=0, atol=1e-5)
+            assert torch.all(f.logps[b, len(r):] == 0)
+            # T5 scales what reaches its tied head: the value head reads that, at each decoder position
+            scaled = out.decoder_hidden_states[-1][0] * model.config.d_model ** -0.5
+            torch.testing.assert_close(f.values[b, : len(r)], head(scaled), rtol=1e-5, atol=1e-6)
+        with model.disable_adapter():
+            base = response_rows(model, batch).token_logprobs()
+        torch.testing.assert_close(reference_logps(model, None, batch)[batch.mask.bool()], base)
+        assert not torch.allclose(base, f.logps[batch.mask.bool()])  # the adapter changes the policy
+
+
+def test_nlpo_mask_acts_on_t5_generation(tiny_t5):
+    """The mask policy runs T5's encoder once and its decoder step by step beside generate: with top_p
+    tiny, only its greedy token survives, so sampling from the policy (= the mask policy here) is greedy."""
+    from lolkit.generation import sample_tokens
+    from lolkit.models import ModelConfig, load_model
+    from lolkit.online.nlpo import MaskPolicy
+
+    model, tok, _ = load_model(ModelConfig(name=tiny_t5), trainable=True, seq2seq=True)
+    mask = MaskPolicy(model, [n for n, q in model.named_parameters() if q.requires_grad], 1e-6, 1)
+    prompts = [tok("Count: 1 2")["input_ids"], tok("Numbers")["input_ids"]]
+    kw = {"pad_id": tok.pad_token_id, "eos_id": tok.eos_token_id, "max_new_tokens": 5}
+    masked = sample_tokens(model, prompts, temperature=5.0, seed=3, logits_processor=mask.processor, **kw)
+    greedy = sample_tokens(model, prompts, do_sample=False, **kw)
+    assert masked == greedy
+    assert sample_tokens(model, prompts, temperature=5.0, seed=3, **kw) != greedy  # unmasked: it samples
