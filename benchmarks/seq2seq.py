@@ -15,7 +15,11 @@ torch thread. Timed in alternation (medians of per-round ratios):
            (T5's own loss on the same encoder inputs and labels, built once outside the timing) +
            backward; for a_lol and dpo (pairs: 2 × 8 rows)
 
-Usage: python benchmarks/seq2seq.py [--quick] [--algo a_lol]
+* online   (with ``--online``) the online loop's updates on a T5 policy — ppo, a2c, trpo — against T5's
+           bare ``model(input_ids, labels=…)`` forward + backward on the same rollout batch
+           (`step_overhead.online_steps`, whose docstring says what each update holds)
+
+Usage: python benchmarks/seq2seq.py [--quick] [--algo a_lol] [--online]
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ def main() -> None:
     def own(ap) -> None:
         ap.add_argument("--algo", action="append", help="only this algorithm (repeatable); default: a_lol and dpo")
         ap.add_argument("--batch-size", type=int, default=8)
+        ap.add_argument("--online", action="store_true", help="also the online updates (ppo, a2c, trpo) on T5")
 
     args = timing_args(__doc__, 4, 9, own)
     from lolkit.models import ModelConfig, count_parameters, load_model
@@ -127,6 +132,11 @@ def main() -> None:
               f"{r['lolkit'] * 1e3:>10.1f} {r['ratio']:>7.3f}  (target <= {STEP_TARGET}) "
               f"{verdict(r['ratio'] <= STEP_TARGET)}")
     print(f"seq2seq generation and step overhead: {verdict(ok)}")
+    if args.online:
+        from benchmarks.step_overhead import online_steps
+
+        print()
+        online_steps(model, tok, args.rounds)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,20 @@ the same rows, in one run:
 * published  (a_lol only) the published A-LoL step: a forward of a frozen reference copy on every
              step, full-vocabulary log-softmax of policy and reference, the A-LoL loss, backward
 
-The optimizer update is excluded from all. Usage: python benchmarks/step_overhead.py [--quick] [--algo a_lol]
+The optimizer update is excluded from all.
+
+With ``--online``, the online loop's updates instead (:func:`online_steps`, also run on T5 by
+``seq2seq.py --online``), each against the bare forward + backward of the same rollout batch (8 rollouts
+of a 20–40-token prompt and a 12–32-token response, random tokens, advantages and returns):
+
+* ppo   one minibatch of the whole rollout (`PPOUpdate.step` with 1 epoch): forward with values,
+        clipped loss, backward, gradient clipping, AdamW step
+* a2c   `A2CUpdate.step`: the same pass with the A2C loss, gradient clipping, RMSprop step
+* trpo  `TRPOUpdate.step`: the differentiable pass, 15 conjugate-gradient Fisher–vector products
+        (double backward), the line search's forwards, then 10 epochs of the value-head fit
+
+These include the optimizer (it is part of an update); the ratio says what one rollout's update costs
+in bare forward + backward passes. Usage: python benchmarks/step_overhead.py [--quick] [--algo a_lol] [--online]
 """
 
 from __future__ import annotations
@@ -106,15 +119,83 @@ def measure(algos: list[str], rounds: int, batch_size: int, warmup: int = 1, log
     return results
 
 
+def online_steps(model, tok, rounds: int, rows: int = 8, algos=("ppo", "a2c", "trpo"), log=print) -> dict[str, dict]:
+    """Each online update (``lolkit.online.updates``) on one rollout batch vs a bare forward + backward of the
+    same batch (a causal LM's logits → cross-entropy on the response tokens; an encoder–decoder's own
+    ``model(input_ids, labels=…)`` loss), timed in alternation. Returns {algo: {bare, update, ratio}}."""
+    import random
+
+    from lolkit.config import TrainConfig, build
+    from lolkit.logprobs import seq2seq_inputs
+    from lolkit.models import is_seq2seq
+    from lolkit.online.policy import ValueHead, build_batch, policy_forward
+    from lolkit.online.updates import UPDATES, Rollout
+
+    rng = random.Random(0)
+    vocab = int(model.config.vocab_size)
+    prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(20, 40))] for _ in range(rows)]
+    responses = [[rng.randrange(3, vocab) for _ in range(rng.randint(12, 32))] for _ in range(rows)]
+    batch = build_batch(prompts, responses, tok.pad_token_id, "cpu")
+    mask = batch.mask
+    head = ValueHead(int(model.config.hidden_size))
+    modules = torch.nn.ModuleList([model, head])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        old = policy_forward(model, head, batch)
+    roll = Rollout(batch, old.logps, old.values * mask, torch.randn(mask.shape, generator=g) * mask,
+                   torch.randn(mask.shape, generator=g) * mask)
+    if is_seq2seq(model):
+        inputs = seq2seq_inputs(batch, tok.pad_token_id, model.generation_config.decoder_start_token_id)
+        labels = inputs.pop("labels").masked_fill(~inputs["decoder_attention_mask"].bool(), -100)
+
+        def loss():
+            return model(**inputs, labels=labels, use_cache=False).loss
+    else:
+        def loss():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, use_cache=False).logits
+            m = batch.response_mask.bool()
+            return torch.nn.functional.cross_entropy(logits[:, :-1][m], batch.input_ids[:, 1:][m])
+
+    def bare() -> None:
+        loss().backward()
+        model.zero_grad(set_to_none=True)
+
+    model.train()
+    results = {}
+    for name in algos:
+        cfg = build(TrainConfig, {"algo": {"name": name}, "micro_batch_size": rows,
+                                  "optim": {"lr": 1e-3 if name == "trpo" else 1e-6},
+                                  "ppo": {"epochs": 1, "minibatch_size": rows}})
+        update = UPDATES[name](cfg, model, head, None, None, modules)
+        runs = interleaved_runs({"bare": bare, "update": lambda u=update: u.step(roll, 0)}, rounds, warmup=1)
+        t = {k: statistics.median(v) for k, v in runs.items()}
+        results[name] = {**t, "ratio": paired_ratio(runs["update"], runs["bare"])}
+        log(f"online {name:<6} {rows} rollouts, {int(mask.sum())} response tokens: bare {t['bare'] * 1e3:7.1f} ms  "
+            f"update {t['update'] * 1e3:8.1f} ms  ratio {results[name]['ratio']:.2f}")
+    return results
+
+
 def main() -> None:
     from lolkit.algorithms import get_algorithm, names
 
     def own(ap) -> None:
         ap.add_argument("--algo", action="append", help="only this algorithm (repeatable); default: all offline ones")
         ap.add_argument("--batch-size", type=int, default=8)
+        ap.add_argument("--online", action="store_true", help="the online loop's updates (ppo, a2c, trpo) instead")
 
     args = timing_args(__doc__, 4, 7, own)
     rounds = args.rounds
+    if args.online:
+        from lolkit.models import ModelConfig, count_parameters, load_model
+
+        torch.manual_seed(0)
+        model, tok, _ = load_model(ModelConfig(name=str(tiny_llama(scratch("lolkit-bench-"), layers=4))),
+                                   trainable=True)
+        print(f"model: Llama {count_parameters(model)[0] / 1e6:.1f}M parameters, {torch.get_num_threads()} thread(s), "
+              f"CPU fp32; {rounds} interleaved rounds; ratio = median of per-round ratios (update / bare fwd+bwd)")
+        online_steps(model, tok, rounds)
+        return
     # the causal-LM rows: their step and the bare forward + backward run on the same model (rm: rm_vs_trl.py)
     res = measure(args.algo or [n for n in names("offline") if get_algorithm(n).model.name == "causal_lm"], rounds,
                   args.batch_size)

@@ -143,3 +143,22 @@ def test_seq2seq_benchmark_runs(tmp_path):
     assert re.search(r"rollout sample_tokens\s+\d+\s+\d+\s+[\d.]+", res.stdout), res.stdout
     assert re.search(r"a_lol\s+8\s+\d+ x \d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", res.stdout), res.stdout
     assert not any(tmp_path.glob("lolkit-s2s-bench-*"))
+
+
+@pytest.mark.slow
+def test_online_step_overhead_benchmark_quick(tmp_path):
+    """benchmarks/step_overhead.py --online with one round: the ppo, a2c and trpo updates are each timed
+    against a bare forward + backward of the same rollout batch and their ratios printed in one run (the
+    values are the benchmark's business; a trust-region step costs tens of passes)."""
+    import os
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "step_overhead.py"
+    res = subprocess.run([sys.executable, str(script), "--online", "--rounds", "1"], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    ratios = dict(re.findall(r"online (\w+)\s+8 rollouts, \d+ response tokens: .* ratio ([\d.]+)", res.stdout))
+    assert set(ratios) == {"ppo", "a2c", "trpo"} and all(float(r) > 0 for r in ratios.values()), res.stdout
+    assert float(ratios["trpo"]) > float(ratios["a2c"]), res.stdout  # CG's Fisher–vector products are passes too
+    assert not any(tmp_path.glob("lolkit-bench-*"))
