@@ -125,6 +125,7 @@ def online_steps(model, tok, rounds: int, rows: int = 8, algos=("ppo", "a2c", "t
     ``model(input_ids, labels=…)`` loss), timed in alternation. Returns {algo: {bare, update, ratio}}."""
     import random
 
+    from lolkit.algorithms import get_algorithm
     from lolkit.config import TrainConfig, build
     from lolkit.logprobs import seq2seq_inputs
     from lolkit.models import is_seq2seq
@@ -165,7 +166,7 @@ def online_steps(model, tok, rounds: int, rows: int = 8, algos=("ppo", "a2c", "t
     results = {}
     for name in algos:
         cfg = build(TrainConfig, {"algo": {"name": name}, "micro_batch_size": rows,
-                                  "optim": {"lr": 1e-3 if name == "trpo" else 1e-6},
+                                  "optim": {"lr": 1e-6 if get_algorithm(name).policy_lr else 1e-3},
                                   "ppo": {"epochs": 1, "minibatch_size": rows}})
         update = UPDATES[name](cfg, model, head, None, None, modules)
         runs = interleaved_runs({"bare": bare, "update": lambda u=update: u.step(roll, 0)}, rounds, warmup=1)

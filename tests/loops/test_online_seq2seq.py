@@ -11,6 +11,7 @@ from lolkit.run import read_metrics
 from lolkit.train import train
 
 from .test_online import FAST
+from .test_online_a2c_trpo import numbers_warm_start
 
 LENGTH = "tests.loops.test_online:length_reward"
 
@@ -95,19 +96,9 @@ def test_nlpo_mask_acts_on_t5_generation(tiny_t5):
 
 
 @pytest.fixture(scope="module")
-def numbers_t5(tmp_path_factory):
-    """A tiny T5 whose tokenizer knows numbers, warm-started by 60 NLL steps on the numbers task's records (the
-    offline loop's seq2seq path): its samples hold numbers, mostly not increasing (mean reward ≈ 0.08)."""
-    from lolkit.tasks import numbers
-    from lolkit.tiny import create_tiny_model
-
-    tmp = tmp_path_factory.mktemp("numbers-t5")
-    base = create_tiny_model(tmp / "base", arch="t5", extra_texts=numbers.corpus() * 5)
-    return train(build(TrainConfig, {
-        "algo": {"name": "nll"}, "model": {"name": str(base)}, "data": {"task": "numbers"},
-        "output_dir": str(tmp / "sft"), "max_steps": 60, "batch_size": 16, "save_every": 0,
-        "optim": {"lr": 3e-3, "scheduler": "constant"}, "eval_prompts": 2, "eval": {"max_new_tokens": 4}}),
-        quiet=True) / "final"
+def numbers_t5(tmp_path_factory, lolkit_cache):
+    """A tiny T5 warm-started on the numbers task by the offline loop's seq2seq path (mean reward ≈ 0.08)."""
+    return numbers_warm_start(tmp_path_factory.mktemp("numbers-t5"), "t5", steps=60)
 
 
 # measured (2-core CPU, seed 0; reward_mean per rollout):
@@ -130,3 +121,26 @@ def test_t5_policy_raises_the_increasing_numbers_reward(tmp_path, numbers_t5, al
     rewards = [r["reward_mean"] for r in read_metrics(run)]
     start, end = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert end > start + 0.04 and end > rise * start, rewards
+
+
+def test_nlpo_mask_model_of_the_policys_architecture(tmp_path, tiny_t5, lolkit_cache):
+    """ppo.mask_model: another T5 of the same sizes starts the mask policy (its checksum is its own, not the
+    policy's, until the first refresh); one of other sizes is refused before the run directory exists."""
+    from lolkit.errors import LolkitError
+    from lolkit.models import ModelConfig, load_model
+    from lolkit.online.policy import checksum
+    from lolkit.tiny import create_tiny_model
+
+    other = create_tiny_model(tmp_path / "other", arch="t5", seed=1)
+    layer = {**FAST, "algo": {"name": "nlpo"}, "model": {"name": tiny_t5}, "output_dir": str(tmp_path / "n"),
+             "max_steps": 1, "save_every": 0, "reward": LENGTH,
+             "ppo": {**FAST["ppo"], "mask_model": str(other)}}
+    rows = read_metrics(train(build(TrainConfig, layer), quiet=True))
+    mine, _, _ = load_model(ModelConfig(name=str(other)), trainable=True, seq2seq=True)
+    names = [n for n, _ in mine.named_parameters()]
+    assert rows[0]["mask_checksum"] == pytest.approx(checksum(mine, names), rel=1e-9)
+    small = create_tiny_model(tmp_path / "small", arch="t5", hidden_size=32)
+    layer.update(output_dir=str(tmp_path / "m"), ppo={**FAST["ppo"], "mask_model": str(small)})
+    with pytest.raises(LolkitError, match="ppo.mask_model: its parameters are not the policy's"):
+        train(build(TrainConfig, layer), quiet=True)
+    assert not (tmp_path / "m").exists()

@@ -211,7 +211,7 @@ class Driver:
         if self.control:  # the control tokens are conditions, never actions
             from transformers import SuppressTokensLogitsProcessor
 
-            processor = lambda attn: SuppressTokensLogitsProcessor(self.control, device=attn.device)  # noqa: E731
+            processor = lambda attn, ids: SuppressTokensLogitsProcessor(self.control, device=attn.device)  # noqa: E731
         return sample_tokens(self.policy, ids, pad_id=self.tok.pad_token_id, eos_id=self.tok.eos_token_id,
                              max_new_tokens=self.f.max_new_tokens, do_sample=not greedy, temperature=self.f.temperature,
                              batch_size=self.cfg.eval.batch_size, seed=seed, logits_processor=processor)

@@ -55,7 +55,7 @@ def resolve_online_config(cfg: TrainConfig) -> TrainConfig:
     p, row = cfg.ppo, get_algorithm(cfg.algo.name)
     if not row.policy_lr:
         # the policy step's size comes from the trust region; the only learning rate is the value function's
-        if cfg.optim.lr is not None:
+        if cfg.optim.lr is not None and cfg.optim.lr != cfg.trpo.value_lr:  # (a resolved config.yaml holds value_lr)
             raise LolkitError(f"optim.lr (--lr): --algo {row.name} takes no policy learning rate (its step is set by "
                               f"{row.name}.target_kl); the value function's is {row.name}.value_lr")
         cfg.optim.lr = cfg.trpo.value_lr

@@ -50,8 +50,12 @@ class _Update:
     def __init__(self, cfg, policy, head, critic, mask_policy, modules):
         self.cfg, self.p = cfg, cfg.ppo
         self.policy, self.head, self.critic, self.mask_policy, self.modules = policy, head, critic, mask_policy, modules
-        self.optimizer = make_optimizer(cfg.optim, modules)
+        self.optimizer = self.build_optimizer()
         self.whiten_advantages = self.p.whiten_advantages
+
+    def build_optimizer(self):
+        """The optim section's AdamW over the policy, value head and critic."""
+        return make_optimizer(self.cfg.optim, self.modules)
 
     def clip_and_step(self, stats: dict, params) -> None:
         if self.cfg.optim.max_grad_norm:
@@ -110,11 +114,13 @@ class A2CUpdate(_Update):
 
     def __init__(self, cfg, policy, head, critic, mask_policy, modules):
         super().__init__(cfg, policy, head, critic, mask_policy, modules)
-        a = cfg.a2c
-        if a.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(self.trainable(), lr=cfg.optim.lr, alpha=a.alpha, eps=a.eps,
-                                                 weight_decay=cfg.optim.weight_decay)
-        self.whiten_advantages = a.whiten_advantages
+        self.whiten_advantages = cfg.a2c.whiten_advantages
+
+    def build_optimizer(self):
+        a, o = self.cfg.a2c, self.cfg.optim
+        if a.optimizer == "adamw":
+            return super().build_optimizer()
+        return torch.optim.RMSprop(self.trainable(), lr=o.lr, alpha=a.alpha, eps=a.eps, weight_decay=o.weight_decay)
 
     def step(self, roll: Rollout, iteration: int) -> dict[str, float]:
         p, batch, mask = self.p, roll.batch, roll.mask
@@ -144,15 +150,17 @@ class TRPOUpdate(_Update):
     policy after its trust-region step."""
 
     def __init__(self, cfg, policy, head, critic, mask_policy, modules):
-        super().__init__(cfg, policy, head, critic, mask_policy, modules)
         from ..trpo import policy_parameters
 
         self.actor = policy_parameters(policy)
-        value_params = list(head.parameters()) + ([q for q in critic.parameters() if q.requires_grad]
-                                                  if critic is not None else [])
-        self.value_params = value_params
-        self.optimizer = make_optimizer(cfg.optim, value_params)
+        self.value_params = list(head.parameters()) + ([q for q in critic.parameters() if q.requires_grad]
+                                                       if critic is not None else [])
+        super().__init__(cfg, policy, head, critic, mask_policy, modules)
         self.whiten_advantages = cfg.trpo.whiten_advantages
+
+    def build_optimizer(self):
+        """The value function's own AdamW (optim.lr = trpo.value_lr); the policy step needs none."""
+        return make_optimizer(self.cfg.optim, self.value_params)
 
     def _objective_and_kl(self, roll: Rollout, n_tok: torch.Tensor, parts: list, stats: dict):
         """The closure :func:`~lolkit.trpo.trpo_step` evaluates: (surrogate, KL) over the rollout. Its first
