@@ -190,11 +190,11 @@ def test_trpo_first_update_equals_a_float64_reference(tmp_path, tiny_model, monk
     surrogate = float((adv * torch.exp(a1 - a0) * mask).sum() / n)
     kl = float(((logp1.exp() * (logp1 - logp0)).sum(-1) * mask).sum() / n)
     assert 0 < kl < 0.01 and surrogate > stats["surrogate_before"]
-    # the loop's KL and surrogate are of float32 logits: KL ≈ ½ mean (Δ log p)², Δ log p ~ 0.1, so float32's
-    # ~1e-7 on the logits is ~1e-5 of it
-    assert stats["trust_kl"] == pytest.approx(kl, rel=1e-4)
+    # the loop's KL is of float32 logits: KL ≈ ½ mean (Δ log p)², Δ log p ~ 0.1, so float32's ~1e-7 on the
+    # logits is ~1e-5 of it (measured 9.5e-6); the surrogate agrees to 3e-7
+    assert stats["trust_kl"] == pytest.approx(kl, rel=5e-5)
     assert stats["surrogate_before"] == pytest.approx(float((adv * mask).sum() / n), abs=1e-6)
-    assert -stats["policy_loss"] == pytest.approx(surrogate, rel=1e-4)
+    assert -stats["policy_loss"] == pytest.approx(surrogate, rel=1e-6)
 
     # The step itself: the natural-gradient step of the same surrogate and KL (written above from the paper),
     # taken in float64 by lolkit.trpo.trpo_step — which tests/test_trpo.py checks against a dense float64 solve.
@@ -215,9 +215,9 @@ def test_trpo_first_update_equals_a_float64_reference(tmp_path, tiny_model, monk
     saved = weights(run)
     moved = {k: q.detach() for k, q in model.named_parameters() if k in saved}
     assert max(_relative(saved[k], q) for k, q in moved.items()) <= 1e-6  # the updated weights
-    # and the update θ_new − θ_old itself, to the accuracy of float32's conjugate gradient
+    # and the update θ_new − θ_old itself (float32's conjugate gradient: measured 1.9e-6)
     delta = lambda w: torch.cat([(w[k].double() - before[k]).reshape(-1) for k in moved])  # noqa: E731
-    assert _relative(delta(saved), delta(moved)) <= 1e-2
+    assert _relative(delta(saved), delta(moved)) <= 1e-5
 
 
 def numbers_warm_start(tmp, arch: str = "llama", steps: int = 40):
