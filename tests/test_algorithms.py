@@ -54,3 +54,13 @@ def test_no_loop_branches_on_an_algorithm_name():
     files = [p for name in LOOPS for p in ([SRC / name] if name.endswith(".py") else sorted((SRC / name).rglob("*.py")))]
     assert len(files) > 8
     assert [hit for p in files for hit in _name_comparisons(p)] == []
+
+
+def test_every_online_row_names_its_update():
+    from lolkit.online.updates import UPDATES
+
+    assert {a.name: a.update for a in TABLE if a.loop == "online"} == {"ppo": "ppo", "nlpo": "ppo", "a2c": "a2c",
+                                                                          "trpo": "trpo"}
+    assert all(a.update in UPDATES for a in TABLE if a.loop == "online")
+    assert all(a.update is None for a in TABLE if a.loop != "online")
+    assert [a.name for a in TABLE if not a.policy_lr] == ["trpo"]

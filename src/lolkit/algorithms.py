@@ -99,7 +99,7 @@ class Algorithm:
     demo: bool = False  # trained and compared by `lolkit demo`
     # -- online rows ---------------------------------------------------------------------------------------
     action_mask: bool = False  # NLPO: actions restricted to a mask policy's top-p nucleus
-    update: str = "ppo"  # the rollout's update: a key of lolkit.online.updates.UPDATES
+    update: str | None = None  # the rollout's update: a key of lolkit.online.updates.UPDATES
     policy_lr: bool = True  # False: the policy step has no learning rate (TRPO), so --lr / optim.lr is refused
     # -- feedback rows -------------------------------------------------------------------------------------
     condition: type | None = None  # what samples are conditioned on (lolkit.conditions)
@@ -162,10 +162,10 @@ TABLE: tuple[Algorithm, ...] = (
     Algorithm("ppo", "online", ANY_RECORD,
               "per token −min(ρ_t A_t, clip(ρ_t, 1±0.2) A_t) + c_v (V − R_t)² − c_ent H_t on rollouts; rewards "
               "−β_kl log(π_old/π_ref) per token + R at the last, GAE, adaptive β_kl ([docs/online.md](docs/online.md))",
-              _PROMPTS),
+              _PROMPTS, update="ppo"),
     Algorithm("nlpo", "online", ANY_RECORD,
               "as `ppo`, each action restricted to the top-p nucleus of a mask policy refreshed every "
-              "`ppo.mask_update_every` rollouts", _PROMPTS, action_mask=True),
+              "`ppo.mask_update_every` rollouts", _PROMPTS, action_mask=True, update="ppo"),
     Algorithm("a2c", "online", ANY_RECORD,
               "per token −A_t log π_θ(a_t) + c_v (V − R_t)² − c_ent H_t, one update per rollout (no ratio, no "
               "clipping), RMSprop (`a2c.*`); rewards, GAE and adaptive β_kl as `ppo`", _PROMPTS, update="a2c"),
