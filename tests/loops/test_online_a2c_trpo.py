@@ -94,21 +94,45 @@ def _spy(monkeypatch, cls):
     return seen
 
 
-def _float64_policy(path, state=None):
-    from transformers import AutoModelForCausalLM
+@pytest.fixture(scope="module")
+def tiny_t5_online(lolkit_cache):
+    from lolkit.tiny import create_tiny_model
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    path = lolkit_cache / "tiny-t5-online"
+    return str(path if (path / "config.json").exists() else create_tiny_model(path, arch="t5"))
+
+
+def _float64_policy(path, state=None):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    seq2seq = AutoConfig.from_pretrained(path).is_encoder_decoder
+    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(path, dtype=torch.float32)
     if state is not None:
         model.load_state_dict(state, strict=False)
     return model.double()
 
 
 def _response_pass(model, batch):
-    """logits [B, T, V] and final hidden states [B, T, H] at the states of the response tokens, float64."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+    """logits [B, T, V] and final hidden states [B, T, H] at the states of the response tokens, float64. A
+    T5 gets each row's prompt (its attended tokens) in the encoder and start token + response in the decoder;
+    its hidden state is what reaches its tied LM head (scaled by d_model^−½)."""
+    if not model.config.is_encoder_decoder:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, output_hidden_states=True)
+        cut = slice(batch.prompt_width - 1, -1)
+        return out.logits[:, cut], out.hidden_states[-1][:, cut]
+    width, conf = batch.prompt_width, model.config
+    prompts = [row[:width][keep[:width].bool()] for row, keep in zip(batch.input_ids, batch.attention_mask,
+                                                                      strict=True)]
+    enc = torch.full((len(prompts), max(len(q) for q in prompts)), conf.pad_token_id)
+    enc_mask = torch.zeros_like(enc)
+    for b, q in enumerate(prompts):
+        enc[b, : len(q)], enc_mask[b, : len(q)] = q, 1
+    start = torch.full((len(prompts), 1), model.generation_config.decoder_start_token_id)
+    out = model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=torch.cat([start, batch.actions[:, :-1]], 1),
                 output_hidden_states=True)
-    cut = slice(batch.prompt_width - 1, -1)
-    return out.logits[:, cut], out.hidden_states[-1][:, cut]
+    hidden = out.decoder_hidden_states[-1]
+    return out.logits, hidden * conf.d_model**-0.5 if conf.tie_word_embeddings else hidden
 
 
 def _token_rewards(logp, scores, kl_beta, mask):
@@ -123,14 +147,18 @@ def _relative(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def test_a2c_first_update_equals_a_float64_reference(tmp_path, tiny_model, monkeypatch):
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_a2c_first_update_equals_a_float64_reference(tmp_path, tiny_model, tiny_t5_online, monkeypatch, arch):
     """A2C (Mnih et al. 2016) as RL4LMs runs it, per token: loss = mean_t [−A_t log π(a_t|s_t) + c_v (V(s_t) −
     R_t)² − c_ent H_t], A and R_t from GAE over the KL-penalised rewards (no whitening), one gradient step
     clipped to ‖g‖ ≤ 1, RMSprop's first update θ −= lr · g / (sqrt((1 − α) g²) + ε) on the policy and the
-    value head — all in float64, against the weights the loop saved after its first rollout."""
+    value head — all in float64, against the weights the loop saved after its first rollout; for a causal
+    policy and a T5 (prompt in the encoder, response in the decoder)."""
     seen = _spy(monkeypatch, updates.A2CUpdate)
     p = {**FAST["ppo"], "ent_coef": 0.01, "gamma": 0.99}
-    run = train(cfg_for(tmp_path, "a", "a2c", max_steps=1, save_every=0, reward=LENGTH, ppo=p), quiet=True)
+    tiny_model = tiny_model if arch == "llama" else tiny_t5_online
+    run = train(cfg_for(tmp_path, "a", "a2c", max_steps=1, save_every=0, reward=LENGTH, ppo=p,
+                        model={"name": tiny_model}), quiet=True)
     batch, mask = seen["roll"].batch, seen["roll"].batch.mask.double()
     model = _float64_policy(tiny_model)
     w = torch.zeros(model.config.hidden_size, dtype=torch.float64, requires_grad=True)  # the value head, at 0
@@ -165,13 +193,16 @@ def test_a2c_first_update_equals_a_float64_reference(tmp_path, tiny_model, monke
     assert float(head["linear.bias"]) == pytest.approx(float(new[-1]), rel=1e-6)
 
 
-def test_trpo_first_update_equals_a_float64_reference(tmp_path, tiny_model, monkeypatch):
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_trpo_first_update_equals_a_float64_reference(tmp_path, tiny_model, tiny_t5_online, monkeypatch, arch):
     """TRPO (Schulman et al. 2015) as stable-baselines3-contrib runs it: the loop's advantages are GAE over the
     KL-penalised rewards, whitened; its accepted step satisfies KL(π_new ‖ π_old) < δ and raises the surrogate
     L = mean_t A_t π_new(a_t|s_t)/π_old(a_t|s_t) — both recomputed in float64 from the full-vocabulary
     distributions of the weights before and after, and equal to what the loop reported."""
     seen = _spy(monkeypatch, updates.TRPOUpdate)
-    run = train(cfg_for(tmp_path, "t", "trpo", max_steps=1, save_every=0, reward=LENGTH, optim={}), quiet=True)
+    tiny_model = tiny_model if arch == "llama" else tiny_t5_online
+    run = train(cfg_for(tmp_path, "t", "trpo", max_steps=1, save_every=0, reward=LENGTH, optim={},
+                        model={"name": tiny_model}), quiet=True)
     batch, mask = seen["roll"].batch, seen["roll"].batch.mask.double()
     stats = seen["stats"]
     assert stats["line_search_accepted"] == 1.0
@@ -214,10 +245,14 @@ def test_trpo_first_update_equals_a_float64_reference(tmp_path, tiny_model, monk
     assert ref.line_search.tries == stats["line_search_tries"]
     saved = weights(run)
     moved = {k: q.detach() for k, q in model.named_parameters() if k in saved}
-    assert max(_relative(saved[k], q) for k, q in moved.items()) <= 1e-6  # the updated weights
-    # and the update θ_new − θ_old itself (float32's conjugate gradient: measured 1.9e-6)
+    # the updated weights, and the update θ_new − θ_old itself: the loop's surrogate and KL are right (above), so
+    # what differs is float32's conjugate gradient — measured, Llama: weights 1.5e-7, update 1.9e-6; T5 (whose
+    # tiny random init leaves the query weights small next to their step, and whose curvature float32 solves
+    # less well: β differs by 1e-4): weights 2.6e-5, update 6.4e-4
+    weights_tol, update_tol = (1e-6, 1e-5) if arch == "llama" else (1e-4, 2e-3)
+    assert max(_relative(saved[k], q) for k, q in moved.items()) <= weights_tol
     delta = lambda w: torch.cat([(w[k].double() - before[k]).reshape(-1) for k in moved])  # noqa: E731
-    assert _relative(delta(saved), delta(moved)) <= 1e-5
+    assert _relative(delta(saved), delta(moved)) <= update_tol
 
 
 def numbers_warm_start(tmp, arch: str = "llama", steps: int = 40):
