@@ -94,12 +94,17 @@ def _spy(monkeypatch, cls):
     return seen
 
 
-@pytest.fixture(scope="module")
-def tiny_t5_online(lolkit_cache):
+def tiny_t5_path(cache) -> str:
+    """The tiny T5 of the online tests, built once per session cache."""
     from lolkit.tiny import create_tiny_model
 
-    path = lolkit_cache / "tiny-t5-online"
+    path = cache / "tiny-t5-online"
     return str(path if (path / "config.json").exists() else create_tiny_model(path, arch="t5"))
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_online(lolkit_cache):
+    return tiny_t5_path(lolkit_cache)
 
 
 def _float64_policy(path, state=None):

@@ -11,22 +11,19 @@ from lolkit.run import read_metrics
 from lolkit.train import train
 
 from .test_online import FAST
-from .test_online_a2c_trpo import numbers_warm_start
+from .test_online_a2c_trpo import numbers_warm_start, tiny_t5_path
 
 LENGTH = "tests.loops.test_online:length_reward"
 
 
 @pytest.fixture(scope="module")
-def tiny_t5(lolkit_cache):
-    from lolkit.tiny import create_tiny_model
-
-    path = lolkit_cache / "tiny-t5-online"
-    return str(path if (path / "config.json").exists() else create_tiny_model(path, arch="t5"))
+def tiny_t5_online(lolkit_cache):
+    return tiny_t5_path(lolkit_cache)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "nlpo", "a2c", "trpo"])
-def test_every_online_algorithm_trains_a_t5_policy(tmp_path, tiny_t5, algo):
-    layer = {**FAST, "algo": {"name": algo}, "model": {"name": tiny_t5}, "output_dir": str(tmp_path / algo),
+def test_every_online_algorithm_trains_a_t5_policy(tmp_path, tiny_t5_online, algo):
+    layer = {**FAST, "algo": {"name": algo}, "model": {"name": tiny_t5_online}, "output_dir": str(tmp_path / algo),
              "max_steps": 2, "save_every": 2, "reward": LENGTH}
     if algo == "trpo":
         layer["optim"] = {}
@@ -41,7 +38,7 @@ def test_every_online_algorithm_trains_a_t5_policy(tmp_path, tiny_t5, algo):
         assert rows[1]["mask_refreshes"] == 0 and rows[0]["mask_checksum"] == rows[1]["mask_checksum"]
 
 
-def test_rollout_logprobs_and_values_are_the_decoders(tiny_t5):
+def test_rollout_logprobs_and_values_are_the_decoders(tiny_t5_online):
     """The rollout batch (left-padded prompt + response, the causal layout) read by an encoder–decoder: the
     log-probs equal log_softmax of T5's own logits for the prompt in the encoder and the response behind the
     start token in the decoder; the values sit on the decoder states (RL4LMs' seq2seq critic reads the
@@ -50,7 +47,7 @@ def test_rollout_logprobs_and_values_are_the_decoders(tiny_t5):
     from lolkit.models import ModelConfig, load_model
     from lolkit.online.policy import ValueHead, build_batch, policy_forward, reference_logps
 
-    model, tok, _ = load_model(ModelConfig(name=tiny_t5, lora=True, lora_r=4), trainable=True, seq2seq=True)
+    model, tok, _ = load_model(ModelConfig(name=tiny_t5_online, lora=True, lora_r=4), trainable=True, seq2seq=True)
     with torch.no_grad():
         for n, q in model.named_parameters():
             if "lora_B" in n:
@@ -78,14 +75,14 @@ def test_rollout_logprobs_and_values_are_the_decoders(tiny_t5):
         assert not torch.allclose(base, f.logps[batch.mask.bool()])  # the adapter changes the policy
 
 
-def test_nlpo_mask_acts_on_t5_generation(tiny_t5):
+def test_nlpo_mask_acts_on_t5_generation(tiny_t5_online):
     """The mask policy runs T5's encoder once and its decoder step by step beside generate: with top_p
     tiny, only its greedy token survives, so sampling from the policy (= the mask policy here) is greedy."""
     from lolkit.generation import sample_tokens
     from lolkit.models import ModelConfig, load_model
     from lolkit.online.nlpo import MaskPolicy
 
-    model, tok, _ = load_model(ModelConfig(name=tiny_t5), trainable=True, seq2seq=True)
+    model, tok, _ = load_model(ModelConfig(name=tiny_t5_online), trainable=True, seq2seq=True)
     mask = MaskPolicy(model, [n for n, q in model.named_parameters() if q.requires_grad], 1e-6, 1)
     prompts = [tok("Count: 1 2")["input_ids"], tok("Numbers")["input_ids"]]
     kw = {"pad_id": tok.pad_token_id, "eos_id": tok.eos_token_id, "max_new_tokens": 5}
@@ -123,7 +120,7 @@ def test_t5_policy_raises_the_increasing_numbers_reward(tmp_path, numbers_t5, al
     assert end > start + 0.04 and end > rise * start, rewards
 
 
-def test_nlpo_mask_model_of_the_policys_architecture(tmp_path, tiny_t5, lolkit_cache):
+def test_nlpo_mask_model_of_the_policys_architecture(tmp_path, tiny_t5_online, lolkit_cache):
     """ppo.mask_model: another T5 of the same sizes starts the mask policy (its checksum is its own, not the
     policy's, until the first refresh); one of other sizes is refused before the run directory exists."""
     from lolkit.errors import LolkitError
@@ -132,7 +129,7 @@ def test_nlpo_mask_model_of_the_policys_architecture(tmp_path, tiny_t5, lolkit_c
     from lolkit.tiny import create_tiny_model
 
     other = create_tiny_model(tmp_path / "other", arch="t5", seed=1)
-    layer = {**FAST, "algo": {"name": "nlpo"}, "model": {"name": tiny_t5}, "output_dir": str(tmp_path / "n"),
+    layer = {**FAST, "algo": {"name": "nlpo"}, "model": {"name": tiny_t5_online}, "output_dir": str(tmp_path / "n"),
              "max_steps": 1, "save_every": 0, "reward": LENGTH,
              "ppo": {**FAST["ppo"], "mask_model": str(other)}}
     rows = read_metrics(train(build(TrainConfig, layer), quiet=True))
