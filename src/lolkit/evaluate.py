@@ -457,10 +457,9 @@ def _model_identity(path: str) -> list:
 def _batches(tokenizer, prompts: list[str], gcfg: GenerationConfig) -> list[list[int]]:
     """The prompt batches of one :func:`generate` call (longest first, ``batch_size`` each)."""
     from .data.tokenize import encode_prompt
+    from .generation import prompt_batches
 
-    lengths = [len(encode_prompt(tokenizer, p, gcfg.max_prompt_len)) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    return [order[s : s + gcfg.batch_size] for s in range(0, len(order), gcfg.batch_size)]
+    return prompt_batches([len(encode_prompt(tokenizer, p, gcfg.max_prompt_len)) for p in prompts], gcfg.batch_size)
 
 
 def _read_progress(log: ProgressLog, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
@@ -474,33 +473,42 @@ def _read_progress(log: ProgressLog, batches: list[list[int]], per_prompt: int) 
 
 
 def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], records, reward, gcfg: GenerationConfig,
-                       side: Path, fingerprint: str, progress=None) -> tuple[list[dict], int]:
+                       side: Path, fingerprint: str, progress=None, shards=None) -> tuple[list[dict], int]:
     """Generate batch by batch (the batches and seeds of one :func:`generate` call), score each batch
     with ``reward`` and append it to the progress file ``side``; batches already there are reused.
-    Returns the rows in (prompt, sample) order and the number of prompts reused."""
+    Under several processes (``shards``, :mod:`lolkit.shards`) each generates and scores its share of the
+    batches and the main process writes the progress file. Returns the rows in (prompt, sample) order
+    and the number of prompts reused."""
+    from .shards import Shards
+
+    shards = shards or Shards()
     batches = _batches(tokenizer, prompts, gcfg)
     log = ProgressLog(side, {"format": PROGRESS_FORMAT, "fingerprint": fingerprint})
-    done = _read_progress(log, batches, gcfg.num_samples)
+    # the main process reads the progress file; every process then agrees on the batches left
+    found = shards.from_main(sorted(_read_progress(log, batches, gcfg.num_samples).items()) if shards.main else None)
+    done = {b: rows for b, rows in found}
     reused = sum(len(batches[b]) for b in done)
     if progress is not None and reused:
         progress(reused)
+
+    def work(b: int) -> list[dict]:
+        idx = batches[b]
+        outs = generate(model, tokenizer, [prompts[i] for i in idx], replace(gcfg, seed=gcfg.seed + b))
+        flat = [(k, s, g) for k, gens in zip(idx, outs, strict=True) for s, g in enumerate(gens)]
+        scores: list = [(None, {})] * len(flat)
+        if reward is not None:
+            refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
+            scores = reward.score([raw[k] for k, _, _ in flat], [g.text for _, _, g in flat],
+                                  references=refs, metas=metas)
+        return [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
+                 "num_tokens": g.num_tokens, "finished": g.finished}
+                for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
+
     with log:
-        for b, idx in enumerate(batches):
-            if b in done:
-                continue
-            outs = generate(model, tokenizer, [prompts[i] for i in idx], replace(gcfg, seed=gcfg.seed + b))
-            flat = [(k, s, g) for k, gens in zip(idx, outs, strict=True) for s, g in enumerate(gens)]
-            scores: list = [(None, {})] * len(flat)
-            if reward is not None:
-                refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
-                scores = reward.score([raw[k] for k, _, _ in flat], [g.text for _, _, g in flat],
-                                      references=refs, metas=metas)
-            rows = [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
-                     "num_tokens": g.num_tokens, "finished": g.finished}
-                    for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
-            done[b] = log.append({"batch": b, "rows": rows})["rows"]  # through JSON: fresh and resumed agree
-            if progress is not None:
-                progress(len(idx))
+        done.update(shards.share_work(
+            [b for b in range(len(batches)) if b not in done], work,
+            record=lambda b, rows: log.append({"batch": b, "rows": rows})["rows"],  # through JSON: fresh = resumed
+            progress=None if progress is None else (lambda b: progress(len(batches[b])))))
     rows = sorted((r for b in done.values() for r in b), key=lambda r: (r["k"], r["sample"]))
     return rows, reused
 
@@ -565,6 +573,11 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         records = records[: cfg.eval.max_prompts]
     if not records:
         raise LolkitError(f"{source}: no prompts to evaluate")
+    from .shards import Shards
+
+    shards = Shards.current()  # before the models: under several processes each takes its own GPU
+    if not shards.main:
+        log = None
     reward = get_reward(reward_name) if reward_name else None
     torch.manual_seed(cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -582,12 +595,14 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
         "ids": [r.id for r in records], "generation": gcfg.__dict__,
         "reward": reward.fingerprint() if reward else None}, sort_keys=True).encode()).hexdigest()
-    for name in EVAL_FILES:  # a killed run's half-written outputs
+    for name in EVAL_FILES if shards.main else ():  # a killed run's half-written outputs
         recover_partial(out_dir, only=name)
     side = out_dir / f".generations.progress-{fingerprint[:16]}.jsonl"
-    with CountProgress("generate", len(prompts), disable=quiet) as bar:
+    with CountProgress("generate", len(prompts), disable=quiet or not shards.main) as bar:
         rows, reused = generate_and_score(model, tokenizer, prompts, raw, records, reward, gcfg, side, fingerprint,
-                                          progress=bar.advance)
+                                          progress=bar.advance, shards=shards)
+    if not shards.main:  # the main process computes the metrics and writes the files
+        return {}
     if reused and log is not None:
         log(f"resumed: {reused} of {len(prompts)} prompts were generated by an earlier, interrupted run")
     for r in rows:
