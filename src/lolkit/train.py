@@ -236,7 +236,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     # Everything a user can get wrong is checked before the run directory is created, so a bad input
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
-             eval_every=cfg.eval_every, keep=cfg.save_total_limit) as run:
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit, sharding=True) as run:
         return _offline(cfg, row, run)
 
 
