@@ -69,6 +69,18 @@ def prompt_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
+def _unshard(model):
+    """An FSDP-sharded model's root gathered for the whole generation (None when not sharded): a PEFT
+    model's ``generate`` runs the base model's forward directly, past the hook of the FSDP root that
+    would gather its own weights (embeddings, final norm); the layers below gather theirs as usual."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    model.unshard()
+    return model
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
     """``num_samples`` continuations for each prompt, in prompt order.
@@ -85,6 +97,7 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
     results: list[list[Generated]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
+    root = _unshard(model)
     try:
         for b, idx in enumerate(prompt_batches([len(e) for e in encoded], cfg.batch_size)):
             ids, attn = _pad_prompts([encoded[i] for i in idx], pad, left=not start_kw)
@@ -109,6 +122,8 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
                 progress(len(idx))
     finally:
         model.train(was_training)
+        if root is not None:
+            root.reshard()
     return results
 
 
