@@ -179,12 +179,12 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     enc.report(lambda message: None)  # a cut is a warning; the counts go to the return value
     records, prompts = [records[i] for i in enc.kept], [prompts[i] for i in enc.kept]
     cfg = replace(cfg, max_prompt_len=enc.limits.max_prompt_len)
-    with CountProgress("generate", len(prompts), disable=quiet or not shards.main) as bar:
+    with CountProgress("generate", len(prompts), disable=quiet or not shards.is_main) as bar:
         outs = generate_shared(model, tokenizer, prompts, cfg, shards, progress=bar.advance)
     rows = [{"id": f"{rec.id}-{s}", "prompt": rec.prompt, "response": g.text,
              "meta": {**rec.meta, "source_id": rec.id, "sample": s, "finished": g.finished}}
             for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
-    n = write_records(output, rows) if shards.main else len(rows)
+    n = write_records(output, rows) if shards.is_main else len(rows)
     return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n,
             "truncation": enc.to_json()}
 

@@ -103,11 +103,11 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
                      messages=[r.prompt for r, _, _ in items], where=[f"{input_path}:{r.line}" for r, _, _ in items])
 
     reward.prepare(batch_of(0, len(records)))
-    if shards.main:
+    if shards.is_main:
         recover_partial(out.parent, only=out.name)  # a killed run's half-written output
     log = ProgressLog(side, {"format": FORMAT, "fingerprint": fingerprint, "input": input_path})
     # the main process reads the progress file; every process then agrees on the chunks left
-    done = dict(shards.from_main(sorted(_read_progress(log, spans, records).items()) if shards.main else None))
+    done = dict(shards.from_main(sorted(_read_progress(log, spans, records).items()) if shards.is_main else None))
     total = sum(len(r.responses) for r in records)
     reused = sum(len(records[k].responses) for j in done for k in range(*spans[j]))
 
@@ -120,9 +120,9 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
         it = iter(scored)
         return [[list(next(it)) for _ in rec.responses] for rec in records[spans[j][0] : spans[j][1]]]
 
-    if shards.main:
+    if shards.is_main:
         out.parent.mkdir(parents=True, exist_ok=True)
-    with log, CountProgress("score", total, disable=quiet or not shards.main) as bar:
+    with log, CountProgress("score", total, disable=quiet or not shards.is_main) as bar:
         bar.advance(reused)
         # the scores go through JSON either way, so resumed and fresh runs write the same bytes; the log is
         # opened at the first chunk: a run that fails before it leaves nothing
@@ -138,7 +138,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
             rec.components = [s[1] for s in scores]
             values += rec.rewards
             rows.append(rec.to_json())
-    if shards.main:
+    if shards.is_main:
         write_records(out, rows)
         for stale in out.parent.glob(f".{out.name}.progress-*.jsonl"):
             stale.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ class Shards:
         return cls(state.process_index, state.num_processes, state.device)
 
     @property
-    def main(self) -> bool:
+    def is_main(self) -> bool:
         return self.rank == 0
 
     def gather(self, value) -> list:
@@ -64,7 +64,7 @@ class Shards:
     def from_main(self, value):
         """The main process's ``value`` on every process (what it read from a progress file: every process
         then agrees on the work left, even when they do not share a filesystem)."""
-        return self.gather(value if self.main else None)[0]
+        return self.gather(value if self.is_main else None)[0]
 
     def share_work(self, todo: Iterable[int], work: Callable[[int], object],
                    record: Callable[[int, object], object] | None = None,
@@ -93,7 +93,7 @@ class Shards:
             for unit, (value, problem) in zip(units, got, strict=False):
                 if problem is not None:
                     raise LolkitError(problem)
-                out[unit] = record(unit, value) if record is not None and self.main else value
+                out[unit] = record(unit, value) if record is not None and self.is_main else value
                 if progress is not None:
                     progress(unit)
         return out
