@@ -368,8 +368,9 @@ class Run:
         shards = None
         if self.sharded:  # every process writes its shard; the main process moves them into the checkpoint
             shards = self.checkpoints / f".shards-{ckpt.STEP_PREFIX}{step}"
-            if self.main:
-                shutil.rmtree(shards, ignore_errors=True)  # a killed run's
+            if self.main:  # a killed run's staging folders
+                for old in self.checkpoints.glob(".shards-*"):
+                    shutil.rmtree(old, ignore_errors=True)
             self.accelerator.wait_for_everyone()
             ckpt.save_shard(shards, self.accelerator.process_index, weights.model, optimizer)
             self.accelerator.wait_for_everyone()
