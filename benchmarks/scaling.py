@@ -19,15 +19,32 @@ have exactly the same length distribution.
 
 Sizes are timed in alternation (1×, 4×, 16×, 1×, 1×, 16×, 4×, 1×, …); the figure is the median time
 per example.
-Usage: python benchmarks/scaling.py [--quick]
+
+The processes axis: the same model under `torchrun --standalone --nproc_per_node N` (gloo on CPU, one
+torch thread per process), N = 1 and 2 in alternation (1, 2, 2, 1, …), each run timing inside the
+process group (a barrier before and after each timed section):
+
+* engine     the engine before the first step over 64 examples: the reference pass, sharded (each process
+             scores a strided share), and the advantages (rewards from the data)
+* step       the offline training step: global batch 16 split among the processes, DDP, AdamW
+* eval       `lolkit eval`'s generation + reward scoring of 32 prompts (batches of 4 shared among the
+             processes, `lolkit.shards`), greedy, 16 new tokens
+* (PPO rollout + update: not timed — the online loop under N processes is not on this branch)
+
+The figure is the median ratio of the time per example with 2 processes to that with 1 (ideal on 2
+free cores: 0.5; at 1.0 nothing was gained, and above 1 a process waits on the other).
+Usage: python benchmarks/scaling.py [--quick] [--axis data|processes|both]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,9 +72,18 @@ def records(path: Path, copies: int) -> Path:
 
 
 def main() -> None:
-    args = timing_args(__doc__, 2, 4)
-    rounds = args.rounds
+    args = timing_args(__doc__, 2, 4, add=lambda ap: (
+        ap.add_argument("--axis", choices=("data", "processes", "both"), default="both"),
+        ap.add_argument("--worker", help=argparse.SUPPRESS)))
+    if args.worker:
+        return processes_worker(Path(args.worker))
+    if args.axis in ("data", "both"):
+        data_axis(args.rounds)
+    if args.axis in ("processes", "both"):
+        processes_axis(args.rounds)
 
+
+def data_axis(rounds: int) -> None:
     from lolkit.algorithms import get_algorithm
     from lolkit.config import TrainConfig, build
     from lolkit.data.dataset import load_train_data
@@ -141,6 +167,113 @@ def main() -> None:
                   + ("" if k == 1 else f"  {verdict(good)}"))
     print(f"linear within {TOLERANCE:.0%} (time per example at 4x and 16x at most {1 + TOLERANCE:.2f} x 1x): "
           f"{verdict(ok)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the processes axis
+# --------------------------------------------------------------------------------------------------
+PROC_EXAMPLES, PROC_BATCH, PROC_STEPS, PROC_PROMPTS = 64, 16, 4, 32
+
+
+def processes_worker(spec_path: Path) -> None:
+    """One timed run inside a torchrun process group (``spec_path``: JSON with the model, data and output)."""
+    from accelerate import Accelerator
+
+    from lolkit.algorithms import get_algorithm
+    from lolkit.config import TrainConfig, build
+    from lolkit.data.dataset import load_train_data
+    from lolkit.engine import Dist, prepare_engine
+    from lolkit.evaluate import generate_and_score
+    from lolkit.generation import GenerationConfig
+    from lolkit.losses import LossParams
+    from lolkit.models import ModelConfig, load_model, quiet_transformers
+    from lolkit.rewards import get_reward
+    from lolkit.shards import Shards
+    from lolkit.train import StepPlan, accumulate_gradients, resolve_config
+
+    quiet_transformers()
+    spec = json.loads(spec_path.read_text())
+    acc = Accelerator(cpu=True)
+    world, rank = acc.num_processes, acc.process_index
+    out = Path(spec["out"])
+    model, tok, _ = load_model(ModelConfig(name=spec["model"]), trainable=True)
+    algo = get_algorithm("a_lol")
+    cfg = resolve_config(build(TrainConfig, {
+        "output_dir": str(out / "run"), "batch_size": PROC_BATCH, "micro_batch_size": PROC_BATCH // world,
+        "model": {"name": spec["model"]}, "data": {"train": spec["data"], "val_fraction": 0.0},
+        "algo": {"name": "a_lol", "value_source": "data", "max_reward": 1.0, "cache_dir": str(out / "engine")}}))
+    data = load_train_data(cfg.data, tok, algo)
+    dist = Dist(rank, world, acc.wait_for_everyone, lambda t: acc.reduce(t, reduction="sum"))
+    times = {}
+
+    def timed(name: str, fn) -> None:
+        acc.wait_for_everyone()
+        t = time.perf_counter()
+        fn()
+        acc.wait_for_everyone()
+        times[name] = time.perf_counter() - t
+
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    box = {}
+    timed("engine", lambda: box.setdefault("engine", prepare_engine(
+        cfg, algo, model, tok, data, spec["model"], fresh_adapter=False, log=lambda m: None, run=out / "run",
+        dist=dist)))
+    engine = box["engine"]
+    engine.pool = list(range(len(data.examples)))
+    plan = StepPlan(data.lengths, PROC_BATCH, PROC_BATCH // world, cfg.seed, rank, world, pool=engine.pool)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    ddp, opt = acc.prepare(model, opt)
+    params = LossParams()
+
+    def steps(first: int, count: int) -> None:
+        for s in range(first, first + count):
+            accumulate_gradients(ddp, algo, params, data, engine, plan.step(s), tok.pad_token_id, "cpu",
+                                 PROC_BATCH / world, acc.backward, acc.no_sync)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    steps(0, 1)  # warm-up
+    timed("step", lambda: steps(1, PROC_STEPS))
+    prompts = [json.loads(line)["prompt"] for line in Path(spec["data"]).read_text().splitlines()][:PROC_PROMPTS]
+    gcfg = GenerationConfig(max_new_tokens=16, batch_size=4, max_prompt_len=64)
+    reward = get_reward("colours")
+    shards = Shards.current()
+    timed("eval", lambda: generate_and_score(acc.unwrap_model(ddp), tok, prompts, prompts, None, reward, gcfg,
+                                             out / f"progress-{world}.jsonl", "bench", shards=shards))
+    if rank == 0:
+        per = {"engine": times["engine"] / PROC_EXAMPLES, "step": times["step"] / (PROC_STEPS * PROC_BATCH),
+               "eval": times["eval"] / PROC_PROMPTS}
+        (out / "times.json").write_text(json.dumps(per))
+
+
+def processes_axis(rounds: int) -> None:
+    tmp = scratch("lolkit-scaling-proc-")
+    model_dir = tiny_llama(tmp, hidden=128, layers=4, heads=4)
+    data = records(tmp / "data.jsonl", PROC_EXAMPLES // BASE)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for r in range(rounds):
+        for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+            out = tmp / f"r{r}-n{n}"
+            out.mkdir()
+            spec = out / "spec.json"
+            spec.write_text(json.dumps({"model": str(model_dir), "data": str(data), "out": str(out)}))
+            res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(n), __file__,
+                                  "--worker", str(spec)], env=env, capture_output=True, text=True, timeout=900)
+            if res.returncode:
+                raise SystemExit(f"torchrun with {n} processes failed:\n{res.stderr[-3000:]}")
+            runs[n].append(json.loads((out / "times.json").read_text()))
+    print(f"\nprocesses: Llama 128 x 4, CPU fp32 over gloo, 1 thread per process, {os.cpu_count()} cores; "
+          f"{rounds} rounds")
+    print(f"{'pass':<10} {'1 proc ms/ex':>13} {'2 procs ms/ex':>14} {'2 / 1':>7}")
+    for name in ("engine", "step", "eval"):
+        one = statistics.median(x[name] for x in runs[1])
+        two = statistics.median(x[name] for x in runs[2])
+        ratio = statistics.median(b[name] / a[name] for a, b in zip(runs[1], runs[2], strict=True))
+        print(f"{name:<10} {one * 1e3:>13.1f} {two * 1e3:>14.1f} {ratio:>7.3f}")
+    print("PPO rollout + update: not timed (the online loop does not run under N processes on this branch)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ one is used instead. Layout of ``checkpoints/step-N/``:
 * the weights, loadable on their own: a model in Hugging Face format (full weights, or the peft adapter;
   :class:`ModelWeights`), or a loop's own modules as ``NAME.safetensors`` (:class:`ModuleWeights`, CoLA);
 * ``trainer/optimizer.safetensors`` + ``trainer/optimizer.json``: the optimizer state, flattened;
+* or, for a model sharded by FSDP, ``shards/rank-R.safetensors`` (each process's shard of the trainable
+  weights and of the optimizer tensors) + ``shards/index.json`` (the number of processes, each weight's
+  whole shape and placement) in place of the weights and ``optimizer.safetensors``; resumed by as many
+  processes (``final/`` and ``best/`` hold the gathered, whole weights);
 * ``trainer/rng.safetensors``: torch (and CUDA) generator states;
 * ``trainer/NAME.safetensors``: the tensors of each extra part of a loop's state (a value head, a critic,
   a mask policy — anything with ``state_dict()`` / ``load_state_dict()``);
@@ -21,6 +25,7 @@ one is used instead. Layout of ``checkpoints/step-N/``:
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -34,13 +39,47 @@ from .io import atomic_path, read_json, verify_manifest, warn, write_json
 from .models import is_peft
 
 STEP_PREFIX = "step-"
+SHARDS = "shards"  # a sharded checkpoint's folder: rank-R.safetensors per process and index.json
+SHARDS_FORMAT = "lolkit-shards/1"
 ALIAS = "__same_tensor_as__"
 
 
-def save_model(model, tokenizer, out: Path) -> None:
-    model.save_pretrained(out, safe_serialization=True)
+def save_model(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
+    """``save_pretrained`` (``state_dict``: the gathered weights of a sharded model)."""
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
+    if state_dict is not None:
+        _unwrapped_architecture(model, out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+
+
+def _unwrapped_architecture(model, out: Path) -> None:
+    """FSDP2 turns a model's class into ``FSDP<Class>``, which ``save_pretrained`` records as the
+    architecture; the folder is a plain model's: record the class FSDP wrapped."""
+    import torch.distributed.fsdp as fsdp
+
+    cls = type(model)
+    if not issubclass(cls, fsdp.FSDPModule) or not (out / "config.json").is_file():
+        return
+    plain = next(c for c in cls.__mro__[1:] if not issubclass(c, fsdp.FSDPModule))
+    cfg = read_json(out / "config.json")
+    if cfg.get("architectures") == [cls.__name__]:
+        cfg["architectures"] = [plain.__name__]
+        write_json(out / "config.json", cfg)
+
+
+def is_sharded(model) -> bool:
+    """Whether the model's parameters are sharded across processes (FSDP2: DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _local(t):
+    """This process's part of a tensor (a DTensor's local shard; any other tensor as it is)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -53,6 +92,7 @@ def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
     def put(key: str, value: Any) -> None:
         if isinstance(value, torch.Tensor):
+            value = _local(value)  # sharded optimizer state (FSDP): this process's part, saved per process
             ident = (value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
             if ident in first:
                 scalars[key] = {ALIAS: first[ident]}
@@ -100,9 +140,20 @@ class ModelWeights:
 
     def __init__(self, model, tokenizer=None):
         self.model, self.tokenizer = model, tokenizer
+        self.gathered: dict | None = None  # a sharded model's whole weights, from gather() to the next save()
+
+    def gather(self) -> None:
+        """Under FSDP every process joins in gathering the whole weights on the main process, in CPU memory
+        (``save`` then writes them). torch's own full state dict: Accelerate's ``get_state_dict`` asks for
+        ``broadcast_from_rank0`` as well, which gives DTensors back over gloo."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        self.gathered = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
+                                                                                  cpu_offload=True))
 
     def save(self, folder: Path) -> None:
-        save_model(self.model, self.tokenizer, folder)
+        gathered, self.gathered = self.gathered, None
+        save_model(self.model, self.tokenizer, folder, gathered)
 
     def load(self, folder: Path) -> None:
         load_trainable_weights(self.model, folder)
@@ -138,17 +189,50 @@ class Trainable:
         self.module.load_state_dict(state, strict=False)
 
 
-def save_checkpoint(path: Path, weights, optimizer, scheduler, step: int, state: dict, parts: dict | None = None) -> None:
+def save_shard(folder: Path, rank: int, model, optimizer) -> None:
+    """This process's part of a sharded checkpoint (FSDP), every process calls it: its shard of each
+    trainable weight (``model/NAME``) and of the optimizer state (``optimizer/KEY``, keys as in
+    :func:`flatten_optimizer`) in ``folder/rank-R.safetensors``; :func:`save_checkpoint` then moves the
+    files into the checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{n}": _local(p).detach().to("cpu", copy=True).contiguous()
+               for n, p in model.named_parameters() if p.requires_grad}
+    tensors.update({f"optimizer/{k}": v for k, v in flatten_optimizer(optimizer.state_dict())[0].items()})
+    save_file(tensors, folder / f"rank-{rank}.safetensors")
+
+
+def _shard_index(model, world: int) -> dict:
+    from torch.distributed.tensor import DTensor
+
+    return {"format": SHARDS_FORMAT, "world_size": world, "files": [f"rank-{r}.safetensors" for r in range(world)],
+            "weights": {n: {"shape": list(p.shape), "placements": [str(x) for x in p.placements]
+                            if isinstance(p, DTensor) else None}
+                        for n, p in model.named_parameters() if p.requires_grad}}
+
+
+def save_checkpoint(path: Path, weights, optimizer, scheduler, step: int, state: dict, parts: dict | None = None,
+                    shards: Path | None = None, world: int = 1) -> None:
     """Write ``path`` atomically: ``weights`` (``.save(folder)``), the optimizer and scheduler (None for a
     constant learning rate), the RNG states, ``state`` (JSON values of the loop) and ``parts`` — each an
     object with ``state_dict()`` whose tensors go to ``trainer/NAME.safetensors`` and the rest to
-    ``state.json``."""
+    ``state.json``. ``shards``: a sharded model's checkpoint — the folder where the ``world`` processes
+    wrote their :func:`save_shard` files, which go to ``shards/`` with ``index.json`` in place of the
+    weights and the optimizer tensors."""
     with atomic_path(path, is_dir=True, manifest=True) as tmp:
-        weights.save(tmp)
         t = tmp / "trainer"
-        t.mkdir()
-        tensors, meta = flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, t / "optimizer.safetensors")
+        if shards is None:
+            weights.save(tmp)
+            t.mkdir()
+            tensors, meta = flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, t / "optimizer.safetensors")
+        else:
+            t.mkdir()
+            meta = flatten_optimizer(optimizer.state_dict())[1]
+            (tmp / SHARDS).mkdir()
+            index = _shard_index(weights.model, world)
+            for name in index["files"]:
+                os.replace(shards / name, tmp / SHARDS / name)
+            write_json(tmp / SHARDS / "index.json", index)
         (t / "optimizer.json").write_text(json.dumps(meta))
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -184,12 +268,53 @@ def load_trainable_weights(model, path: Path) -> None:
         raise RuntimeError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_checkpoint(path: Path, weights, optimizer, scheduler, parts: dict | None = None) -> dict:
-    """Restore what :func:`save_checkpoint` wrote into the live objects; returns the state's JSON values."""
-    weights.load(path)
+def load_shard(path: Path, rank: int, world: int, model, optimizer) -> None:
+    """Load this process's shard of a sharded checkpoint into the sharded ``model`` and its optimizer. The
+    checkpoint must be sharded over as many processes as this run has: the shards are FSDP's split of
+    each tensor (dimension 0) among that many processes."""
+    from torch.distributed.tensor import DTensor
+
+    index_path = path / SHARDS / "index.json"
+    sharded = is_sharded(model)
+    if not index_path.is_file() or not sharded:
+        saved = f"sharded over {read_json(index_path).get('world_size')} processes (FSDP)" if index_path.is_file() \
+            else "whole (saved without FSDP)"
+        raise LolkitError(f"{path}: the checkpoint is {saved} and this run {'shards' if sharded else 'does not shard'} "
+                          "the model: resume it launched as it was, or start again with --overwrite")
+    index = read_json(index_path)
+    if index.get("format") != SHARDS_FORMAT or index.get("world_size") != world:
+        raise LolkitError(f"{path}: the checkpoint is sharded over {index.get('world_size')} processes and this run has "
+                          f"{world}: resume it with {index.get('world_size')} processes (the same launch command)")
+    state = load_file(path / SHARDS / f"rank-{rank}.safetensors")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                _local(p).copy_(state[f"model/{n}"])
+    meta = json.loads((path / "trainer" / "optimizer.json").read_text())
+    sd = unflatten_optimizer({k[len("optimizer/"):]: v for k, v in state.items() if k.startswith("optimizer/")}, meta)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid, values in sd["state"].items():
+        p = params[pid]
+        if not isinstance(p, DTensor):
+            continue
+        for k, v in values.items():  # the per-element states (Adam's moments) are shards of the parameter
+            if isinstance(v, torch.Tensor) and v.dim() and tuple(v.shape) == tuple(p.to_local().shape):
+                values[k] = DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, run_check=False,
+                                               shape=p.shape, stride=p.stride())
+    optimizer.load_state_dict(sd)
+
+
+def load_checkpoint(path: Path, weights, optimizer, scheduler, parts: dict | None = None, rank: int = 0,
+                    world: int = 1) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into the live objects; returns the state's JSON values.
+    A sharded checkpoint, or a sharded model, goes through :func:`load_shard` (``rank`` of ``world``)."""
     t = path / "trainer"
-    meta = json.loads((t / "optimizer.json").read_text())
-    optimizer.load_state_dict(unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
+    if (path / SHARDS / "index.json").is_file() or (isinstance(weights, ModelWeights) and is_sharded(weights.model)):
+        load_shard(path, rank, world, weights.model, optimizer)
+    else:
+        weights.load(path)
+        meta = json.loads((t / "optimizer.json").read_text())
+        optimizer.load_state_dict(unflatten_optimizer(load_file(t / "optimizer.safetensors"), meta))
     rng = load_file(t / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():

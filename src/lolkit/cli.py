@@ -43,9 +43,12 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
 
 
 def _console():
+    """stdout; silent in the processes other than the main one of a torchrun / accelerate launch."""
     from rich.console import Console
 
-    return Console()
+    from .progress import _main_process
+
+    return Console(quiet=not _main_process())
 
 
 DATA_FORMATS = ("JSONL(.gz), JSON, CSV, Parquet, a save_to_disk folder, a folder of data files or a cached Hub "
@@ -823,13 +826,16 @@ def main() -> None:
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
 
+    from .progress import _main_process
+
     try:
         code = app(standalone_mode=False)
     except LolkitError as e:
         if _state["debug"]:
             raise
         msg = " ".join(str(e).split("\n"))
-        print(f"error: {msg}", file=sys.stderr)
+        if _main_process():  # every process meets the same error: the main one reports it
+            print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
     except click_errors.NoArgsIsHelpError as e:
         print(e.format_message())  # a group called without a command: its help, exit code 2 as click does

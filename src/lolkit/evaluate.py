@@ -214,15 +214,17 @@ def embed_texts(texts: list[str]):
 
 
 def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int | None,
-                 batch_size: int = 16) -> list[tuple[float, int]]:
+                 batch_size: int = 16, shards=None) -> list[tuple[float, int]]:
     """``(Σ −log p(y_t | x, y_<t), number of tokens)`` of each response under ``model``: the response's
     tokens (the scorer's tokenizer, no special tokens, no EOS), conditioned on the prompt (its last
     ``max_prompt_len`` tokens, all when None, and no more than the scorer's context leaves beside the
-    response). An empty response gives (0, 0)."""
+    response). An empty response gives (0, 0). Under several processes (``shards``) the batches are shared
+    among them and gathered in order (:mod:`lolkit.shards`)."""
     import torch
 
     from .data.tokenize import Encoded, SeparateContext, collate, context_window, encode_prompt
     from .logprobs import forward_logprobs
+    from .shards import Shards
 
     window = context_window(model)
     enc = []
@@ -233,19 +235,22 @@ def response_nll(model, tokenizer, prompts: list[str], responses: list[str], max
         limit = room if max_prompt_len is None else max_prompt_len if room is None else min(max_prompt_len, room)
         enc.append(Encoded(tuple(encode_prompt(tokenizer, p, limit)), ids, False))
     device = next(model.parameters()).device
-    out: list[tuple[float, int]] = []
+
+    @torch.no_grad()
+    def work(j: int) -> list:
+        items = enc[j * batch_size : (j + 1) * batch_size]
+        b = collate(items, range(j * batch_size, j * batch_size + len(items)), tokenizer.pad_token_id).to(device)
+        seq, _, _ = forward_logprobs(model, b)
+        return [[-float(v), len(e.response_ids)] for v, e in zip(seq.tolist(), items, strict=True)]
+
+    batches = range(-(-len(enc) // batch_size))
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for s in range(0, len(enc), batch_size):
-                items = enc[s : s + batch_size]
-                b = collate(items, range(s, s + len(items)), tokenizer.pad_token_id).to(device)
-                seq, _, _ = forward_logprobs(model, b)
-                out += [(-float(v), len(e.response_ids)) for v, e in zip(seq.tolist(), items, strict=True)]
+        done = (shards or Shards()).share_work(batches, work)
     finally:
         model.train(was)
-    return out
+    return [(nll, n) for j in batches for nll, n in done[j]]
 
 
 def _knowledge(meta: dict):
@@ -302,10 +307,11 @@ def parse_metrics(spec: str | list[str] | None) -> tuple[list[str], bool]:
 
 
 def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool, *, ppl_scorer=None,
-                    max_prompt_len: int | None = None, log=None) -> tuple[dict, dict]:
+                    max_prompt_len: int | None = None, log=None, shards=None) -> tuple[dict, dict]:
     """Adds per-response values to ``rows[i]['metrics']``; returns (corpus-level values, skipped).
     ``rows[i]['_k']`` is the row's prompt index into ``records``; ``ppl_scorer`` is
-    (model, tokenizer, name) or None."""
+    (model, tokenizer, name) or None. ``shards``: the perplexity's forward passes are shared among the
+    processes (each of which calls this, the others with ``names`` reduced to ``ppl``)."""
     from .data.tokenize import prompt_text, render_prompt
 
     texts = [r["response"] for r in rows]
@@ -352,7 +358,8 @@ def compute_metrics(rows: list[dict], records, names: list[str], explicit: bool,
                     prompts.append(render_prompt(tok, p))
                 except LolkitError:  # a conversation and a scorer without a chat template
                     prompts.append(prompt_text(p))
-            for r, (nll, n) in zip(rows, response_nll(model, tok, prompts, texts, max_prompt_len), strict=True):
+            for r, (nll, n) in zip(rows, response_nll(model, tok, prompts, texts, max_prompt_len, shards=shards),
+                                   strict=True):
                 r["metrics"]["nll"], r["metrics"]["ppl_tokens"] = nll, n
             extra["ppl_model"] = name
     wanted = [m for m in REFERENCE_METRICS if m in names]
@@ -457,10 +464,9 @@ def _model_identity(path: str) -> list:
 def _batches(tokenizer, prompts: list[str], gcfg: GenerationConfig) -> list[list[int]]:
     """The prompt batches of one :func:`generate` call (longest first, ``batch_size`` each)."""
     from .data.tokenize import encode_prompt
+    from .generation import prompt_batches
 
-    lengths = [len(encode_prompt(tokenizer, p, gcfg.max_prompt_len)) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    return [order[s : s + gcfg.batch_size] for s in range(0, len(order), gcfg.batch_size)]
+    return prompt_batches([len(encode_prompt(tokenizer, p, gcfg.max_prompt_len)) for p in prompts], gcfg.batch_size)
 
 
 def _read_progress(log: ProgressLog, batches: list[list[int]], per_prompt: int) -> dict[int, list]:
@@ -474,33 +480,42 @@ def _read_progress(log: ProgressLog, batches: list[list[int]], per_prompt: int) 
 
 
 def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], records, reward, gcfg: GenerationConfig,
-                       side: Path, fingerprint: str, progress=None) -> tuple[list[dict], int]:
+                       side: Path, fingerprint: str, progress=None, shards=None) -> tuple[list[dict], int]:
     """Generate batch by batch (the batches and seeds of one :func:`generate` call), score each batch
     with ``reward`` and append it to the progress file ``side``; batches already there are reused.
-    Returns the rows in (prompt, sample) order and the number of prompts reused."""
+    Under several processes (``shards``, :mod:`lolkit.shards`) each generates and scores its share of the
+    batches and the main process writes the progress file. Returns the rows in (prompt, sample) order
+    and the number of prompts reused."""
+    from .shards import Shards
+
+    shards = shards or Shards()
     batches = _batches(tokenizer, prompts, gcfg)
     log = ProgressLog(side, {"format": PROGRESS_FORMAT, "fingerprint": fingerprint})
-    done = _read_progress(log, batches, gcfg.num_samples)
+    # the main process reads the progress file; every process then agrees on the batches left
+    found = shards.from_main(sorted(_read_progress(log, batches, gcfg.num_samples).items()) if shards.is_main else None)
+    done = {b: rows for b, rows in found}
     reused = sum(len(batches[b]) for b in done)
     if progress is not None and reused:
         progress(reused)
+
+    def work(b: int) -> list[dict]:
+        idx = batches[b]
+        outs = generate(model, tokenizer, [prompts[i] for i in idx], replace(gcfg, seed=gcfg.seed + b))
+        flat = [(k, s, g) for k, gens in zip(idx, outs, strict=True) for s, g in enumerate(gens)]
+        scores: list = [(None, {})] * len(flat)
+        if reward is not None:
+            refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
+            scores = reward.score([raw[k] for k, _, _ in flat], [g.text for _, _, g in flat],
+                                  references=refs, metas=metas)
+        return [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
+                 "num_tokens": g.num_tokens, "finished": g.finished}
+                for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
+
     with log:
-        for b, idx in enumerate(batches):
-            if b in done:
-                continue
-            outs = generate(model, tokenizer, [prompts[i] for i in idx], replace(gcfg, seed=gcfg.seed + b))
-            flat = [(k, s, g) for k, gens in zip(idx, outs, strict=True) for s, g in enumerate(gens)]
-            scores: list = [(None, {})] * len(flat)
-            if reward is not None:
-                refs, metas = _reward_inputs(reward, records, [k for k, _, _ in flat])
-                scores = reward.score([raw[k] for k, _, _ in flat], [g.text for _, _, g in flat],
-                                      references=refs, metas=metas)
-            rows = [{"k": k, "sample": s, "response": g.text, "reward": total, "rewards": comps,
-                     "num_tokens": g.num_tokens, "finished": g.finished}
-                    for (k, s, g), (total, comps) in zip(flat, scores, strict=True)]
-            done[b] = log.append({"batch": b, "rows": rows})["rows"]  # through JSON: fresh and resumed agree
-            if progress is not None:
-                progress(len(idx))
+        done.update(shards.share_work(
+            [b for b in range(len(batches)) if b not in done], work,
+            record=lambda b, rows: log.append({"batch": b, "rows": rows})["rows"],  # through JSON: fresh = resumed
+            progress=None if progress is None else (lambda b: progress(len(batches[b])))))
     rows = sorted((r for b in done.values() for r in b), key=lambda r: (r["k"], r["sample"]))
     return rows, reused
 
@@ -565,6 +580,11 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         records = records[: cfg.eval.max_prompts]
     if not records:
         raise LolkitError(f"{source}: no prompts to evaluate")
+    from .shards import Shards
+
+    shards = Shards.current()  # before the models: under several processes each takes its own GPU
+    if not shards.is_main:
+        log = None
     reward = get_reward(reward_name) if reward_name else None
     torch.manual_seed(cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -582,12 +602,12 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         "format": PROGRESS_FORMAT, "model": _model_identity(mcfg.name), "prompts": prompts,
         "ids": [r.id for r in records], "generation": gcfg.__dict__,
         "reward": reward.fingerprint() if reward else None}, sort_keys=True).encode()).hexdigest()
-    for name in EVAL_FILES:  # a killed run's half-written outputs
+    for name in EVAL_FILES if shards.is_main else ():  # a killed run's half-written outputs
         recover_partial(out_dir, only=name)
     side = out_dir / f".generations.progress-{fingerprint[:16]}.jsonl"
-    with CountProgress("generate", len(prompts), disable=quiet) as bar:
+    with CountProgress("generate", len(prompts), disable=quiet or not shards.is_main) as bar:
         rows, reused = generate_and_score(model, tokenizer, prompts, raw, records, reward, gcfg, side, fingerprint,
-                                          progress=bar.advance)
+                                          progress=bar.advance, shards=shards)
     if reused and log is not None:
         log(f"resumed: {reused} of {len(prompts)} prompts were generated by an earlier, interrupted run")
     for r in rows:
@@ -601,8 +621,12 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
             pm, ptok, _ = load_model(replace(cli_model, name=opts.ppl_model), trainable=False, device=device,
                                      seq2seq=True)
             ppl_scorer = (pm, ptok, ppl_name)
+    if not shards.is_main:  # the perplexity's share of forward passes; the main process does the rest and writes
+        compute_metrics(rows, records, [m for m in names if m == "ppl"], explicit, ppl_scorer=ppl_scorer,
+                        max_prompt_len=cut.limits.max_prompt_len, shards=shards)
+        return {}
     extra, skipped = compute_metrics(rows, records, names, explicit, ppl_scorer=ppl_scorer,
-                                     max_prompt_len=cut.limits.max_prompt_len)
+                                     max_prompt_len=cut.limits.max_prompt_len, shards=shards)
     out_rows = [{"id": records[r["_k"]].id, "prompt": raw[r["_k"]], "sample": r["sample"], "response": r["response"],
                  "reward": r["reward"], "rewards": r["rewards"], "num_tokens": r["num_tokens"],
                  "finished": r["finished"], "metrics": r["metrics"]} for r in rows]

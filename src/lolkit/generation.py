@@ -62,6 +62,25 @@ def _start_kw(model) -> dict:
     return {"decoder_start_token_id": decoder_start_id(model)}
 
 
+def prompt_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The batches of :func:`generate`: prompt indices sorted longest first (ties in input order),
+    ``batch_size`` per batch."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def _unshard(model):
+    """An FSDP-sharded model's root gathered for the whole generation (None when not sharded): a PEFT
+    model's ``generate`` runs the base model's forward directly, past the hook of the FSDP root that
+    would gather its own weights (embeddings, final norm); the layers below gather theirs as usual."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    model.unshard()
+    return model
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
     """``num_samples`` continuations for each prompt, in prompt order.
@@ -72,16 +91,15 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
     device = next(model.parameters()).device
     limit = prompt_limit(cfg.max_prompt_len, context_window(model), cfg.max_new_tokens).max_prompt_len
     encoded = [encode_prompt(tokenizer, p, limit) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     start_kw = _start_kw(model)
     results: list[list[Generated]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
+    root = _unshard(model)
     try:
-        for b, start in enumerate(range(0, len(order), cfg.batch_size)):
-            idx = order[start : start + cfg.batch_size]
+        for b, idx in enumerate(prompt_batches([len(e) for e in encoded], cfg.batch_size)):
             ids, attn = _pad_prompts([encoded[i] for i in idx], pad, left=not start_kw)
             torch.manual_seed(cfg.seed + b)
             sample_kw = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.do_sample else {}
@@ -104,6 +122,31 @@ def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, pr
                 progress(len(idx))
     finally:
         model.train(was_training)
+        if root is not None:
+            root.reshard()
+    return results
+
+
+def generate_shared(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, shards,
+                    progress=None) -> list[list[Generated]]:
+    """:func:`generate` with its batches shared among the processes of ``shards`` (:mod:`lolkit.shards`):
+    each batch is generated with the seed it has in one :func:`generate` call, so every process gets the
+    single-process result."""
+    from dataclasses import replace
+
+    limit = prompt_limit(cfg.max_prompt_len, context_window(model), cfg.max_new_tokens).max_prompt_len
+    batches = prompt_batches([len(encode_prompt(tokenizer, p, limit)) for p in prompts], cfg.batch_size)
+
+    def work(b: int) -> list:
+        outs = generate(model, tokenizer, [prompts[i] for i in batches[b]], replace(cfg, seed=cfg.seed + b))
+        return [[[g.text, g.num_tokens, g.finished] for g in gens] for gens in outs]
+
+    done = shards.share_work(range(len(batches)), work,
+                             progress=None if progress is None else (lambda b: progress(len(batches[b]))))
+    results: list[list[Generated]] = [[] for _ in prompts]
+    for b, idx in enumerate(batches):
+        for i, gens in zip(idx, done[b], strict=True):
+            results[i] = [Generated(*g) for g in gens]
     return results
 
 
@@ -121,8 +164,10 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     from .data.tokenize import encode_prompts, render_prompt
     from .models import ModelConfig, load_model
     from .progress import CountProgress
+    from .shards import Shards
 
     records = load_prompts(prompts_path)
+    shards = Shards.current()  # before the model: under several processes each takes its own GPU
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, _ = load_model(ModelConfig(name=model_name, trust_remote_code=trust_remote_code,
                                                  allow_pickle=allow_pickle), trainable=False, device=device,
@@ -134,12 +179,12 @@ def generate_file(model_name: str, prompts_path: str, output: str, cfg: Generati
     enc.report(lambda message: None)  # a cut is a warning; the counts go to the return value
     records, prompts = [records[i] for i in enc.kept], [prompts[i] for i in enc.kept]
     cfg = replace(cfg, max_prompt_len=enc.limits.max_prompt_len)
-    with CountProgress("generate", len(prompts), disable=quiet) as bar:
-        outs = generate(model, tokenizer, prompts, cfg, progress=bar.advance)
+    with CountProgress("generate", len(prompts), disable=quiet or not shards.is_main) as bar:
+        outs = generate_shared(model, tokenizer, prompts, cfg, shards, progress=bar.advance)
     rows = [{"id": f"{rec.id}-{s}", "prompt": rec.prompt, "response": g.text,
              "meta": {**rec.meta, "source_id": rec.id, "sample": s, "finished": g.finished}}
             for rec, gens in zip(records, outs, strict=True) for s, g in enumerate(gens) if g.text.strip()]
-    n = write_records(output, rows)
+    n = write_records(output, rows) if shards.is_main else len(rows)
     return {"prompts": len(records), "responses": n, "empty": sum(len(g) for g in outs) - n,
             "truncation": enc.to_json()}
 

@@ -230,19 +230,18 @@ class Run:
     """One training run (see the module's docstring). ``settings`` is what ``config.yaml`` holds (a loop's
     resolved config); ``save_every`` / ``eval_every`` count steps (0: only at the end), ``keep`` is how many
     step checkpoints stay. ``processes="one"``: a loop that runs in one process refuses to be started under
-    several (each would write the same run directory)."""
+    several (each would write the same run directory). ``sharding=True``: the loop's weights may be sharded
+    by FSDP (its model goes through ``accelerator.prepare`` and it saves :class:`~lolkit.checkpoint.ModelWeights`);
+    other loops refuse FSDP."""
 
     def __init__(self, path: str | Path, settings: dict, *, resume: bool = False, overwrite: bool = False,
                  quiet: bool = False, save_every: int = 0, eval_every: int = 0, keep: int = 2,
-                 processes: str = "any"):
-        import torch
-        from accelerate import Accelerator
-
+                 processes: str = "any", sharding: bool = False):
         self.path, self.settings = Path(path), settings
         self.resume_asked, self.overwrite, self.quiet = resume, overwrite, quiet
         self.save_every, self.eval_every, self.keep = save_every, eval_every, keep
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        refuse_sharded_weights(self.accelerator)
+        self.accelerator = make_accelerator(sharding)
+        self.sharded = bool(getattr(self.accelerator, "is_fsdp2", False))
         if processes == "one" and self.accelerator.num_processes > 1:
             raise LolkitError(f"this loop runs in one process; it was started under {self.accelerator.num_processes} "
                               "(torchrun / accelerate launch): run it as one process (docs/scaling.md)")
@@ -302,7 +301,8 @@ class Run:
         done = ckpt.usable_checkpoint(ckpt.step_checkpoints(self.checkpoints), self.checkpoints) \
             if self.resume_asked else None
         if done:
-            self.state = ckpt.load_checkpoint(done[1], weights, optimizer, scheduler, parts)
+            self.state = ckpt.load_checkpoint(done[1], weights, optimizer, scheduler, parts,
+                                              self.accelerator.process_index, self.accelerator.num_processes)
             self.start, self.best = self.state["step"], self.state.get("best")
         return self.start
 
@@ -349,6 +349,7 @@ class Run:
         values = validator.run(*args)
         if validator.better(values[validator.metric], self.best):
             self.best = values[validator.metric]
+            self._gather(weights)
             if self.main:
                 with atomic_path(self.checkpoints / "best", is_dir=True, manifest=True) as tmp:
                     weights.save(tmp)
@@ -361,14 +362,35 @@ class Run:
         go). ``state``: the loop's own JSON values, back in ``self.state`` on resume."""
         from . import checkpoint as ckpt
 
-        if self.main and self.due(step, self.save_every):
+        if not self.due(step, self.save_every):
+            self.accelerator.wait_for_everyone()
+            return
+        shards = None
+        if self.sharded:  # every process writes its shard; the main process moves them into the checkpoint
+            shards = self.checkpoints / f".shards-{ckpt.STEP_PREFIX}{step}"
+            if self.main:  # a killed run's staging folders
+                for old in self.checkpoints.glob(".shards-*"):
+                    shutil.rmtree(old, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            ckpt.save_shard(shards, self.accelerator.process_index, weights.model, optimizer)
+            self.accelerator.wait_for_everyone()
+        if self.main:
             ckpt.save_checkpoint(self.checkpoints / f"{ckpt.STEP_PREFIX}{step}", weights, optimizer, scheduler, step,
-                                 {"best": self.best, "best_metric": metric, **(state or {})}, parts)
+                                 {"best": self.best, "best_metric": metric, **(state or {})}, parts,
+                                 shards=shards, world=self.accelerator.num_processes)
+            if shards is not None:
+                shutil.rmtree(shards, ignore_errors=True)
             ckpt.prune(self.checkpoints, self.keep)
         self.accelerator.wait_for_everyone()
 
+    def _gather(self, weights) -> None:
+        """A sharded model's whole weights, gathered by every process before the main one saves them."""
+        if self.sharded:
+            weights.gather()
+
     def finish(self, weights, files=None) -> Path:
         """``final/``: the weights (and ``files(folder)``, the loop's own additions), written atomically."""
+        self._gather(weights)
         if self.main:
             with atomic_path(self.path / "final", is_dir=True, manifest=True) as tmp:
                 weights.save(tmp)
@@ -378,14 +400,56 @@ class Run:
         return self.path
 
 
-def refuse_sharded_weights(accelerator) -> None:
-    """FSDP and DeepSpeed ZeRO-3 shard the weights themselves: rank 0's model then holds one shard, and
-    lolkit's checkpoints (saved from the unwrapped model) would be incomplete. Until gathered
-    checkpoints are implemented and tested on GPUs, refuse those modes rather than write broken files."""
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    stage = getattr(plugin, "zero_stage", None) if plugin is not None else None
-    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
-        raise LolkitError(f"lolkit train does not support {'FSDP' if kind == 'FSDP' else 'DeepSpeed ZeRO-3'} yet: "
-                          "its checkpoints would hold one rank's shard of the weights; use DDP or ZeRO-2 "
-                          "(docs/scaling.md)")
+def launch_settings() -> dict:
+    """What ``accelerate launch`` (or a user, under torchrun) asked for through the environment: FSDP and its
+    options, DeepSpeed and its ZeRO stage."""
+    import os
+
+    env = os.environ
+    flag = lambda name: env.get(name, "false").strip().lower() in ("1", "true", "yes")  # noqa: E731
+    return {"fsdp": flag("ACCELERATE_USE_FSDP"), "fsdp_version": env.get("FSDP_VERSION", "1").strip(),
+            "offload": flag("FSDP_OFFLOAD_PARAMS"), "ram_efficient": flag("FSDP_CPU_RAM_EFFICIENT_LOADING"),
+            "deepspeed": flag("ACCELERATE_USE_DEEPSPEED"), "zero_stage": env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")}
+
+
+def check_launch(sharding: bool, gpus: bool) -> None:
+    """Refuse, in one line and before anything loads, the launch modes a loop cannot honour: ZeRO-3 (weights
+    sharded by DeepSpeed: not supported), FSDP in a loop that does not gather sharded weights, FSDP1, CPU
+    offload without a GPU, and rank-0-only loading (the reference pass runs before the model is sharded)."""
+    ask = launch_settings()
+    if ask["deepspeed"] and str(ask["zero_stage"]).strip() == "3":
+        raise LolkitError("DeepSpeed ZeRO-3 is not supported: lolkit gathers sharded weights through FSDP (use an "
+                          "FSDP config, fsdp_version: 2) or trains under ZeRO-2 / DDP (docs/scaling.md)")
+    if not ask["fsdp"]:
+        return
+    if not sharding:
+        raise LolkitError("FSDP is supported by the offline loop (lolkit train with an offline algorithm) only; "
+                          "run this loop under DDP (docs/scaling.md)")
+    if ask["fsdp_version"] != "2":
+        raise LolkitError(f"FSDP version {ask['fsdp_version']}: lolkit shards with FSDP2; set fsdp_version: 2 in the "
+                          "Accelerate config (docs/scaling.md)")
+    if ask["offload"] and not gpus:
+        raise LolkitError("fsdp_offload_params: true moves sharded weights from GPUs to the CPU, and this machine has "
+                          "no GPU: set fsdp_offload_params: false")
+    if ask["ram_efficient"]:
+        raise LolkitError("fsdp_cpu_ram_efficient_loading: true loads the weights on the main process only, and "
+                          "lolkit's reference pass runs on every process before the model is sharded: set it to "
+                          "false")
+
+
+def make_accelerator(sharding: bool = False):
+    """The run's Accelerator, after :func:`check_launch`. Accelerate turns FSDP on for GPU process groups
+    only; FSDP2 also runs over gloo on CPU (docs/scaling.md), so a CPU process group that asked for FSDP
+    gets it here."""
+    import torch
+    from accelerate import Accelerator
+
+    gpus = torch.cuda.is_available()
+    check_launch(sharding, gpus)
+    accelerator = Accelerator(cpu=not gpus)
+    if launch_settings()["fsdp"] and accelerator.num_processes > 1 and not getattr(accelerator, "is_fsdp2", False):
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        accelerator.state.distributed_type = DistributedType.FSDP
+    return accelerator

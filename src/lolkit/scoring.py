@@ -79,7 +79,9 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
     from .progress import CountProgress
     from .rewards import get_reward
     from .rewards.base import Batch
+    from .shards import Shards
 
+    shards = Shards.current()  # before the reward's models: under several processes each takes its own GPU
     reward = get_reward(reward_spec, overrides)
     input_path = str(input_path)
     records, refs = read_input(input_path, reward)
@@ -101,28 +103,33 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
                      messages=[r.prompt for r, _, _ in items], where=[f"{input_path}:{r.line}" for r, _, _ in items])
 
     reward.prepare(batch_of(0, len(records)))
-    recover_partial(out.parent, only=out.name)  # a killed run's half-written output
+    if shards.is_main:
+        recover_partial(out.parent, only=out.name)  # a killed run's half-written output
     log = ProgressLog(side, {"format": FORMAT, "fingerprint": fingerprint, "input": input_path})
-    done = _read_progress(log, spans, records)
+    # the main process reads the progress file; every process then agrees on the chunks left
+    done = dict(shards.from_main(sorted(_read_progress(log, spans, records).items()) if shards.is_main else None))
     total = sum(len(r.responses) for r in records)
     reused = sum(len(records[k].responses) for j in done for k in range(*spans[j]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with log, CountProgress("score", total, disable=quiet) as bar:
+
+    def work(j: int) -> list:
+        batch = batch_of(*spans[j])
+        scored = reward.score_batch(batch)
+        for (value, _), where in zip(scored, batch.where, strict=True):
+            if not math.isfinite(value):
+                raise LolkitError(f"{where}: reward {reward.name!r} gave {value} (not a finite number)")
+        it = iter(scored)
+        return [[list(next(it)) for _ in rec.responses] for rec in records[spans[j][0] : spans[j][1]]]
+
+    if shards.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with log, CountProgress("score", total, disable=quiet or not shards.is_main) as bar:
         bar.advance(reused)
-        for j, (a, b) in enumerate(spans):
-            if j in done:
-                continue
-            batch = batch_of(a, b)
-            scored = reward.score_batch(batch)
-            for (value, _), where in zip(scored, batch.where, strict=True):
-                if not math.isfinite(value):
-                    raise LolkitError(f"{where}: reward {reward.name!r} gave {value} (not a finite number)")
-            it = iter(scored)
-            per_record = [[list(next(it)) for _ in rec.responses] for rec in records[a:b]]
-            # the scores go through JSON either way, so resumed and fresh runs write the same bytes;
-            # the log is opened at the first chunk: a run that fails before it leaves nothing
-            done[j] = log.append({"chunk": j, "scores": per_record})["scores"]
-            bar.advance(len(batch))
+        # the scores go through JSON either way, so resumed and fresh runs write the same bytes; the log is
+        # opened at the first chunk: a run that fails before it leaves nothing
+        done.update(shards.share_work(
+            [j for j in range(len(spans)) if j not in done], work,
+            record=lambda j, scores: log.append({"chunk": j, "scores": scores})["scores"],
+            progress=lambda j: bar.advance(sum(len(rec.responses) for rec in records[spans[j][0] : spans[j][1]]))))
     rows = []
     values: list[float] = []
     for j, (a, b) in enumerate(spans):
@@ -131,8 +138,9 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
             rec.components = [s[1] for s in scores]
             values += rec.rewards
             rows.append(rec.to_json())
-    write_records(out, rows)
-    for stale in out.parent.glob(f".{out.name}.progress-*.jsonl"):
-        stale.unlink(missing_ok=True)
+    if shards.is_main:
+        write_records(out, rows)
+        for stale in out.parent.glob(f".{out.name}.progress-*.jsonl"):
+            stale.unlink(missing_ok=True)
     return {"records": len(rows), "responses": len(values), "reward_mean": sum(values) / max(1, len(values)),
             "resumed_responses": reused, "reward": reward.name, "components": list(reward.components)}

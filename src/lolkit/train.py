@@ -236,7 +236,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     # Everything a user can get wrong is checked before the run directory is created, so a bad input
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
-             eval_every=cfg.eval_every, keep=cfg.save_total_limit) as run:
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit, sharding=True) as run:
         return _offline(cfg, row, run)
 
 
@@ -244,6 +244,9 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
     from accelerate.utils import set_seed
 
     accelerator, main = run.accelerator, run.main
+    if cfg.batch_size % accelerator.num_processes:  # before the model loads (StepPlan checks it after the reference pass)
+        raise LolkitError(f"batch_size {cfg.batch_size} is not divisible by the {accelerator.num_processes} processes: "
+                          "it is the global batch, split evenly among them")
     set_seed(cfg.seed)
     model, tokenizer, model_path = algo.model.load(cfg, device=run.device)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit

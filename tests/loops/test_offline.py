@@ -122,18 +122,29 @@ def test_adamw8bit_trains_and_resumes(tmp_path, tiny_model):
     assert [r["step"] for r in read_metrics(again)] == [1, 2]
 
 
-@pytest.mark.parametrize(("kind", "stage", "refused"), [
-    ("FSDP", None, "FSDP"), ("DEEPSPEED", 3, "ZeRO-3"), ("DEEPSPEED", 2, None), ("MULTI_GPU", None, None),
-    ("NO", None, None)])
-def test_weight_sharding_modes_are_refused_until_checkpoints_gather_them(kind, stage, refused):
-    from types import SimpleNamespace
+FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 
-    from lolkit.run import refuse_sharded_weights
 
-    plugin = SimpleNamespace(zero_stage=stage) if stage else None
-    acc = SimpleNamespace(distributed_type=SimpleNamespace(value=kind), state=SimpleNamespace(deepspeed_plugin=plugin))
+@pytest.mark.parametrize(("env", "sharding", "gpus", "refused"), [
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, True, True, "ZeRO-3"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, True, True, None),
+    (FSDP2, False, True, "offline loop"),
+    ({**FSDP2, "FSDP_VERSION": "1"}, True, True, "fsdp_version: 2"),
+    ({**FSDP2, "FSDP_OFFLOAD_PARAMS": "true"}, True, False, "no GPU"),
+    ({**FSDP2, "FSDP_OFFLOAD_PARAMS": "true"}, True, True, None),
+    ({**FSDP2, "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, True, True, "cpu_ram_efficient_loading"),
+    (FSDP2, True, False, None),
+    ({}, False, False, None)])
+def test_launch_modes_a_loop_cannot_honour_are_refused(env, sharding, gpus, refused, monkeypatch):
+    from lolkit.run import check_launch
+
+    for name in ("ACCELERATE_USE_FSDP", "FSDP_VERSION", "FSDP_OFFLOAD_PARAMS", "FSDP_CPU_RAM_EFFICIENT_LOADING",
+                 "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     if refused:
         with pytest.raises(LolkitError, match=refused):
-            refuse_sharded_weights(acc)
+            check_launch(sharding, gpus)
     else:
-        refuse_sharded_weights(acc)
+        check_launch(sharding, gpus)
