@@ -229,22 +229,24 @@ def read_metrics(run: str | Path) -> list[dict]:
 class Run:
     """One training run (see the module's docstring). ``settings`` is what ``config.yaml`` holds (a loop's
     resolved config); ``save_every`` / ``eval_every`` count steps (0: only at the end), ``keep`` is how many
-    step checkpoints stay. ``processes="one"``: a loop that runs in one process refuses to be started under
-    several (each would write the same run directory). ``sharding=True``: the loop's weights may be sharded
-    by FSDP (its model goes through ``accelerator.prepare`` and it saves :class:`~lolkit.checkpoint.ModelWeights`);
-    other loops refuse FSDP."""
+    step checkpoints stay. ``divisible``: the loop's global batch sizes by setting name (``{"batch_size": 16}``),
+    each of which must split evenly over the processes — checked here, before anything loads.
+    ``sharding=True``: the loop's weights may be sharded by FSDP (its model goes through
+    ``accelerator.prepare`` and it saves :class:`~lolkit.checkpoint.ModelWeights`); other loops refuse FSDP."""
 
     def __init__(self, path: str | Path, settings: dict, *, resume: bool = False, overwrite: bool = False,
                  quiet: bool = False, save_every: int = 0, eval_every: int = 0, keep: int = 2,
-                 processes: str = "any", sharding: bool = False):
+                 divisible: dict[str, int] | None = None, sharding: bool = False):
+        from .distributed import Dist, check_divisible
+
         self.path, self.settings = Path(path), settings
         self.resume_asked, self.overwrite, self.quiet = resume, overwrite, quiet
         self.save_every, self.eval_every, self.keep = save_every, eval_every, keep
         self.accelerator = make_accelerator(sharding)
         self.sharded = bool(getattr(self.accelerator, "is_fsdp2", False))
-        if processes == "one" and self.accelerator.num_processes > 1:
-            raise LolkitError(f"this loop runs in one process; it was started under {self.accelerator.num_processes} "
-                              "(torchrun / accelerate launch): run it as one process (docs/scaling.md)")
+        for name, value in (divisible or {}).items():
+            check_divisible(value, self.accelerator.num_processes, name)
+        self.dist = Dist.of(self.accelerator)
         self.main = self.accelerator.is_main_process
         self.device = self.accelerator.device
         self.start, self.best, self.state = 0, None, {}
@@ -286,7 +288,8 @@ class Run:
     def write_info(self, info: dict) -> None:
         """``run.json``: what the run is (written on every start, after the resume point is known)."""
         if self.main:
-            write_json(self.path / "run.json", {**info, "config": self.settings})
+            write_json(self.path / "run.json", {"processes": self.accelerator.num_processes, **info,
+                                                "config": self.settings})
 
     # -- resume -----------------------------------------------------------------------------------------
     @property
@@ -304,6 +307,11 @@ class Run:
             self.state = ckpt.load_checkpoint(done[1], weights, optimizer, scheduler, parts,
                                               self.accelerator.process_index, self.accelerator.num_processes)
             self.start, self.best = self.state["step"], self.state.get("best")
+            from .distributed import resume_note
+
+            note = resume_note(self.state.get("processes"), self.accelerator.num_processes)
+            if note:
+                self.say(note)
         return self.start
 
     # -- per step ---------------------------------------------------------------------------------------
@@ -376,7 +384,8 @@ class Run:
             self.accelerator.wait_for_everyone()
         if self.main:
             ckpt.save_checkpoint(self.checkpoints / f"{ckpt.STEP_PREFIX}{step}", weights, optimizer, scheduler, step,
-                                 {"best": self.best, "best_metric": metric, **(state or {})}, parts,
+                                 {"best": self.best, "best_metric": metric, **(state or {}),
+                                  "processes": self.accelerator.num_processes}, parts,
                                  shards=shards, world=self.accelerator.num_processes)
             if shards is not None:
                 shutil.rmtree(shards, ignore_errors=True)

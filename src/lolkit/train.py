@@ -95,8 +95,9 @@ class StepPlan:
         self.pool = list(range(len(lengths))) if pool is None else pool
         if len(self.pool) < batch_size:
             raise LolkitError(f"only {len(self.pool)} training examples in the pool for a batch size of {batch_size}")
-        if batch_size % world:
-            raise LolkitError(f"batch_size {batch_size} is not divisible by the {world} processes")
+        from .distributed import check_divisible
+
+        check_divisible(batch_size, world, "batch_size")
         self.lengths, self.batch_size, self.micro, self.weights = lengths, batch_size, micro, weights
         self.seed, self.rank, self.world = seed, rank, world
         self.steps_per_epoch = len(self.pool) // batch_size
@@ -236,7 +237,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     # Everything a user can get wrong is checked before the run directory is created, so a bad input
     # leaves no run directory behind (and --overwrite does not destroy the old run for nothing).
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
-             eval_every=cfg.eval_every, keep=cfg.save_total_limit, sharding=True) as run:
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit, divisible={"batch_size": cfg.batch_size},
+             sharding=True) as run:
         return _offline(cfg, row, run)
 
 
@@ -244,9 +246,6 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
     from accelerate.utils import set_seed
 
     accelerator, main = run.accelerator, run.main
-    if cfg.batch_size % accelerator.num_processes:  # before the model loads (StepPlan checks it after the reference pass)
-        raise LolkitError(f"batch_size {cfg.batch_size} is not divisible by the {accelerator.num_processes} processes: "
-                          "it is the global batch, split evenly among them")
     set_seed(cfg.seed)
     model, tokenizer, model_path = algo.model.load(cfg, device=run.device)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
@@ -270,10 +269,10 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
         data.report(run.say)
     if data.tied_pairs:
         run.say(f"{data.tied_pairs} ranking pairs with equal rewards dropped (no preference)")
-    from .engine import Dist, prepare_engine
+    from .engine import prepare_engine
 
     fresh_adapter = (cfg.model.lora or cfg.model.qlora) and not (Path(model_path) / "adapter_config.json").exists()
-    dist = Dist(rank, world, accelerator.wait_for_everyone, lambda t: accelerator.reduce(t, reduction="sum"))
+    dist = run.dist
     engine = prepare_engine(cfg, algo, model, tokenizer, data, model_path, fresh_adapter=bool(fresh_adapter),
                             log=run.say if main else (lambda m: None), run=run.path, dist=dist)
     plan = StepPlan(data.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.seed, rank, world, engine.pool,

@@ -1,5 +1,8 @@
-"""Two processes under torchrun (gloo on CPU) follow the single-process loss curve."""
+"""Two processes under torchrun (gloo on CPU) follow the single-process run: the offline loop, the feedback loops,
+CoLA's stages and PPO / NLPO — losses and metrics within 1e-5 (or 1e-6 relative), the same samples and data
+pool, final weights within tolerance."""
 
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +46,58 @@ def test_torchrun_two_processes_match_one_process(tmp_path, tiny_model):
     torch.testing.assert_close(ref1["seq_logps"], ref2["seq_logps"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ref1["token_logps"], ref2["token_logps"], atol=1e-5, rtol=1e-5)
     assert torch.equal(ref1["offsets"], ref2["offsets"])
+
+
+def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``lolkit ARGS`` under ``torchrun --standalone --nproc_per_node N`` (gloo on CPU)."""
+    runner = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(runner), "--standalone", "--nproc_per_node", str(nproc), "-m", "lolkit.cli",
+                           *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def assert_rows_close(a: list[dict], b: list[dict], skip=("iteration_time", "step_time", "tokens_per_s")) -> None:
+    """The same metrics rows: numbers within 1e-5 (or 1e-6 relative), everything else equal."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for k in ra:
+            if k in skip:
+                continue
+            x, y = ra[k], rb[k]
+            if isinstance(x, float) or isinstance(y, float):
+                assert y == pytest.approx(x, abs=1e-5, rel=1e-6), (ra["step"], k, x, y)
+            else:
+                assert x == y, (ra["step"], k, x, y)
+
+
+def assert_weights_close(a: Path, b: Path, name: str = "model.safetensors", atol: float = 1e-5) -> None:
+    wa, wb = load_file(a / name), load_file(b / name)
+    assert set(wa) == set(wb)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=atol, rtol=1e-5, msg=k)
+
+
+FEEDBACK = ["--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "feedback.iterations=2",
+            "--set", "feedback.steps=2", "--set", "feedback.prompts_per_iteration=3",
+            "--set", "feedback.samples_per_prompt=3", "--set", "feedback.max_new_tokens=6",
+            "--set", "eval.batch_size=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["quark", "alt_lmc", "selm"])
+def test_feedback_loops_two_processes_match_one_process(tmp_path, tiny_model, algo):
+    """Sampling (batch b by rank b % 2, seeded as in one process) and scoring are sharded and gathered, every
+    process holds the same pool, training is data-parallel: the same samples, pool and metrics as one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    res = run_cli("train", "--algo", algo, "--output-dir", one, *FEEDBACK)
+    assert res.code == 0, res
+    out = torchrun("train", "--algo", algo, "--output-dir", two, *FEEDBACK)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"processes": 2' in (two / "run.json").read_text()
+    assert_rows_close(read_metrics(one), read_metrics(two))
+    for name in ("samples.jsonl", "feedback.jsonl", "pool.jsonl"):  # gathered in order: the same files
+        rows1 = [json.loads(x) for x in (one / "iter-2" / name).read_text().splitlines()]
+        rows2 = [json.loads(x) for x in (two / "iter-2" / name).read_text().splitlines()]
+        assert rows1 == rows2, name
+    assert_weights_close(one / "final", two / "final")

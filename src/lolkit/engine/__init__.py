@@ -8,22 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import Dist
 from ..errors import LolkitError
 from ..io import write_json
-
-
-@dataclass
-class Dist:
-    """The process group as the engine sees it (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    wait: object = lambda: None  # barrier
-    reduce_sum: object = None  # all-reduce (sum) of a tensor, returning the result
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass

@@ -150,6 +150,10 @@ class Driver:
         self.total_steps = self.f.iterations * self.f.steps
         self.optimizer = make_optimizer(cfg.optim, self.policy)
         self.scheduler = make_scheduler(cfg.optim, self.optimizer, self.total_steps)
+        # data-parallel training: ``model`` is the policy wrapped for DDP (the gradient-bearing forward runs
+        # through it); sampling, no-grad passes and saving use the policy itself
+        self.dist = run.dist
+        self.model, self.optimizer = run.accelerator.prepare(self.policy, self.optimizer)
         self.pool: list[P.Entry] = []
 
     def state_dict(self) -> dict:
@@ -204,7 +208,15 @@ class Driver:
         return None if cond is None else self.condition.label(self.tok, cond)
 
     # -- model passes ---------------------------------------------------------------------------------
+    def write(self, path: Path, rows) -> None:
+        """An iteration's records: written by the main process only."""
+        if self.dist.is_main:
+            write_jsonl(path, rows)
+
     def sample(self, ids: list[list[int]], seed: int, greedy: bool = False):
+        """Responses to ``ids``, in order; with several processes each samples its share of the batches
+        (:func:`lolkit.distributed.sample_sharded`: the same tokens as one process)."""
+        from ..distributed import sample_sharded
         from ..generation import sample_tokens
 
         processor = None
@@ -212,17 +224,21 @@ class Driver:
             from transformers import SuppressTokensLogitsProcessor
 
             processor = lambda attn, ids: SuppressTokensLogitsProcessor(self.control, device=attn.device)  # noqa: E731
-        return sample_tokens(self.policy, ids, pad_id=self.tok.pad_token_id, eos_id=self.tok.eos_token_id,
-                             max_new_tokens=self.f.max_new_tokens, do_sample=not greedy, temperature=self.f.temperature,
-                             batch_size=self.cfg.eval.batch_size, seed=seed, logits_processor=processor)
+        return sample_sharded(self.dist, lambda part, size, s: sample_tokens(
+            self.policy, part, pad_id=self.tok.pad_token_id, eos_id=self.tok.eos_token_id,
+            max_new_tokens=self.f.max_new_tokens, do_sample=not greedy, temperature=self.f.temperature,
+            batch_size=size, seed=s, logits_processor=processor), ids, self.cfg.eval.batch_size, seed)
 
     def decode(self, toks: list[int], finished: bool) -> str:
         return self.tok.decode(toks[:-1] if finished else toks, skip_special_tokens=True)
 
     def score(self, idx: list[int], texts: list[str]) -> list[tuple[float, dict]] | None:
+        from ..distributed import score_sharded
+
         if self.reward is None:
             return None
-        return self.reward.score([self.records[i].text for i in idx], texts, metas=[self.records[i].meta for i in idx])
+        return score_sharded(self.dist, self.reward, [self.records[i].text for i in idx], texts,
+                             [self.records[i].meta for i in idx])
 
     def reference_rows(self, batch):
         """The reference's response rows (no gradient): the frozen copy, or the policy with its adapter off."""
@@ -232,16 +248,22 @@ class Driver:
             with self.policy.disable_adapter():
                 return response_rows(self.policy, batch)
 
-    def token_logps(self, batch) -> torch.Tensor:
-        """log π_θ of every response token [B, T] (0 on padding), through the chunked LM head."""
-        return batch.unflatten(response_rows(self.policy, batch).token_logprobs())
+    def token_logps(self, batch, model=None) -> torch.Tensor:
+        """log π_θ of every response token [B, T] (0 on padding), through the chunked LM head; ``model``: the
+        DDP-wrapped policy for a pass that trains."""
+        return batch.unflatten(response_rows(model or self.policy, batch).token_logprobs())
 
     def fit(self, n_items: int, micro_step, normaliser, it: int, tokens) -> dict[str, float]:
         """``steps`` optimizer steps; batches of ``batch_size`` items drawn from shuffled passes over the
         items (seeded by iteration), split in micro-batches; returns the metrics averaged over steps.
         ``micro_step(items, normaliser)`` backpropagates Σ losses / normaliser, the normaliser being the
         whole step's (tokens or units), so accumulation over micro-batches is exact; ``tokens(items)``
-        counts their response tokens (for the per-token and per-sequence views of the loss)."""
+        counts their response tokens (for the per-token and per-sequence views of the loss). Under several
+        processes each takes its share of the step's batch and backpropagates over the normaliser ÷ world
+        (DDP averages the gradients); the metrics are summed over the processes."""
+        from ..distributed import micro_contexts, zero_backward
+
+        dist, accelerator = self.dist, self.lifecycle.accelerator
         rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
         queue: list[int] = []
         sums: dict[str, float] = {}
@@ -254,10 +276,16 @@ class Driver:
                     rng.shuffle(queue)
                 batch.append(queue.pop())
             norm = normaliser(batch)
+            share = dist.share(batch)
+            micros = [share[s : s + self.cfg.micro_batch_size] for s in range(0, len(share), self.cfg.micro_batch_size)]
             stats: dict[str, float] = {}
-            for s in range(0, len(batch), self.cfg.micro_batch_size):
-                for k, v in micro_step(batch[s : s + self.cfg.micro_batch_size], norm).items():
-                    stats[k] = stats.get(k, 0.0) + v
+            for part, context in zip(micros, micro_contexts(accelerator, self.model, len(micros)), strict=True):
+                with context:
+                    for k, v in micro_step(part, norm / dist.world).items():
+                        stats[k] = stats.get(k, 0.0) + v
+            if not micros:
+                zero_backward(self.model)
+            stats = {k: v / dist.world for k, v in dist.sum(stats).items()}
             stats.update(loss_views(stats["loss"] * norm, len(batch), tokens(batch)))
             if self.cfg.optim.max_grad_norm:
                 stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
@@ -274,7 +302,8 @@ class Driver:
     def pool_iteration(self, it: int, out: Path) -> dict:
         f = self.f
         n = len(self.records)
-        prompts = list(range(n)) if f.prompts_per_iteration == 0 else iteration_prompts(n, f.prompts_per_iteration, self.cfg.seed, it)
+        prompts = list(range(n)) if f.prompts_per_iteration == 0 else iteration_prompts(n, f.prompts_per_iteration,
+                                                                                         self.cfg.seed, it)
         chosen = [i for i in prompts for _ in range(f.samples_per_prompt)]
         cond = self.best_condition()
         label = self.condition_label(cond)
@@ -282,7 +311,7 @@ class Driver:
         texts = [self.decode(t, fin) for t, fin in sampled]
         scored = self.score(chosen, texts)
         rewards = [s for s, _ in scored] if scored else [None] * len(chosen)
-        write_jsonl(out / "samples.jsonl", (
+        self.write(out / "samples.jsonl", (
             {"iteration": it, "sample": j, "prompt_index": i, "prompt": self.records[i].text, "condition": label,
              "response": texts[j], "tokens": len(sampled[j][0]), "finished": sampled[j][1], "reward": rewards[j]}
             for j, i in enumerate(chosen)))
@@ -301,12 +330,12 @@ class Driver:
         n_bins = self.condition.bins()
         P.assign_bins(self.pool, n_bins, f.binning, by_category=self.condition.by_category)
         picked = P.select_balanced(self.pool, f.quota, random.Random(f"lolkit-feedback-pool-{self.cfg.seed}-{it}"))
-        write_jsonl(out / "feedback.jsonl", (
+        self.write(out / "feedback.jsonl", (
             {"iteration": it, "sample": e.sample, "prompt_index": e.prompt_index, "reward": e.reward, "score": e.score,
              "bin": e.bin, "feedback": self.condition_label(self.condition.of_entry(e)), "category": e.category,
              "parsed": e.parsed} for e in new))
         sel = set(picked)
-        write_jsonl(out / "pool.jsonl", ({**e.to_json(), "selected": k in sel} for k, e in enumerate(self.pool)))
+        self.write(out / "pool.jsonl", ({**e.to_json(), "selected": k in sel} for k, e in enumerate(self.pool)))
 
         examples = []
         for k in picked:
@@ -325,7 +354,7 @@ class Driver:
         def micro(idx: list[int], norm: float) -> dict[str, float]:
             exs = [examples[i] for i in idx]
             b = build_batch([x.cond for x in exs], [x.response for x in exs], pad, self.device)
-            rows = response_rows(self.policy, b)
+            rows = response_rows(self.model, b)
             ref = self.reference_rows(build_batch([x.ref for x in exs], [x.response for x in exs], pad, self.device)) \
                 if params.kl_coef else None
 
@@ -337,7 +366,7 @@ class Driver:
             tl = per_row[0]
             o = conditional_nll(FeedbackInputs(tl.sum(-1), tl, b.mask, entropy=per_row[1],
                                                kl=per_row[2] if ref is not None else None), params)
-            (o.losses.sum() / norm).backward()
+            self.lifecycle.accelerator.backward(o.losses.sum() / norm)
             return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
 
         n_tokens = lambda batch: float(sum(len(examples[i].response) for i in batch))  # noqa: E731
@@ -367,7 +396,7 @@ class Driver:
         prompts = selm_slice(n, size, cfg.seed, it)
         greedy = self.sample([self.prompt_ids[i] for i in prompts], seed=cfg.seed * 1_000_003 + it * 1_009, greedy=True)
         y_texts = [self.decode(t, fin) for t, fin in greedy]
-        write_jsonl(out / "samples.jsonl", (
+        self.write(out / "samples.jsonl", (
             {"iteration": it, "prompt_index": i, "prompt": self.records[i].text, "y_ref": y_texts[j],
              "tokens": len(greedy[j][0]), "finished": greedy[j][1]} for j, i in enumerate(prompts)))
         # Rank {y_ref} ∪ candidates with the reward (y_ref first, so it wins ties for best).
@@ -402,8 +431,8 @@ class Driver:
                               "chosen": cands[best][0], "rejected": cands[worst][0], "y_ref": cands[0][0],
                               "chosen_reward": rs[best], "rejected_reward": rs[worst], "y_ref_reward": rs[0],
                               "chosen_is_y_ref": best == 0})
-        write_jsonl(out / "feedback.jsonl", fb_rows)
-        write_jsonl(out / "pool.jsonl", pool_rows)
+        self.write(out / "feedback.jsonl", fb_rows)
+        self.write(out / "pool.jsonl", pool_rows)
         if not units:
             raise LolkitError(f"selm iteration {it}: the reward ties every candidate of all {len(prompts)} prompts of the "
                               "slice, so there is no preference to learn; use a reward that separates them")
@@ -414,21 +443,23 @@ class Driver:
             rs = [units[u][1] for u in idx] + [units[u][2] for u in idx] + [units[u][3] for u in idx]
             return build_batch(ps, rs, pad, self.device)
 
-        # π_ref of this iteration = the model the previous iteration produced = the policy right now.
-        ref = torch.zeros(len(units), 3)
+        # π_ref of this iteration = the model the previous iteration produced = the policy right now; each
+        # process scores its share of the micro-batches (the same batches as one process), gathered in order
+        def ref_part(c: int, s: int, e: int) -> list:
+            return self.token_logps(rows_of(list(range(s, e)))).sum(-1).view(3, -1).T.cpu().tolist()
+
         self.policy.eval()
         with torch.no_grad():
-            for s in range(0, len(units), self.cfg.micro_batch_size):
-                idx = list(range(s, min(s + self.cfg.micro_batch_size, len(units))))
-                ref[idx] = self.token_logps(rows_of(idx)).sum(-1).view(3, -1).T.cpu()
+            ref = torch.tensor(self.dist.map_chunks(len(units), self.cfg.micro_batch_size, ref_part),
+                               dtype=torch.float32).view(len(units), 3)
         params = FeedbackParams(beta=f.selm_beta, alpha=f.selm_alpha, group_size=3)
 
         def micro(idx: list[int], norm: float) -> dict[str, float]:
             b = rows_of(idx)
-            tl = self.token_logps(b)
+            tl = self.token_logps(b, self.model)
             r = ref[idx].T.reshape(-1).to(self.device)  # response-major: chosen, rejected, y_ref
             o = selm(LossInputs(tl.sum(-1), tl, b.mask, r), params)
-            (o.losses.sum() / norm).backward()
+            self.lifecycle.accelerator.backward(o.losses.sum() / norm)
             return {k: float(v.detach().sum()) / norm for k, v in (("loss", o.losses), *o.metrics.items())}
 
         stats = self.fit(len(units), micro, lambda batch: float(len(batch)), it,
@@ -461,7 +492,7 @@ class Driver:
         weights = ModelWeights(self.policy, self.tok)
         parts = {"pool": self}
         start = run.restore(weights, self.optimizer, self.scheduler, parts)
-        for d in run.path.glob(f"{ITER_PREFIX}*"):  # a killed iteration's leftovers: it is redone from scratch
+        for d in run.path.glob(f"{ITER_PREFIX}*") if run.main else []:  # a killed iteration's leftovers: redone
             num = d.name[len(ITER_PREFIX):]
             if num.isdigit() and int(num) > start:
                 shutil.rmtree(d)
@@ -483,7 +514,8 @@ class Driver:
             for it in range(start + 1, f.iterations + 1):
                 t0 = time.perf_counter()
                 out = run.path / f"{ITER_PREFIX}{it}"
-                out.mkdir(parents=True, exist_ok=True)
+                if run.main:
+                    out.mkdir(parents=True, exist_ok=True)
                 row = self.selm_iteration(it, out) if self.row.preference_pairs else self.pool_iteration(it, out)
                 row = {"step": it, "iteration": it, **row, "iteration_time": round(time.perf_counter() - t0, 4)}
                 row.update(run.validate(it, self.validator(), weights, self.policy))
@@ -495,5 +527,6 @@ class Driver:
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     cfg = resolve_feedback_config(cfg)
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=1,
-             eval_every=cfg.eval_every, keep=max(1, cfg.save_total_limit), processes="one") as run:
+             eval_every=cfg.eval_every, keep=max(1, cfg.save_total_limit),
+             divisible={"batch_size": cfg.batch_size}) as run:
         return Driver(cfg, run).train()
