@@ -661,7 +661,9 @@ def tiny_model(
 
 
 # --- latent-action control (src/lolkit/cola; docs/cola.md) -----------------------------------------------
-ColaRun = Annotated[str, typer.Option("--run", help="CoLA run directory (made by `lolkit cola world`).")]
+ColaRun = Annotated[str, typer.Option("--run", "--cola-run", help=(
+    "CoLA run directory (made by `lolkit cola world`); under torchrun write --cola-run (torchrun takes --run for "
+    "an abbreviation of its own --run-path)."))]
 Overwrite = Annotated[bool, typer.Option(help="Replace this stage's existing output (and the stages built on it).")]
 Resume = Annotated[bool, typer.Option(help="Continue this stage from its last checkpoint.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0: at the end only).")]

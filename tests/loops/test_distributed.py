@@ -4,6 +4,7 @@ pool, final weights within tolerance."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,84 @@ def test_feedback_loops_two_processes_match_one_process(tmp_path, tiny_model, al
         rows2 = [json.loads(x) for x in (two / "iter-2" / name).read_text().splitlines()]
         assert rows1 == rows2, name
     assert_weights_close(one / "final", two / "final")
+    if algo != "quark":
+        return
+    # resuming the 2-process run's iteration-1 checkpoint in one process continues the same run
+    mixed = two
+    for p in ("final", "iter-2", "checkpoints/step-2"):
+        shutil.rmtree(mixed / p)
+    assert json.loads((mixed / "checkpoints/step-1/trainer/state.json").read_text())["processes"] == 2
+    res = run_cli("train", "--algo", algo, "--output-dir", mixed, *FEEDBACK, "--resume")
+    assert res.code == 0, res
+    assert '"processes": 1' in (mixed / "run.json").read_text()
+    assert_rows_close(read_metrics(one), read_metrics(mixed))
+    assert_weights_close(one / "final", mixed / "final")
+
+
+@pytest.mark.slow
+def test_cola_stages_two_processes_match_one_process(tmp_path, tiny_model):
+    """CoLA's base-LM passes (the hidden-state cache, latent rollouts) and reward scoring are sharded and
+    gathered; the small modules train on the whole batch on every process: every stage equals one process."""
+    from lolkit.tasks import colours
+
+    from ..conftest import write_jsonl
+
+    rows = [r for r in colours.records("train") if r["meta"]["object"] in ("tomato", "banana", "frog", "crow")]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", rows)  # 96 sequences: 6 batches of the cache pass
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in sorted({r["prompt"] for r in rows})])
+    stages = [("world", ["cola", "world", "--model", "tiny", "--data", corpus, "--steps", 3, "--batch-size", 8]),
+              ("policy_bc", ["cola", "bc", "--steps", 3, "--batch-size", 8]),
+              # 10 prompts × 4 samples: two sampling batches (32 + 8), one per process
+              ("policy_rl", ["cola", "rl", "--data", prompts, "--reward", "colours", "--steps", 2,
+                             "--prompts-per-step", 10, "--eval-prompts", 12])]
+    one, two = tmp_path / "one", tmp_path / "two"
+    calls = [[*args, "--output-dir" if stage == "world" else "--cola-run", "--quiet"] for stage, args in stages]
+    for call in calls:
+        res = run_cli(*call[:-2], call[-2], one, call[-1])
+        assert res.code == 0, (call, res)
+    # the three stages in one torchrun (the launcher's start-up paid once); a user writes --cola-run under torchrun,
+    # which would take --run for an abbreviation of its own --run-path
+    script = tmp_path / "stages.py"
+    script.write_text("import json, sys\nfrom lolkit import cli\n"
+                      f"for args in json.loads({json.dumps(json.dumps([[*map(str, c[:-1]), str(two), c[-1]] for c in calls]))}):\n"
+                      "    sys.argv = ['lolkit', *args]\n"
+                      "    try:\n        cli.main()\n    except SystemExit as e:\n"
+                      "        if e.code:\n            raise\n")
+    runner = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(runner), "--standalone", "--nproc_per_node", "2", str(script)], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = {"one": one, "two": two}
+    for stage, _ in stages:
+        assert '"processes": 2' in (two / stage / "run.json").read_text()
+        assert_rows_close(read_metrics(one / stage), read_metrics(two / stage))
+        for f in (one / stage / "final").glob("*.safetensors"):
+            assert_weights_close(f.parent, two / stage / "final", f.name)
+    caches = [sorted((runs[k] / "cache").glob("hidden-*.safetensors")) for k in ("one", "two")]
+    assert [p.name for p in caches[0]] == [p.name for p in caches[1]] and caches[0]
+    h1, h2 = load_file(caches[0][0]), load_file(caches[1][0])
+    assert torch.equal(h1["h"], h2["h"]) and torch.equal(h1["offsets"], h2["offsets"])
+    rl = [[json.loads(x) for x in (runs[k] / "policy_rl" / "rollouts.jsonl").read_text().splitlines()]
+          for k in ("one", "two")]
+    assert rl[0] == rl[1]
+
+
+@pytest.mark.slow
+def test_batch_not_divisible_by_the_processes_is_one_line_and_writes_nothing(tmp_path, tiny_model):
+    out = torchrun("train", "--algo", "quark", "--batch-size", "3", "--output-dir", tmp_path / "run", "--quiet")
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert errors == ["error: batch_size 3 is not divisible by the 2 processes (torchrun / accelerate launch): "
+                      "use a multiple of 2"]
+    assert "exitcode  : 2" in out.stderr  # each worker's exit code, in torchrun's report
+    assert not [x for x in out.stderr.splitlines() if x.strip().startswith('File "') and "lolkit" in x]  # no traceback
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_divisible_message():
+    from lolkit.distributed import check_divisible
+    from lolkit.errors import LolkitError
+
+    check_divisible(8, 2, "batch_size")
+    check_divisible(3, 1, "batch_size")
+    with pytest.raises(LolkitError, match="ppo.minibatch_size 6 is not divisible by the 4 processes"):
+        check_divisible(6, 4, "ppo.minibatch_size")

@@ -130,45 +130,61 @@ def cache_key(model_path: str, seqs: list[list[int]], dtype: str) -> str:
 
 
 def hidden_cache(run: Path, model, model_path: str, seqs: list[list[int]], pad_id: int, batch_size: int = 16,
-                 log=None) -> HiddenCache:
-    """Load the run's cache for (model, corpus), or compute it (batch by batch) and write it atomically."""
+                 log=None, dist=None) -> HiddenCache:
+    """Load the run's cache for (model, corpus), or compute it (batch by batch) and write it atomically. Under
+    several processes (``dist``) each computes its share of the batches, an all-reduce assembles the whole on
+    every process, and the main one writes it."""
     from safetensors.torch import load_file, save_file
 
+    from ..distributed import Dist
     from ..io import atomic_path, file_sha256, read_json, warn, write_json
+
+    dist = dist or Dist()
+    dist.wait()  # every process looks at the cache before the main one writes it
 
     key = cache_key(model_path, seqs, str(next(model.parameters()).dtype))
     path = run / "cache" / f"hidden-{key[:16]}.safetensors"
     check = path.with_suffix(".json")  # size and SHA-256 of the tensors, written after them
+    usable = False
     if path.is_file():
         try:
             want = read_json(check) if check.is_file() else None
         except LolkitError:  # a damaged record: the tensors are computed again
             want = None
         size = path.stat().st_size
-        if isinstance(want, dict) and want.get("size") == size and want.get("sha256") == file_sha256(path):
-            t = load_file(str(path))
-            if log:
-                log(f"hidden states: reused {path}")
-            return HiddenCache(t["h"], t["ids"], t["offsets"].tolist())
-        warn(f"{path} fails verification against {check.name}: computing the hidden states again")
+        usable = isinstance(want, dict) and want.get("size") == size and want.get("sha256") == file_sha256(path)
+        if not usable and dist.is_main:
+            warn(f"{path} fails verification against {check.name}: computing the hidden states again")
+    if dist.world > 1:  # every process must take the same branch (it joins the all-reduce below or not)
+        usable = int(dist.sum({"usable": float(usable)})["usable"]) == dist.world
+    if usable:
+        t = load_file(str(path))
+        if log:
+            log(f"hidden states: reused {path}")
+        return HiddenCache(t["h"], t["ids"], t["offsets"].tolist())
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: less padding
-    out: list[torch.Tensor | None] = [None] * len(seqs)
+    offsets = [0]
+    for s_ in seqs:
+        offsets.append(offsets[-1] + len(s_))
+    flat = torch.zeros(offsets[-1], model.config.hidden_size, dtype=torch.float32)
     device = next(model.parameters()).device
-    for s in range(0, len(order), batch_size):
+    for b, s in enumerate(range(0, len(order), batch_size)):
+        if b % dist.world != dist.rank:
+            continue
         idx = order[s : s + batch_size]
         ids, valid = pad_batch([seqs[i] for i in idx], pad_id)
         h = base_hidden(model, ids.to(device), valid.to(device)).cpu()
         for r, i in enumerate(idx):
-            out[i] = h[r, : len(seqs[i])]
-    flat = torch.cat(out).contiguous()  # type: ignore[arg-type]
-    offsets = [0]
-    for s_ in seqs:
-        offsets.append(offsets[-1] + len(s_))
+            flat[offsets[i] : offsets[i + 1]] = h[r, : len(seqs[i])]
+    if dist.world > 1:  # each row was written by one process, zero on the others: the sum is the whole
+        flat = dist.reduce_sum(flat.to(dist.device)).cpu()
     ids_flat = torch.tensor([t for s_ in seqs for t in s_], dtype=torch.long)
-    with atomic_path(path) as tmp:
-        save_file({"h": flat, "ids": ids_flat, "offsets": torch.tensor(offsets)}, str(tmp),
-                  metadata={"format": CACHE_FORMAT, "key": key})
-    write_json(check, {"size": path.stat().st_size, "sha256": file_sha256(path)})
+    if dist.is_main:
+        with atomic_path(path) as tmp:
+            save_file({"h": flat, "ids": ids_flat, "offsets": torch.tensor(offsets)}, str(tmp),
+                      metadata={"format": CACHE_FORMAT, "key": key})
+        write_json(check, {"size": path.stat().st_size, "sha256": file_sha256(path)})
+    dist.wait()
     if log:
         log(f"hidden states: {len(seqs)} sequences, {flat.shape[0]} tokens → {path}")
     return HiddenCache(flat, ids_flat, offsets)

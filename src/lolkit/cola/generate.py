@@ -79,6 +79,33 @@ def latent_generate(base, world, policy, prompt_ids: Sequence[Sequence[int]], *,
     return out
 
 
+def latent_generate_sharded(dist, base, world, policy, prompt_ids: Sequence[Sequence[int]], *, batch_size: int = 32,
+                            seed: int = 0, **kw) -> list[LatentSample]:
+    """:func:`latent_generate` with batch ``b`` sampled by rank ``b % world`` under the seed ``seed + b`` it has
+    in one process; every process gets every sample, in order (the states through an all-reduce of rows
+    each process fills its own of), so the result is the single-process one."""
+    if dist.world == 1:
+        return latent_generate(base, world, policy, prompt_ids, batch_size=batch_size, seed=seed, **kw)
+    local: dict[int, list[LatentSample]] = {}
+
+    def part(c: int, s: int, e: int) -> list:
+        local[c] = latent_generate(base, world, policy, prompt_ids[s:e], batch_size=batch_size, seed=seed + c, **kw)
+        return [[x.tokens, x.actions, x.action_logps, x.finished, x.prompt_len, x.states.shape[0]] for x in local[c]]
+
+    rows = dist.map_chunks(len(prompt_ids), batch_size, part)
+    offsets = [0]
+    for r in rows:
+        offsets.append(offsets[-1] + r[5])
+    states = torch.zeros(offsets[-1], base.config.hidden_size, dtype=torch.float32)
+    for c, samples in local.items():
+        for j, x in enumerate(samples):
+            k = c * batch_size + j
+            states[offsets[k] : offsets[k + 1]] = x.states
+    states = dist.reduce_sum(states.to(dist.device)).cpu()
+    return [LatentSample(t, a, lp, bool(f), states[offsets[k] : offsets[k + 1]], p)
+            for k, (t, a, lp, f, p, _) in enumerate(rows)]
+
+
 def response_text(tokenizer, tokens: list[int]) -> str:
     eos = tokenizer.eos_token_id
     return tokenizer.decode(tokens[:-1] if tokens and tokens[-1] == eos else tokens, skip_special_tokens=True)

@@ -35,7 +35,7 @@ from ..losses.ppo import policy_loss
 from ..rl import AdaptiveKLController, gae, kl_penalty_rewards, masked_mean, whiten
 from ..run import make_optimizer, read_metrics
 from ..tracking import loss_views
-from .generate import LatentSample, latent_generate, response_text
+from .generate import LatentSample, latent_generate_sharded, response_text
 from .modules import LatentPolicy
 from .train import BatchOrder, StageOptions, stage_run
 
@@ -109,22 +109,25 @@ class RewardOfPolicy:
     metric = "val_reward"
     enabled = True
 
-    def __init__(self, cola, reward, prompt_ids: list[list[int]], texts: list[str], opts, policy):
+    def __init__(self, cola, reward, prompt_ids: list[list[int]], texts: list[str], opts, policy, dist):
         self.cola, self.reward, self.prompt_ids, self.texts, self.opts = cola, reward, prompt_ids, texts, opts
-        self.policy = policy
+        self.policy, self.dist = policy, dist
 
     def better(self, a: float, b: float | None) -> bool:
         return b is None or a > b
 
     def measure(self, policy) -> float:
-        """Sampled with a seed of its own (no global random state is used)."""
+        """Sampled with a seed of its own (no global random state is used); sampling and scoring are shared
+        out among the processes."""
+        from ..distributed import score_sharded
+
         tok, o = self.cola.tokenizer, self.opts
         enc = [ids for ids in self.prompt_ids for _ in range(o.eval_samples)]
-        out = latent_generate(self.cola.base, self.cola.world, policy, enc, pad_id=tok.pad_token_id,
-                              eos_id=tok.eos_token_id, max_new_tokens=o.max_new_tokens,
-                              action_temperature=o.action_temperature, seed=o.seed + 10_000)
-        scores = self.reward.score([p for p in self.texts for _ in range(o.eval_samples)],
-                                   [response_text(tok, s.tokens) for s in out])
+        out = latent_generate_sharded(self.dist, self.cola.base, self.cola.world, policy, enc, pad_id=tok.pad_token_id,
+                                      eos_id=tok.eos_token_id, max_new_tokens=o.max_new_tokens,
+                                      action_temperature=o.action_temperature, seed=o.seed + 10_000)
+        scores = score_sharded(self.dist, self.reward, [p for p in self.texts for _ in range(o.eval_samples)],
+                               [response_text(tok, s.tokens) for s in out])
         return sum(s for s, _ in scores) / len(scores)
 
     def run(self) -> dict[str, float]:
@@ -145,6 +148,7 @@ def _encoded(tok, recs, *, window, reserve: int, split: str, source: str, log):
 
 def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
     from ..data.tokenize import context_window
+    from ..distributed import score_sharded
     from ..io import write_json
     from ..rewards import get_reward
     from .data import cola_prompts
@@ -186,7 +190,7 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
         run.create()
         weights, parts = ModuleWeights({"policy": policy}), {"order": order, "kl_controller": ctl}
         start = run.restore(weights, optimizer, None, parts)
-        validator = RewardOfPolicy(cola, reward, ev_enc, ev_raw, opts, policy)
+        validator = RewardOfPolicy(cola, reward, ev_enc, ev_raw, opts, policy, run.dist)
         t0 = time.perf_counter()
         state = {"reward_before": run.state["reward_before"] if start else validator.measure(bc)}
         run.write_info({"algo": "cola_rl", "reward": reward.name, "prompts": len(recs), "eval_prompts": len(ev),
@@ -197,12 +201,12 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
                 t_it = time.perf_counter()
                 pick = order.next()
                 policy.eval()
-                samples = latent_generate(cola.base, cola.world, policy, [enc[k] for k in pick for _ in range(M)],
-                                          pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                                          max_new_tokens=opts.max_new_tokens, action_temperature=opts.action_temperature,
-                                          seed=opts.seed * 1_000_003 + it * 101)
+                samples = latent_generate_sharded(
+                    run.dist, cola.base, cola.world, policy, [enc[k] for k in pick for _ in range(M)],
+                    pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=opts.max_new_tokens,
+                    action_temperature=opts.action_temperature, seed=opts.seed * 1_000_003 + it * 101)
                 texts = [response_text(tok, s.tokens) for s in samples]
-                scored = reward.score([raw[k] for k in pick for _ in range(M)], texts)
+                scored = score_sharded(run.dist, reward, [raw[k] for k in pick for _ in range(M)], texts)
                 scores = torch.tensor([s for s, _ in scored], dtype=torch.float32)
                 r = pack(samples)
                 with torch.no_grad():
@@ -247,5 +251,6 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
                    "eval_prompts": len(ev), "eval_samples": opts.eval_samples, "steps": opts.steps,
                    "final_kl": rows[-1]["kl"], "train_seconds": time.perf_counter() - t0}
         run.finish(weights)
-        write_json(Path(run.path) / "summary.json", summary)
+        if run.main:
+            write_json(Path(run.path) / "summary.json", summary)
     return summary

@@ -102,8 +102,7 @@ def stage_run(path: Path, algo: str, model: str, opts, quiet: bool) -> Run:
         raise LolkitError("--lr must be > 0, --save-every and --eval-every >= 0")
     check_trackers(opts.report_to)
     return Run(path, stage_settings(algo, model, opts), resume=opts.resume, overwrite=opts.overwrite, quiet=quiet,
-               save_every=opts.save_every, eval_every=opts.eval_every, keep=max(1, opts.save_total_limit),
-               processes="one")
+               save_every=opts.save_every, eval_every=opts.eval_every, keep=max(1, opts.save_total_limit))
 
 
 class BatchOrder:
@@ -251,8 +250,9 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
         t0 = time.perf_counter()
         seqs = read_corpus(opts.data, tok, opts.max_len)
         val_seqs = read_corpus(opts.val_data, tok, opts.max_len) if opts.val_data else None
-        cache = hidden_cache(root, base, _resolved(path), seqs, tok.pad_token_id, log=log)
-        val_cache = hidden_cache(root, base, _resolved(path), val_seqs, tok.pad_token_id, log=log) if val_seqs else cache
+        cache = hidden_cache(root, base, _resolved(path), seqs, tok.pad_token_id, log=log, dist=run.dist)
+        val_cache = hidden_cache(root, base, _resolved(path), val_seqs, tok.pad_token_id, log=log,
+                                 dist=run.dist) if val_seqs else cache
         t_cache = time.perf_counter() - t0
         torch.manual_seed(opts.seed)
         idm, world = InverseDynamics(cfg), WorldModel(cfg)
@@ -296,7 +296,11 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                    "sequences": len(seqs), "transitions": int(counts.sum()), "cache_seconds": t_cache,
                    "train_seconds": t_train, "steps": opts.steps}
         run.finish(ModuleWeights({"idm": idm, "world_model": world}))
-        write_json(run.path / "summary.json", summary)
+        main = run.main
+        if main:
+            write_json(run.path / "summary.json", summary)
+    if not main:
+        return summary
     drop_downstream(root, ("policy_bc", "policy_rl", "eval"), log)
     write_json(root / "cola.json", {"format": RUN_FORMAT, "model": opts.model, "data": opts.data, "max_len": opts.max_len,
                                     "config": cfg.to_json(),
@@ -341,12 +345,13 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
         cola = load_cola(opts.run)
         tok, cfg = cola.tokenizer, cola.config
         seqs = read_corpus(info["data"], tok, info["max_len"])
-        cache = hidden_cache(Path(opts.run), cola.base, _resolved(info["model"]), seqs, tok.pad_token_id, log=log)
+        cache = hidden_cache(Path(opts.run), cola.base, _resolved(info["model"]), seqs, tok.pad_token_id, log=log,
+                             dist=run.dist)
         labels = idm_actions(cola.idm, cache, tok.pad_token_id)
         if opts.val_data:
             val_seqs = read_corpus(opts.val_data, tok, info["max_len"])
             val_cache = hidden_cache(Path(opts.run), cola.base, _resolved(info["model"]), val_seqs, tok.pad_token_id,
-                                     log=log)
+                                     log=log, dist=run.dist)
             val_labels = idm_actions(cola.idm, val_cache, tok.pad_token_id)
         else:
             val_cache, val_labels = cache, labels
@@ -372,6 +377,9 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
                    "bc_accuracy": final["val_bc_accuracy"], "train_seconds": time.perf_counter() - t1,
                    "steps": opts.steps}
         run.finish(ModuleWeights({"policy": policy}))
-        write_json(run.path / "summary.json", summary)
-    drop_downstream(Path(opts.run), ("policy_rl", "eval"), log)
+        main = run.main
+        if main:
+            write_json(run.path / "summary.json", summary)
+    if main:
+        drop_downstream(Path(opts.run), ("policy_rl", "eval"), log)
     return summary
