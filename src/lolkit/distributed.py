@@ -45,6 +45,20 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def owns(self, chunk: int) -> bool:
+        """Whether chunk ``chunk`` of a sharded pass is this process's (``chunk % world == rank``)."""
+        return chunk % self.world == self.rank
+
+    def assemble(self, *tensors):
+        """Tensors each process filled at its own chunks' rows (zero elsewhere), summed over the processes: the
+        whole on every process, exactly (x + 0 = x)."""
+        if self.world == 1:
+            return tensors
+        import torch
+
+        flat = self.reduce_sum(torch.stack(tensors).to(self.device))
+        return tuple(t.to(tensors[0].device) for t in flat.unbind(0))
+
     def share(self, items: list) -> list:
         """This process's share of a step's global batch: every ``world``-th item from its rank."""
         return items[self.rank :: self.world]
@@ -55,7 +69,7 @@ class Dist:
             return dict(values)
         import torch
 
-        keys = sorted(values)
+        keys = list(values)  # every process builds the same dict, in the same order
         total = self.reduce_sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
                                              device=self.device))
         return dict(zip(keys, total.cpu().tolist(), strict=True))
@@ -92,6 +106,35 @@ class Dist:
     def even_chunk(self, n: int) -> int:
         """The chunk size that gives each process one contiguous chunk of ``n`` items."""
         return max(1, -(-n // self.world))
+
+
+def sum_gradients(dist: Dist, params, bucket: int = 1 << 24) -> None:
+    """Sum each parameter's gradient over the processes (in buckets of about ``bucket`` elements). For loops whose
+    forward passes call the policy, its value head and a critic separately — DDP only synchronises the
+    gradients of a forward run through its wrapper — each process backpropagates its share over the global
+    normaliser and this gives every process the whole step's gradient. A parameter without a gradient takes
+    part with zeros (a process whose share was empty)."""
+    if dist.world == 1:
+        return
+    import torch
+
+    params = list(params)
+    for q in params:
+        if q.grad is None:
+            q.grad = torch.zeros_like(q)
+    start = 0
+    while start < len(params):
+        stop, size = start, 0
+        while stop < len(params) and (stop == start or size + params[stop].numel() <= bucket):
+            size += params[stop].numel()
+            stop += 1
+        group = params[start:stop]
+        flat = dist.reduce_sum(torch.cat([q.grad.reshape(-1) for q in group]).to(dist.device))
+        offset = 0
+        for q in group:
+            q.grad.copy_(flat[offset : offset + q.numel()].view_as(q.grad))
+            offset += q.numel()
+        start = stop
 
 
 def check_divisible(value: int, world: int, field: str) -> None:

@@ -79,7 +79,7 @@ def assert_weights_close(a: Path, b: Path, name: str = "model.safetensors", atol
         torch.testing.assert_close(wb[k], wa[k], atol=atol, rtol=1e-5, msg=k)
 
 
-FEEDBACK = ["--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "feedback.iterations=2",
+FEEDBACK = ["--lr", "1e-3", "--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "feedback.iterations=2",
             "--set", "feedback.steps=2", "--set", "feedback.prompts_per_iteration=3",
             "--set", "feedback.samples_per_prompt=3", "--set", "feedback.max_new_tokens=6",
             "--set", "eval.batch_size=2"]
@@ -183,3 +183,35 @@ def test_check_divisible_message():
     check_divisible(3, 1, "batch_size")
     with pytest.raises(LolkitError, match="ppo.minibatch_size 6 is not divisible by the 4 processes"):
         check_divisible(6, 4, "ppo.minibatch_size")
+
+
+# a learning rate large enough that two processes' gradients not being combined would show in the weights
+ONLINE = ["--lr", "1e-3", "--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "ppo.samples_per_prompt=2",
+          "--set", "ppo.max_new_tokens=5", "--set", "ppo.minibatch_size=4", "--set", "ppo.epochs=2",
+          "--set", "eval.batch_size=3", "--set", "ppo.rollout_samples=0", "--set", "ppo.kl_target=0.05",
+          "--set", "ppo.mask_update_every=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "nlpo"])
+def test_online_two_processes_match_one_process(tmp_path, tiny_model, algo):
+    """Each process samples its share of the rollout's batches and scores its chunk; the no-grad pass is split by
+    micro-batch; the whitening and the KL controller see the whole gathered rollout; each minibatch's rows are
+    split between the processes and their gradients summed: the same rollouts, metrics and weights as one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Count to {n}:"}) + "\n" for n in range(8)))
+    # a reward that is never constant: every rollout moves the policy
+    args = [*ONLINE, "--data", prompts, "--reward", "tests.loops.test_online:length_reward"]
+    res = run_cli("train", "--algo", algo, "--output-dir", one, *args)
+    assert res.code == 0, res
+    out = torchrun("train", "--algo", algo, "--output-dir", two, *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"processes": 2' in (two / "run.json").read_text()
+    a, b = read_metrics(one), read_metrics(two)
+    assert a[1]["kl_beta"] != a[0]["kl_beta"] and a[0]["grad_norm"] > 0  # trained; the controller moved on the KL
+    assert_rows_close(a, b)
+    rollouts = [[json.loads(x) for x in (d / "rollouts.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert len(rollouts[0]) == 16 and rollouts[0] == rollouts[1]
+    assert_weights_close(one / "final", two / "final")
+    assert_weights_close(one / "final", two / "final", "value_head.safetensors")

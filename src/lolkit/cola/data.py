@@ -169,7 +169,7 @@ def hidden_cache(run: Path, model, model_path: str, seqs: list[list[int]], pad_i
     flat = torch.zeros(offsets[-1], model.config.hidden_size, dtype=torch.float32)
     device = next(model.parameters()).device
     for b, s in enumerate(range(0, len(order), batch_size)):
-        if b % dist.world != dist.rank:
+        if not dist.owns(b):
             continue
         idx = order[s : s + batch_size]
         ids, valid = pad_batch([seqs[i] for i in idx], pad_id)

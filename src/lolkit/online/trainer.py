@@ -114,7 +114,7 @@ def _check_mask_model(cfg: TrainConfig, row) -> None:
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
     cfg = resolve_online_config(cfg)
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
-             eval_every=cfg.eval_every, keep=cfg.save_total_limit, processes="one") as run:
+             eval_every=cfg.eval_every, keep=cfg.save_total_limit, divisible={"batch_size": cfg.batch_size}) as run:
         return _online(cfg, run)
 
 
@@ -122,6 +122,7 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
     from accelerate.utils import set_seed
 
     from ..data.tokenize import context_window
+    from ..distributed import sample_sharded, score_sharded
     from ..generation import sample_tokens
     from ..rewards import get_reward
     from ..validation import RewardValidator
@@ -129,7 +130,7 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
 
     p = cfg.ppo
     set_seed(cfg.seed)
-    device = run.device
+    device, dist = run.device, run.dist  # several processes: lolkit.distributed (rollouts sharded, gathered)
 
     # -- models: policy (+ value head), reference, critic, mask policy ---------------------------------
     # causal or encoder–decoder: rollouts, log-probs and values go through the same paths for both
@@ -165,7 +166,7 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
         validator = RewardValidator(cfg, tokenizer, reward, [], [], [])
     run.create()
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
-    update = UPDATES[row.update](cfg, policy, head, critic, mask_policy, modules)
+    update = UPDATES[row.update](cfg, policy, head, critic, mask_policy, modules, dist)
     optimizer = update.optimizer
     scheduler = make_scheduler(cfg.optim, optimizer, total)
     kl_ctl = AdaptiveKLController(p.kl_beta, p.kl_target, p.kl_horizon_factor)
@@ -195,35 +196,40 @@ def _online(cfg: TrainConfig, run: Run) -> Path:
             chosen = [i for i in iteration_prompts(len(records), cfg.batch_size, cfg.seed, it)
                       for _ in range(p.samples_per_prompt)]
             t_gen = time.perf_counter()
-            sampled = sample_tokens(
-                policy, [prompt_ids[i] for i in chosen], pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
-                max_new_tokens=p.max_new_tokens, temperature=p.temperature, batch_size=cfg.eval.batch_size,
-                seed=cfg.seed * 1_000_003 + it * 1_009,
-                logits_processor=mask_policy.processor if mask_policy is not None else None)
+            sampled = sample_sharded(dist, lambda part, size, seed: sample_tokens(
+                policy, part, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                max_new_tokens=p.max_new_tokens, temperature=p.temperature, batch_size=size, seed=seed,
+                logits_processor=mask_policy.processor if mask_policy is not None else None),
+                [prompt_ids[i] for i in chosen], cfg.eval.batch_size, cfg.seed * 1_000_003 + it * 1_009)
             gen_time = time.perf_counter() - t_gen
             responses = [toks for toks, _ in sampled]
             n_tokens = sum(len(r) for r in responses)
             texts = [tokenizer.decode(r[:-1] if fin else r, skip_special_tokens=True) for r, fin in sampled]
 
             # 3. Task reward R.
-            scored = reward.score([records[i].text for i in chosen], texts, metas=[records[i].meta for i in chosen])
+            scored = score_sharded(dist, reward, [records[i].text for i in chosen], texts,
+                                   [records[i].meta for i in chosen])
             raw_scores = torch.tensor([s for s, _ in scored], dtype=torch.float32, device=device)
             scores = normalise_rewards(raw_scores, p.reward_norm, p.reward_scale, p.reward_clip, moments)
 
-            # 4. Old log-probs, reference log-probs and values: one no-grad pass.
+            # 4. Old log-probs, reference log-probs and values: one no-grad pass (each process its chunks).
             batch = build_batch([prompt_ids[i] for i in chosen], responses, tokenizer.pad_token_id, device)
             mask = batch.mask
             old_logps, raw_old, ref_logps, old_values = (torch.zeros_like(mask) for _ in range(4))
             policy.eval()
             with torch.no_grad():
-                for s in chunks(len(batch), cfg.micro_batch_size):
+                for c, s in enumerate(chunks(len(batch), cfg.micro_batch_size)):
+                    if not dist.owns(c):
+                        continue
                     mb = batch.rows(s)
                     f = policy_forward(policy, head, mb, critic=critic, mask=mask_policy)
                     old_logps[s], raw_old[s], old_values[s] = f.logps, f.raw_logps, f.values
                     ref_logps[s] = reference_logps(policy, reference, mb)
+            old_logps, raw_old, ref_logps, old_values = dist.assemble(old_logps, raw_old, ref_logps, old_values)
             old_values = old_values * mask
 
-            # 5. Token-level rewards, GAE, whitening.
+            # 5. Token-level rewards, GAE, whitening: every process holds the whole rollout, so the whitening and
+            #    the KL fed to the controller are over all processes' samples.
             kl_beta = kl_ctl.value
             kl_tokens = (raw_old - ref_logps) * mask
             kl_mean = float(masked_mean(kl_tokens, mask))

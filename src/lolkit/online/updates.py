@@ -14,6 +14,11 @@ the advantages and returns (from the KL-penalised rewards and GAE, whitened when
 
 ``optimizer`` is what the run checkpoints and the learning-rate schedule drives (TRPO: the value
 function's; its policy step has no learning rate).
+
+Under several processes (``dist``; every process holds the whole rollout) PPO's minibatches and A2C's rollout
+are split by rows: each process backpropagates its rows over the whole step's token count and the gradients
+are summed over the processes before clipping (:func:`lolkit.distributed.sum_gradients`). TRPO's step
+(conjugate gradients and a line search over the whole rollout) and its value fit run on every process alike.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..distributed import Dist, sum_gradients
 from ..losses.a2c import a2c
 from ..losses.ppo import policy_loss, value_loss
 from ..run import make_optimizer
@@ -47,7 +53,8 @@ def chunks(n: int, size: int) -> list[slice]:
 
 
 class _Update:
-    def __init__(self, cfg, policy, head, critic, mask_policy, modules):
+    def __init__(self, cfg, policy, head, critic, mask_policy, modules, dist: Dist | None = None):
+        self.dist = dist or Dist()
         self.cfg, self.p = cfg, cfg.ppo
         self.policy, self.head, self.critic, self.mask_policy, self.modules = policy, head, critic, mask_policy, modules
         self.optimizer = self.build_optimizer()
@@ -56,6 +63,15 @@ class _Update:
     def build_optimizer(self):
         """The optim section's AdamW over the policy, value head and critic."""
         return make_optimizer(self.cfg.optim, self.modules)
+
+    def share(self, rows: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a step (all of them in one process)."""
+        return rows[self.dist.rank :: self.dist.world]
+
+    def summed(self, stats: dict[str, float], params) -> dict[str, float]:
+        """A data-parallel step's metrics and gradients, summed over the processes."""
+        sum_gradients(self.dist, params)
+        return self.dist.sum(stats)
 
     def clip_and_step(self, stats: dict, params) -> None:
         if self.cfg.optim.max_grad_norm:
@@ -83,8 +99,9 @@ class PPOUpdate(_Update):
                 n_tok = mask[idx].sum().clamp_min(1)
                 stats = {k: 0.0 for k in ("loss", "policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl")}
                 loss_sum = 0.0
-                for ms in chunks(len(idx), cfg.micro_batch_size):
-                    rows = idx[ms]
+                share = self.share(idx)
+                for ms in chunks(len(share), cfg.micro_batch_size):
+                    rows = share[ms]
                     f = policy_forward(self.policy, self.head, batch.rows(rows), critic=self.critic,
                                        mask=self.mask_policy)
                     m = mask[rows]
@@ -98,7 +115,8 @@ class PPOUpdate(_Update):
                                  ("approx_kl", pol.metrics["approx_kl"])):
                         stats[k] += float(v.detach().sum() / n_tok)
                     loss_sum += float(per_token.detach().sum())
-                stats.update(loss_views(loss_sum, len(idx), float(n_tok)))
+                stats = self.summed({**stats, "loss_sum": loss_sum}, self.trainable())
+                stats.update(loss_views(stats.pop("loss_sum"), len(idx), float(n_tok)))
                 self.clip_and_step(stats, self.trainable())
                 n_updates += 1
                 for k, v in stats.items():
@@ -112,8 +130,8 @@ class A2CUpdate(_Update):
     is RL4LMs' (stable-baselines3's) RMSprop(α = ``a2c.alpha``, ε = ``a2c.eps``) at ``optim.lr``, or with
     ``a2c.optimizer: adamw`` the optim section's AdamW."""
 
-    def __init__(self, cfg, policy, head, critic, mask_policy, modules):
-        super().__init__(cfg, policy, head, critic, mask_policy, modules)
+    def __init__(self, cfg, policy, head, critic, mask_policy, modules, dist: Dist | None = None):
+        super().__init__(cfg, policy, head, critic, mask_policy, modules, dist)
         self.whiten_advantages = cfg.a2c.whiten_advantages
 
     def build_optimizer(self):
@@ -127,7 +145,9 @@ class A2CUpdate(_Update):
         n_tok = mask.sum().clamp_min(1)
         stats = {k: 0.0 for k in ("loss", "policy_loss", "value_loss", "entropy")}
         loss_sum = 0.0
-        for ms in chunks(len(batch), self.cfg.micro_batch_size):
+        share = self.share(torch.arange(len(batch), device=mask.device))
+        for c in chunks(len(share), self.cfg.micro_batch_size):
+            ms = share[c]
             f = policy_forward(self.policy, self.head, batch.rows(ms), critic=self.critic, mask=self.mask_policy)
             out = a2c(f.logps, f.values, roll.advantages[ms], roll.returns[ms], mask[ms], f.entropy,
                       vf_coef=p.vf_coef, ent_coef=p.ent_coef)
@@ -135,7 +155,8 @@ class A2CUpdate(_Update):
             for k, v in (("loss", out.losses), *out.metrics.items()):
                 stats[k] += float(v.detach().sum() / n_tok)
             loss_sum += float(out.losses.detach().sum())
-        stats.update(loss_views(loss_sum, len(batch), float(n_tok)))
+        stats = self.summed({**stats, "loss_sum": loss_sum}, self.trainable())
+        stats.update(loss_views(stats.pop("loss_sum"), len(batch), float(n_tok)))
         self.clip_and_step(stats, self.trainable())
         return stats
 
@@ -149,13 +170,13 @@ class TRPOUpdate(_Update):
     value head is fitted on the policy's hidden states held fixed: fitting the trunk too would move the
     policy after its trust-region step."""
 
-    def __init__(self, cfg, policy, head, critic, mask_policy, modules):
+    def __init__(self, cfg, policy, head, critic, mask_policy, modules, dist: Dist | None = None):
         from ..trpo import policy_parameters
 
         self.actor = policy_parameters(policy)
         self.value_params = list(head.parameters()) + ([q for q in critic.parameters() if q.requires_grad]
                                                        if critic is not None else [])
-        super().__init__(cfg, policy, head, critic, mask_policy, modules)
+        super().__init__(cfg, policy, head, critic, mask_policy, modules, dist)
         self.whiten_advantages = cfg.trpo.whiten_advantages
 
     def build_optimizer(self):
