@@ -307,11 +307,9 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
                 model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
                 cfg.batch_size / world, accelerator.backward, accelerator.no_sync)
             if world > 1:  # every process saw part of the step: add up their sums
-                keys = list(sums)
-                total = accelerator.reduce(torch.stack([sums[k] for k in keys] + [torch.tensor(float(pad)).to(
-                    accelerator.device), torch.tensor(float(tokens)).to(accelerator.device)]), reduction="sum")
-                sums = dict(zip(keys, total[: len(keys)], strict=True))
-                pad, tokens = int(total[-2].item()), int(total[-1].item())
+                total = dist.sum({**{k: v.item() for k, v in sums.items()}, "pad": pad, "tokens": tokens})
+                pad, tokens = int(total.pop("pad")), int(total.pop("tokens"))
+                sums = {k: torch.tensor(v) for k, v in total.items()}
             grad_norm = None
             if cfg.optim.max_grad_norm:
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
