@@ -209,7 +209,7 @@ def test_online_two_processes_match_one_process(tmp_path, tiny_model, algo):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"processes": 2' in (two / "run.json").read_text()
     a, b = read_metrics(one), read_metrics(two)
-    assert a[1]["kl_beta"] != a[0]["kl_beta"] and a[0]["grad_norm"] > 0  # trained; the controller moved on the KL
+    assert a[1]["kl"] != 0.0 and a[1]["kl_beta"] != a[0]["kl_beta"]  # the policy moved; so did the KL controller
     assert_rows_close(a, b)
     rollouts = [[json.loads(x) for x in (d / "rollouts.jsonl").read_text().splitlines()] for d in (one, two)]
     assert len(rollouts[0]) == 16 and rollouts[0] == rollouts[1]
