@@ -81,7 +81,7 @@ class Dist:
         import torch
         import torch.distributed as td
 
-        data = torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8, device=self.device)
+        data = torch.frombuffer(bytearray(json.dumps(obj).encode("utf-8")), dtype=torch.uint8).to(self.device)
         size = torch.tensor([data.numel()], dtype=torch.long, device=self.device)
         sizes = [torch.zeros_like(size) for _ in range(self.world)]
         td.all_gather(sizes, size)
@@ -90,7 +90,8 @@ class Dist:
         padded[: data.numel()] = data
         parts = [torch.zeros_like(padded) for _ in range(self.world)]
         td.all_gather(parts, padded)
-        return [json.loads(bytes(p[: int(s.item())].cpu().tolist()).decode("utf-8")) for p, s in zip(parts, sizes, strict=True)]
+        return [json.loads(p[: int(s.item())].cpu().numpy().tobytes().decode("utf-8"))
+                for p, s in zip(parts, sizes, strict=True)]
 
     def map_chunks(self, n: int, size: int, fn) -> list:
         """``fn(c, start, stop) → list`` of the items ``start:stop`` of chunk ``c`` (chunks of ``size``), run
@@ -176,12 +177,6 @@ def micro_contexts(accelerator, model, n: int) -> list:
     import contextlib
 
     return [accelerator.no_sync(model) if k < n - 1 else contextlib.nullcontext() for k in range(n)]
-
-
-def zero_backward(model) -> None:
-    """A process whose share of a step is empty still joins DDP's all-reduce, with a zero gradient."""
-    params = [q for q in model.parameters() if q.requires_grad]
-    sum(q.sum() * 0.0 for q in params).backward()
 
 
 def resume_note(saved: int | None, world: int) -> str | None:

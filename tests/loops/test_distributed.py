@@ -215,3 +215,22 @@ def test_online_two_processes_match_one_process(tmp_path, tiny_model, algo):
     assert len(rollouts[0]) == 16 and rollouts[0] == rollouts[1]
     assert_weights_close(one / "final", two / "final")
     assert_weights_close(one / "final", two / "final", "value_head.safetensors")
+
+
+def test_sum_gradients_in_buckets_and_metric_sums():
+    """With a stand-in all-reduce (the other process holds the same values: the sum doubles them), gradients come
+    back in place across several buckets, a parameter without a gradient takes part with zeros, and metric sums
+    keep their keys' order."""
+    from lolkit.distributed import Dist, sum_gradients
+
+    dist = Dist(rank=1, world=2, reduce_sum=lambda t: t * 2)
+    params = [torch.nn.Parameter(torch.arange(n, dtype=torch.float32)) for n in (2, 2, 5)]
+    for q in params[:2]:
+        q.grad = torch.arange(q.numel(), dtype=torch.float32) + 1
+    sum_gradients(dist, params, bucket=3)  # buckets [2], [2], [5]: none may exceed 3 unless alone
+    assert [q.grad.tolist() for q in params] == [[2.0, 4.0], [2.0, 4.0], [0.0] * 5]
+    assert list(dist.sum({"loss": 0.25, "tokens": 3.0}).items()) == [("loss", 0.5), ("tokens", 6.0)]
+    a, b = dist.assemble(torch.ones(2), torch.zeros(2))
+    assert a.tolist() == [2.0, 2.0] and b.tolist() == [0.0, 0.0]
+    assert dist.share(list(range(7))) == [1, 3, 5] and [c for c in range(5) if dist.owns(c)] == [1, 3]
+    assert dist.even_chunk(7) == 4

@@ -253,4 +253,5 @@ def train_rl(opts: RLOptions, quiet: bool = False, log=None) -> dict:
         run.finish(weights)
         if run.main:
             write_json(Path(run.path) / "summary.json", summary)
+    run.dist.wait()
     return summary

@@ -296,16 +296,22 @@ def train_world(opts: WorldOptions, quiet: bool = False, log=None) -> dict:
                    "sequences": len(seqs), "transitions": int(counts.sum()), "cache_seconds": t_cache,
                    "train_seconds": t_train, "steps": opts.steps}
         run.finish(ModuleWeights({"idm": idm, "world_model": world}))
-        main = run.main
-        if main:
+        if run.main:
             write_json(run.path / "summary.json", summary)
-    if not main:
-        return summary
-    drop_downstream(root, ("policy_bc", "policy_rl", "eval"), log)
+    if run.main:
+        drop_downstream(root, ("policy_bc", "policy_rl", "eval"), log)
+        write_cola_json(root, opts, cfg)
+    run.dist.wait()  # a next stage in the same process group reads cola.json
+    return summary
+
+
+def write_cola_json(root: Path, opts: WorldOptions, cfg: ColaConfig) -> None:
+    """The CoLA run's ``cola.json``: written once stage 0 has finished (the later stages read it)."""
+    from ..io import write_json
+
     write_json(root / "cola.json", {"format": RUN_FORMAT, "model": opts.model, "data": opts.data, "max_len": opts.max_len,
                                     "config": cfg.to_json(),
                                     "world": {k: v for k, v in opts.__dict__.items() if k not in ("sizes", *FLAGS)}})
-    return summary
 
 
 def _resolved(path: str) -> str:
@@ -377,9 +383,9 @@ def train_bc(opts: BCOptions, quiet: bool = False, log=None) -> dict:
                    "bc_accuracy": final["val_bc_accuracy"], "train_seconds": time.perf_counter() - t1,
                    "steps": opts.steps}
         run.finish(ModuleWeights({"policy": policy}))
-        main = run.main
-        if main:
+        if run.main:
             write_json(run.path / "summary.json", summary)
-    if main:
+    if run.main:
         drop_downstream(Path(opts.run), ("policy_rl", "eval"), log)
+    run.dist.wait()
     return summary

@@ -259,9 +259,10 @@ class Driver:
         ``micro_step(items, normaliser)`` backpropagates Σ losses / normaliser, the normaliser being the
         whole step's (tokens or units), so accumulation over micro-batches is exact; ``tokens(items)``
         counts their response tokens (for the per-token and per-sequence views of the loss). Under several
-        processes each takes its share of the step's batch and backpropagates over the normaliser ÷ world
-        (DDP averages the gradients); the metrics are summed over the processes."""
-        from ..distributed import micro_contexts, zero_backward
+        processes each takes its share of the step's batch (batch_size is divisible by their number, so every
+        share has the same micro-batches) and backpropagates over the normaliser ÷ world (DDP averages the
+        gradients); the metrics are summed over the processes."""
+        from ..distributed import micro_contexts
 
         dist, accelerator = self.dist, self.lifecycle.accelerator
         rng = random.Random(f"lolkit-feedback-order-{self.cfg.seed}-{it}")
@@ -283,8 +284,6 @@ class Driver:
                 with context:
                     for k, v in micro_step(part, norm / dist.world).items():
                         stats[k] = stats.get(k, 0.0) + v
-            if not micros:
-                zero_backward(self.model)
             stats = {k: v / dist.world for k, v in dist.sum(stats).items()}
             stats.update(loss_views(stats["loss"] * norm, len(batch), tokens(batch)))
             if self.cfg.optim.max_grad_norm:
