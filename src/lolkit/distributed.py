@@ -19,7 +19,6 @@ With one process every helper is the identity, so a single-process run does exac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,35 +73,27 @@ class Dist:
                                              device=self.device))
         return dict(zip(keys, total.cpu().tolist(), strict=True))
 
+    @property
+    def shards(self):
+        """The same process group as :mod:`lolkit.shards` sees it (its JSON gathers and shared work)."""
+        from .shards import Shards
+
+        return Shards(self.rank, self.world, self.device)
+
     def gather(self, obj) -> list:
         """Every process's JSON-able ``obj``, in rank order, on every process (sent as UTF-8 JSON bytes)."""
-        if self.world == 1:
-            return [obj]
-        import torch
-        import torch.distributed as td
-
-        data = torch.frombuffer(bytearray(json.dumps(obj).encode("utf-8")), dtype=torch.uint8).to(self.device)
-        size = torch.tensor([data.numel()], dtype=torch.long, device=self.device)
-        sizes = [torch.zeros_like(size) for _ in range(self.world)]
-        td.all_gather(sizes, size)
-        width = int(max(s.item() for s in sizes))
-        padded = torch.zeros(width, dtype=torch.uint8, device=self.device)
-        padded[: data.numel()] = data
-        parts = [torch.zeros_like(padded) for _ in range(self.world)]
-        td.all_gather(parts, padded)
-        return [json.loads(p[: int(s.item())].cpu().numpy().tobytes().decode("utf-8"))
-                for p, s in zip(parts, sizes, strict=True)]
+        return self.shards.gather(obj)
 
     def map_chunks(self, n: int, size: int, fn) -> list:
         """``fn(c, start, stop) → list`` of the items ``start:stop`` of chunk ``c`` (chunks of ``size``), run
-        for this process's chunks (``c % world == rank``); returns every chunk's items, in order, on every
-        process. The items must survive JSON (lists, numbers, strings, dicts)."""
-        chunks = [(c, s, min(s + size, n)) for c, s in enumerate(range(0, n, max(1, size)))]
+        for this process's chunks (``c % world == rank``, :meth:`lolkit.shards.Shards.share_work`); returns
+        every chunk's items, in order, on every process. The items must survive JSON (lists, numbers, strings,
+        dicts)."""
+        chunks = [(s, min(s + size, n)) for s in range(0, n, max(1, size))]
         if self.world == 1:
-            return [x for c, s, e in chunks for x in fn(c, s, e)]
-        mine = [[c, fn(c, s, e)] for c, s, e in chunks if c % self.world == self.rank]
-        by_chunk = {c: items for part in self.gather(mine) for c, items in part}
-        return [x for c in sorted(by_chunk) for x in by_chunk[c]]
+            return [x for c, (s, e) in enumerate(chunks) for x in fn(c, s, e)]
+        done = self.shards.share_work(range(len(chunks)), lambda c: fn(c, *chunks[c]))
+        return [x for c in range(len(chunks)) for x in done[c]]
 
     def even_chunk(self, n: int) -> int:
         """The chunk size that gives each process one contiguous chunk of ``n`` items."""

@@ -168,8 +168,8 @@ def test_cola_stages_two_processes_match_one_process(tmp_path, tiny_model):
 def test_batch_not_divisible_by_the_processes_is_one_line_and_writes_nothing(tmp_path, tiny_model):
     out = torchrun("train", "--algo", "quark", "--batch-size", "3", "--output-dir", tmp_path / "run", "--quiet")
     errors = [x for x in out.stderr.splitlines() if x.startswith("error:")]
-    assert errors == ["error: batch_size 3 is not divisible by the 2 processes (torchrun / accelerate launch): "
-                      "use a multiple of 2"]
+    assert errors == ["error: batch_size 3 is not divisible by the 2 processes: it is the global batch, split evenly "
+                      "among them"]
     assert "exitcode  : 2" in out.stderr  # each worker's exit code, in torchrun's report
     assert not [x for x in out.stderr.splitlines() if x.strip().startswith('File "') and "lolkit" in x]  # no traceback
     assert not (tmp_path / "run").exists()
@@ -186,14 +186,14 @@ def test_check_divisible_message():
 
 
 # a learning rate large enough that two processes' gradients not being combined would show in the weights
-ONLINE = ["--lr", "1e-3", "--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "ppo.samples_per_prompt=2",
+ONLINE = ["--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "1", "--quiet", "--set", "ppo.samples_per_prompt=2",
           "--set", "ppo.max_new_tokens=5", "--set", "ppo.minibatch_size=4", "--set", "ppo.epochs=2",
           "--set", "eval.batch_size=3", "--set", "ppo.rollout_samples=0", "--set", "ppo.kl_target=0.05",
           "--set", "ppo.mask_update_every=1"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo", "nlpo"])
+@pytest.mark.parametrize("algo", ["ppo", "nlpo", "a2c", "trpo"])
 def test_online_two_processes_match_one_process(tmp_path, tiny_model, algo):
     """Each process samples its share of the rollout's batches and scores its chunk; the no-grad pass is split by
     micro-batch; the whitening and the KL controller see the whole gathered rollout; each minibatch's rows are
@@ -202,7 +202,8 @@ def test_online_two_processes_match_one_process(tmp_path, tiny_model, algo):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Count to {n}:"}) + "\n" for n in range(8)))
     # a reward that is never constant: every rollout moves the policy
-    args = [*ONLINE, "--data", prompts, "--reward", "tests.loops.test_online:length_reward"]
+    args = [*ONLINE, "--data", prompts, "--reward", "tests.loops.test_online:length_reward",
+            *(["--set", "trpo.value_lr=1e-3"] if algo == "trpo" else ["--lr", "1e-3"])]  # TRPO: no policy lr
     res = run_cli("train", "--algo", algo, "--output-dir", one, *args)
     assert res.code == 0, res
     out = torchrun("train", "--algo", algo, "--output-dir", two, *args)
