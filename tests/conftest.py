@@ -57,6 +57,19 @@ class CliResult:
         return f"CliResult(code={self.code}, err={self.err[-500:]!r})"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread in this process for the test, as every torchrun worker runs (OMP_NUM_THREADS=1): an
+    in-process run compared with a multi-process one then sums its matrix products in the same order (with two
+    threads, a few steps at lr 1e-3 drift past the 1e-5 the comparisons allow)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args: str) -> CliResult:
     """Run ``lolkit ARGS`` in this process and capture exit code, stdout and stderr."""
     from lolkit import cli

@@ -16,6 +16,9 @@ from ..conftest import run_cli
 from .test_fsdp import ARGS, _same_curve
 from .test_infer_distributed import EVAL, _prompts, _same_files, torchrun
 
+# the single-process runs these tests compare with use one thread, as each torchrun worker does
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
 
 

@@ -17,6 +17,9 @@ from lolkit.run import read_metrics
 
 from ..conftest import run_cli
 
+# the single-process runs these tests compare with use one thread, as each torchrun worker does
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ARGS = ["train", "--algo", "a_lol", "--max-steps", "3", "--batch-size", "8", "--save-every", "0", "--quiet",
         "--set", "eval_prompts=4", "--set", "eval.max_new_tokens=4"]
 

@@ -15,6 +15,9 @@ from lolkit.run import read_metrics
 from ..conftest import run_cli
 from .test_infer_distributed import torchrun
 
+# the single-process runs these tests compare with use one thread, as each torchrun worker does
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
         "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}
 ARGS = ["train", "--algo", "a_lol", "--max-steps", "3", "--batch-size", "8", "--save-every", "1", "--quiet",

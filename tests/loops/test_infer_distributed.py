@@ -13,6 +13,9 @@ import pytest
 
 from ..conftest import run_cli, write_jsonl
 
+# the single-process runs these tests compare with use one thread, as each torchrun worker does
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 OBJECTS = ["tomato", "cherry", "banana", "lemon", "grass", "sky", "snow", "coal", "ruby", "lime", "plum"]
 
 
