@@ -11,6 +11,8 @@ HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 CONSTRAINTS := -c constraints.txt $(if $(HAS_CUDA),,-c constraints-cpu.txt)
 DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
+# one pytest worker per core (pytest-xdist; each keeps torch to one thread: tests/conftest.py)
+PYTEST_WORKERS ?= auto
 
 .PHONY: demo test test-fast install lint smollm2 clean
 
@@ -29,10 +31,10 @@ demo: $(STAMP)
 	$(BIN)/lolkit demo --output-dir $(DEMO_DIR)
 
 test: $(STAMP) $(WORDNET)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(WORDNET)
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

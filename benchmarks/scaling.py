@@ -29,7 +29,10 @@ process group (a barrier before and after each timed section):
 * step       the offline training step: global batch 16 split among the processes, DDP, AdamW
 * eval       `lolkit eval`'s generation + reward scoring of 32 prompts (batches of 4 shared among the
              processes, `lolkit.shards`), greedy, 16 new tokens
-* (PPO rollout + update: not timed — the online loop under N processes is not on this branch)
+* ppo        `lolkit train --algo ppo` under the launcher: per iteration, a rollout of 16 prompts × 2 samples
+             (16 new tokens, sampling and reward scoring shared among the processes), the no-grad pass,
+             and 2 epochs of minibatch updates; time per rollout sample from the run's `iteration_time`,
+             the first iteration (warm-up) left out
 
 The figure is the median ratio of the time per example with 2 processes to that with 1 (ideal on 2
 free cores: 0.5; at 1.0 nothing was gained, and above 1 a process waits on the other).
@@ -273,7 +276,42 @@ def processes_axis(rounds: int) -> None:
         two = statistics.median(x[name] for x in runs[2])
         ratio = statistics.median(b[name] / a[name] for a, b in zip(runs[1], runs[2], strict=True))
         print(f"{name:<10} {one * 1e3:>13.1f} {two * 1e3:>14.1f} {ratio:>7.3f}")
-    print("PPO rollout + update: not timed (the online loop does not run under N processes on this branch)")
+    ppo_axis(rounds, tmp, model_dir, torchrun, env)
+
+
+PPO_PROMPTS, PPO_SAMPLES, PPO_STEPS = 16, 2, 4
+
+
+def ppo_times(torchrun: Path, env: dict, model_dir: Path, prompts: Path, out: Path, n: int) -> float:
+    """Median seconds per rollout sample of a PPO run under ``torchrun`` with ``n`` processes (iterations
+    after the first)."""
+    args = ["train", "--algo", "ppo", "--model", str(model_dir), "--data", str(prompts), "--reward", "colours",
+            "--output-dir", str(out), "--max-steps", str(PPO_STEPS), "--batch-size", str(PPO_PROMPTS),
+            "--micro-batch-size", "4", "--quiet", "--set", f"ppo.samples_per_prompt={PPO_SAMPLES}",
+            "--set", "ppo.max_new_tokens=16", "--set", "ppo.minibatch_size=8", "--set", "ppo.epochs=2",
+            "--set", "ppo.rollout_samples=0", "--set", "eval_prompts=1", "--set", "eval.max_new_tokens=1",
+            "--set", "eval_every=0", "--set", "save_every=0"]
+    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(n), "-m", "lolkit.cli", *args],
+                         env=env, capture_output=True, text=True, timeout=900)
+    if res.returncode:
+        raise SystemExit(f"ppo under torchrun with {n} processes failed:\n{res.stderr[-3000:]}")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    its = [r["iteration_time"] for r in rows if "iteration_time" in r][1:]
+    return statistics.median(its) / (PPO_PROMPTS * PPO_SAMPLES)
+
+
+def ppo_axis(rounds: int, tmp: Path, model_dir: Path, torchrun: Path, env: dict) -> None:
+    prompts = tmp / "prompts.jsonl"
+    rng = random.Random(0)
+    prompts.write_text("".join(json.dumps({"prompt": " ".join(rng.choice(WORDS) for _ in range(8))}) + "\n"
+                               for _ in range(PPO_PROMPTS)))
+    runs: dict[int, list[float]] = {1: [], 2: []}
+    for r in range(rounds):
+        for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+            runs[n].append(ppo_times(torchrun, env, model_dir, prompts, tmp / f"ppo-r{r}-n{n}", n))
+    one, two = statistics.median(runs[1]), statistics.median(runs[2])
+    ratio = statistics.median(b / a for a, b in zip(runs[1], runs[2], strict=True))
+    print(f"{'ppo':<10} {one * 1e3:>13.1f} {two * 1e3:>14.1f} {ratio:>7.3f}")
 
 
 if __name__ == "__main__":
