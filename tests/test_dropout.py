@@ -14,6 +14,7 @@ import torch
 from lolkit.models import ModelConfig, disable_dropout, load_model
 
 from .conftest import read_jsonl, write_jsonl
+from .trl_parity import assert_dpo_matches_trl, nudge
 
 PAIRS = [{"prompt": "What colour is a banana?", "chosen": " a banana is yellow.", "rejected": " i do not know."},
          {"prompt": "Name the colour of a frog.", "chosen": " a frog is green.", "rejected": " a frog is blue."},
@@ -87,47 +88,8 @@ def test_a_lol_ratio_is_one_at_the_first_step_on_a_dropout_model(tiny_gpt2, tmp_
 def test_dpo_matches_trl_on_a_dropout_model_in_training_mode(tiny_gpt2, tmp_path):
     """lolkit's load path and TRL 1.16's DPOTrainer both switch dropout off: same loss and gradients on a
     model with dropout 0.1, both in training mode."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    from lolkit.data.tokenize import collate, encode_pair
-    from lolkit.engine.reference import compute_reference
-    from lolkit.logprobs import forward_logprobs
-    from lolkit.losses import LossInputs, LossParams, dpo
-
-    rows = PAIRS[:3]
     ref, tok, _ = load_model(ModelConfig(name=tiny_gpt2, disable_dropout=False), trainable=True)
     policy = copy.deepcopy(ref)
-    with torch.no_grad():  # move the policy away from the reference so Δ ≠ 0
-        g = torch.Generator().manual_seed(1)
-        for p in policy.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    ours = copy.deepcopy(policy)
-    disable_dropout(ours)
-    cfg = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, use_cpu=True, bf16=False, report_to="none",
-                    per_device_train_batch_size=3, gradient_checkpointing=False, max_length=None)
+    nudge(policy)
+    cfg = assert_dpo_matches_trl(ref, policy, tok, PAIRS[:3], tmp_path / "trl", prepare=disable_dropout, train=True)
     assert cfg.disable_dropout
-    trainer = DPOTrainer(model=policy, ref_model=copy.deepcopy(ref), args=cfg, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok)
-    trainer.model.train()
-    batch = next(iter(trainer.get_train_dataloader()))
-    trl_loss = trainer.compute_loss(trainer.model, batch)
-    trl_loss.backward()
-
-    enc = [encode_pair(tok, r["prompt"], r[k], 512, 512) for k in ("chosen", "rejected") for r in rows]
-    trl_rows = [tuple(ids[: sum(m)]) for ids, m in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
-                                                         strict=True)]
-    ours_by_ids = {e.prompt_ids + e.response_ids: e for e in enc}
-    assert set(trl_rows) == set(ours_by_ids)
-    enc = [ours_by_ids[ids] for ids in trl_rows]
-    ref_seq, _ = compute_reference(ref, enc, tok.pad_token_id, 8, disable_adapter=False)
-    b = collate(enc, list(range(6)), tok.pad_token_id)
-    ours.train()
-    seq, toks, _ = forward_logprobs(ours, b)
-    loss = dpo(LossInputs(seq, toks, b.response_mask, ref_logps=ref_seq), LossParams(beta=0.1)).losses.mean()
-    loss.backward()
-    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
-    assert abs(loss.item() - math.log(2)) > 1e-3
-    trl_grads = dict(trainer.model.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, trl_grads[name].grad, atol=1e-5, rtol=1e-4, msg=name)

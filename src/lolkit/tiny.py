@@ -25,16 +25,23 @@ Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 2024-01-31. Hello world! Good, bad, excell
 """
 
 
-def build_tokenizer(texts: list[str], vocab_size: int = 512):
+def train_bpe(texts: list[str], specials: list[str], vocab_size: int = 512):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` (special tokens first in the vocabulary)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 512):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_bpe(texts, SPECIAL, vocab_size)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|endoftext|>",
                                  bos_token=None, unk_token=None)
     hf.chat_template = CHAT_TEMPLATE

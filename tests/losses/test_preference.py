@@ -10,6 +10,7 @@ import torch
 from lolkit.losses import LossInputs, LossParams, dpo, pro
 
 from ..conftest import write_jsonl
+from ..trl_parity import assert_dpo_matches_trl, nudge
 
 
 def _inp(policy, ref=None, lengths=None, rewards=None):
@@ -119,15 +120,8 @@ def test_pro_equal_rewards_count_as_ties_and_have_no_ranking_gradient():
 
 def test_dpo_matches_trl(tiny_model, tiny_tokenizer, tmp_path):
     """Same tiny model, same batch: lolkit's DPO loss and gradients equal TRL 1.16's DPOTrainer."""
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
 
-    from lolkit.data.tokenize import collate, encode_pair
-    from lolkit.engine.reference import compute_reference
-    from lolkit.logprobs import forward_logprobs
-
-    tok = tiny_tokenizer
     # prompts end in '?' or '.', responses start with a space-word: a clean token boundary, no truncation
     rows = [{"prompt": "What colour is a banana?", "chosen": " a banana is yellow.", "rejected": " i do not know."},
             {"prompt": "Name the colour of a frog.", "chosen": " a frog is green.", "rejected": " a frog is blue."},
@@ -135,40 +129,8 @@ def test_dpo_matches_trl(tiny_model, tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
     ref = AutoModelForCausalLM.from_pretrained(tiny_model)
     policy = copy.deepcopy(ref)
-    with torch.no_grad():  # move the policy away from the reference so Δ ≠ 0
-        g = torch.Generator().manual_seed(1)
-        for p in policy.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    ours = copy.deepcopy(policy)
-
-    cfg = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, use_cpu=True, bf16=False, report_to="none",
-                    per_device_train_batch_size=3, gradient_checkpointing=False, max_length=None)
-    trainer = DPOTrainer(model=policy, ref_model=copy.deepcopy(ref), args=cfg, train_dataset=Dataset.from_list(rows),
-                         processing_class=tok)
-    batch = next(iter(trainer.get_train_dataloader()))
-    trl_loss = trainer.compute_loss(trainer.model, batch)
-    trl_loss.backward()
-
-    enc = [encode_pair(tok, r["prompt"], r[k], 512, 512) for k in ("chosen", "rejected") for r in rows]
-    # the same token ids as TRL (prompt + completion + EOS), rows chosen-first; TRL's sampler shuffles
-    # the pairs, so put ours in its order
-    trl_rows = [tuple(ids[: sum(m)]) for ids, m in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
-                                                         strict=True)]
-    ours_by_ids = {e.prompt_ids + e.response_ids: e for e in enc}
-    assert set(trl_rows) == set(ours_by_ids)
-    enc = [ours_by_ids[ids] for ids in trl_rows]
-    assert trl_rows[:3] == [e.prompt_ids + e.response_ids for e in enc[:3]]
-    ref_seq, _ = compute_reference(ref, enc, tok.pad_token_id, 8, disable_adapter=False)
-    b = collate(enc, list(range(6)), tok.pad_token_id)
-    seq, toks, _ = forward_logprobs(ours, b)
-    out = dpo(LossInputs(seq, toks, b.response_mask, ref_logps=ref_seq), LossParams(beta=0.1))
-    loss = out.losses.mean()
-    loss.backward()
-    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
-    assert abs(loss.item() - math.log(2)) > 1e-3  # a non-trivial batch
-    trl_grads = dict(trainer.model.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, trl_grads[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+    nudge(policy)
+    assert_dpo_matches_trl(ref, policy, tiny_tokenizer, rows, tmp_path / "trl")
 
 
 @pytest.mark.parametrize("algo, extra", [("dpo", []), ("dpo", ["--set", "algo.dpo_loss=ipo"]),

@@ -20,15 +20,9 @@ CORPUS = TEXTS + ["Hello there, how are you today?", "Knowledge: cats are mammal
 
 
 def _bpe(specials: list[str], vocab_size: int = 300):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from lolkit.tiny import train_bpe
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    return tok
+    return train_bpe(CORPUS, specials, vocab_size)
 
 
 @pytest.fixture(scope="module")
