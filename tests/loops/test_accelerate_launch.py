@@ -75,7 +75,8 @@ def test_launch_errors_are_one_line_from_lolkit(tmp_path, tiny_model):
     assert out.returncode != 0
     assert _error_lines(out.stderr) == ["error: batch_size 3 is not divisible by the 2 processes: it is the global "
                                        "batch, split evenly among them"], out.stderr[-3000:]
-    assert out.stderr.count("exitcode  : 2") == 2 and "lolkit/" not in out.stderr  # no traceback of lolkit's
+    # the first worker to leave exits with 2; torchrun may stop the other before it does (then SIGTERM)
+    assert "exitcode  : 2" in out.stderr and "lolkit/" not in out.stderr  # no traceback of lolkit's
     assert not run.exists()
 
     # FSDP with CPU offload on a machine without a GPU
