@@ -3,7 +3,7 @@
 # → SmolLM2-135M-Instruct policies with LoRA (nll, then wbc, a_lol, a_lol_seq, dpo, pro from the nll model)
 # → evaluation of every policy and the untouched model with the reward model → aggregate with intervals.
 #
-# Usage: bash examples/hh_alol/run.sh [OUT_DIR]    (needs `make smollm2` once; ≈ 1 h on 2 CPU cores)
+# Usage: bash examples/hh_alol/run.sh [OUT_DIR]    (needs `make smollm2` once; ≈ 40 min on 2 idle CPU cores)
 # Resumable: a finished stage is skipped, an interrupted training run continues with --resume.
 # Miniature for CI: MINI=1 bash examples/hh_alol/run.sh OUT  (tiny models, 20 rows, a few steps).
 set -euo pipefail
