@@ -255,6 +255,9 @@ class Run:
         self.trackers = self.progress = None
         self.extra_logs: tuple[str, ...] = ()
         check_run_dir(self.path, settings, resume, overwrite)
+        # every process checks the directory before the main one may create it: a process that starts late
+        # would otherwise find the fresh run and refuse it as an existing one
+        self.accelerator.wait_for_everyone()
 
     # -- the directory ----------------------------------------------------------------------------------
     def __enter__(self) -> Run:
