@@ -46,9 +46,9 @@ def _console():
     """stdout; silent in the processes other than the main one of a torchrun / accelerate launch."""
     from rich.console import Console
 
-    from .progress import _main_process
+    from .progress import main_process
 
-    return Console(quiet=not _main_process())
+    return Console(quiet=not main_process())
 
 
 DATA_FORMATS = ("JSONL(.gz), JSON, CSV, Parquet, a save_to_disk folder, a folder of data files or a cached Hub "
@@ -828,7 +828,7 @@ def main() -> None:
     from typer._click import exceptions as click_errors
     from typer.exceptions import Abort
 
-    from .progress import _main_process
+    from .progress import main_process
 
     try:
         code = app(standalone_mode=False)
@@ -836,7 +836,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         msg = " ".join(str(e).split("\n"))
-        if _main_process():  # every process meets the same error: the main one reports it
+        if main_process():  # every process meets the same error: the main one reports it
             print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
     except click_errors.NoArgsIsHelpError as e:

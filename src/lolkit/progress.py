@@ -29,14 +29,15 @@ EVERY_FRACTION = 0.05  # default cadence of plain lines: 5 % of the steps ...
 EVERY_SECONDS = 60.0  # ... or a minute, whichever comes first
 
 
-def _main_process() -> bool:
+def main_process() -> bool:
+    """True in the main process of a launch (RANK 0) and in a plain one process run: the one that prints."""
     return os.environ.get("RANK", "0") in ("", "0")
 
 
 def _progress(disable: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, disable=disable or not sys.stderr.isatty() or not _main_process(),
+                    console=console, disable=disable or not sys.stderr.isatty() or not main_process(),
                     transient=False)
 
 
@@ -96,7 +97,7 @@ class PlainLines:
 
 
 def _plain(description: str, total: int, start: int, disable: bool) -> PlainLines | None:
-    if disable or sys.stdout.isatty() or not _main_process():
+    if disable or sys.stdout.isatty() or not main_process():
         return None
     return PlainLines(description, total, start)
 
