@@ -120,6 +120,28 @@ def test_feedback_loops_two_processes_match_one_process(tmp_path, tiny_model, al
 
 
 @pytest.mark.slow
+def test_critic_model_feedback_two_processes_match_one_process(tmp_path, tiny_model):
+    """ALT-LMU with a critic model (feedback.provider model): each process generates its share of the critic's
+    batches and the answers are gathered in order, so the feedback, pool and metrics are one process's."""
+    critic = ["--set", "feedback.provider=model", "--set", f"feedback.critic_model={tiny_model}",
+              "--set", "feedback.critic_max_new_tokens=6"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    res = run_cli("train", "--algo", "alt_lmu", "--output-dir", one, *FEEDBACK, *critic)
+    assert res.code == 0, res
+    out = torchrun("train", "--algo", "alt_lmu", "--output-dir", two, *FEEDBACK, *critic)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = read_metrics(one), read_metrics(two)
+    assert_rows_close(a, b)
+    assert all("feedback_parsed" in r for r in a)
+    for name in ("feedback.jsonl", "pool.jsonl"):
+        rows1 = [json.loads(x) for x in (one / "iter-2" / name).read_text().splitlines()]
+        rows2 = [json.loads(x) for x in (two / "iter-2" / name).read_text().splitlines()]
+        assert rows1 == rows2, name
+    # the critic's words reached the pool (a fallback everywhere would hide a broken gather)
+    assert len({r["feedback"] for r in rows1}) > 1
+
+
+@pytest.mark.slow
 def test_cola_stages_two_processes_match_one_process(tmp_path, tiny_model):
     """CoLA's base-LM passes (the hidden-state cache, latent rollouts) and reward scoring are sharded and
     gathered; the small modules train on the whole batch on every process: every stage equals one process."""

@@ -139,6 +139,28 @@ def test_critic_model_provider(tmp_path, tiny_model):
     assert json.loads((run / "run.json").read_text())["provider"] == "model"
 
 
+def test_critic_model_work_goes_through_the_process_group(tiny_model):
+    """The critic's generation batches are units of the process group's shared work (lolkit.shards), so under
+    N processes each process generates only its share; the gathered answers are the ones one process gets."""
+    from lolkit.feedback.providers import ModelProvider
+    from lolkit.shards import Shards
+
+    class Spy(Shards):
+        units: list = []
+
+        def share_work(self, todo, work, record=None, progress=None):
+            todo = list(todo)
+            self.units.extend(todo)
+            return super().share_work(todo, work, record, progress)
+
+    prompts, responses = [f"question {k}?" for k in range(5)], [f"answer {k}" * (k + 1) for k in range(5)]
+    plain = ModelProvider("lmu", [], tiny_model, 4, batch_size=2)
+    spy = Spy()
+    shared = ModelProvider("lmu", [], tiny_model, 4, batch_size=2, shards=spy, device="cpu")
+    assert shared(prompts, responses, [0.0] * 5, [{}] * 5) == plain(prompts, responses, [0.0] * 5, [{}] * 5)
+    assert spy.units == [0, 1, 2]  # 5 critic prompts in batches of 2
+
+
 def test_control_tokens_are_drawn_from_the_embedding_statistics(tiny_model):
     from lolkit.conditions import add_control_tokens
     from lolkit.models import ModelConfig, load_model

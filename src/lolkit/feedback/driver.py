@@ -145,7 +145,7 @@ class Driver:
         self.reward = get_reward(cfg.reward) if cfg.reward else None
         self.validation = load_validation(cfg, self.tok, window=window, model_path=self.model_path, log=run.say)
         kind = self.condition.provider_kind if self.condition is not None else None
-        self.provider = make_provider(cfg, kind, self.reward, run.quiet) if kind else None
+        self.provider = make_provider(cfg, kind, self.reward, run.quiet, run.dist) if kind else None
         self.candidates = self._candidates() if self.row.preference_pairs else None
         self.total_steps = self.f.iterations * self.f.steps
         self.optimizer = make_optimizer(cfg.optim, self.policy)

@@ -116,15 +116,20 @@ PREFILL = {"lmu": "Score:", "lmc": "Category:"}
 
 
 class ModelProvider:
-    """A local instruction model prompted as a critic (greedy, deterministic)."""
+    """A local instruction model prompted as a critic (greedy, deterministic).
+
+    Under N processes (``shards``, :mod:`lolkit.shards`) each process loads the critic on its own device and
+    generates its share of the critic's batches (batch ``b`` by process ``b mod N``); the answers are
+    gathered in order, so every process reads the feedback one process would."""
 
     name = "model"
 
     def __init__(self, kind: str, categories: Sequence[str], model_name: str, max_new_tokens: int,
-                 batch_size: int, max_prompt_len: int = 512, quiet: bool = True):
+                 batch_size: int, max_prompt_len: int = 512, quiet: bool = True, shards=None, device=None):
         self.kind, self.categories, self.quiet = kind, list(categories), quiet
         self.model_name, self.max_new_tokens = model_name, max_new_tokens
         self.batch_size, self.max_prompt_len = batch_size, max_prompt_len
+        self.shards, self.device = shards, device
         self._model = None
 
     def _load(self):
@@ -133,13 +138,16 @@ class ModelProvider:
 
             from ..models import ModelConfig, load_model
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            # the process's own device (one GPU per process under a launcher), not every process on cuda:0
+            device = self.device if self.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
             self._model = load_model(ModelConfig(name=self.model_name), trainable=False, device=device)[:2]
         return self._model
 
     def __call__(self, prompts, responses, rewards, components) -> list[Feedback]:
         from ..data.tokenize import render_prompt
-        from ..generation import GenerationConfig, generate
+        from ..generation import GenerationConfig, generate_shared
+        from ..progress import CountProgress
+        from ..shards import Shards
 
         model, tok = self._load()
         template = LMU_PROMPT if self.kind == "lmu" else LMC_PROMPT
@@ -150,10 +158,9 @@ class ModelProvider:
                           else ask + "\n") + PREFILL[self.kind])
         gcfg = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                 max_prompt_len=self.max_prompt_len)
-        from ..progress import CountProgress
-
-        with CountProgress("critic", len(texts), disable=self.quiet) as bar:
-            outs = generate(model, tok, texts, gcfg, progress=bar.advance)
+        shards = self.shards or Shards()
+        with CountProgress("critic", len(texts), disable=self.quiet or not shards.is_main) as bar:
+            outs = generate_shared(model, tok, texts, gcfg, shards, progress=bar.advance)
         return [parse_critique(PREFILL[self.kind] + o[0].text, self.kind, self.categories) for o in outs]
 
 
@@ -200,12 +207,14 @@ class FileProvider:
         return [self.table[(p, r)] for p, r in zip(prompts, responses, strict=True)]
 
 
-def make_provider(cfg, kind: str, reward, quiet: bool = True):
-    """The provider of ``cfg.feedback`` for feedback of ``kind``: lmu (text + score) or lmc (a category)."""
+def make_provider(cfg, kind: str, reward, quiet: bool = True, dist=None):
+    """The provider of ``cfg.feedback`` for feedback of ``kind``: lmu (text + score) or lmc (a category).
+    ``dist`` (:class:`lolkit.distributed.Dist`): the loop's processes, which share a critic model's work."""
     f = cfg.feedback
     if f.provider == "rule":
         return RuleProvider(kind, f.categories, None if reward is None else reward.max_value)
     if f.provider == "model":
         return ModelProvider(kind, f.categories, f.critic_model, f.critic_max_new_tokens, cfg.eval.batch_size,
-                             quiet=quiet)
+                             quiet=quiet, shards=None if dist is None else dist.shards,
+                             device=None if dist is None else dist.device)
     return FileProvider(kind, f.categories, f.file)
