@@ -199,7 +199,7 @@ def memory_setup(prefix: str, vocab: int) -> tuple[Path, Path]:
     """The memory benchmarks' start: one torch thread, transformers quiet, a scratch folder holding a
     2-layer Llama (hidden 256) with a ``vocab``-token head. Returns (scratch, model directory)."""
     set_threads(1)
-    from lolkit.models import quiet_transformers
+    from lolkit.progress import quiet_transformers
 
     quiet_transformers()
     tmp = scratch(prefix)

@@ -98,7 +98,8 @@ def report(name: str, r: dict) -> None:
 def main() -> None:
     args = timing_args(__doc__, 3, 5, lambda ap: ap.add_argument("--no-smollm2", action="store_true"))
     threads, rounds = args.threads, args.rounds
-    from lolkit.models import quiet_transformers, smollm2_path
+    from lolkit.models import smollm2_path
+    from lolkit.progress import quiet_transformers
 
     quiet_transformers()
     tmp = scratch("lolkit-flops-")

@@ -138,7 +138,7 @@ def main() -> None:
 
     import torch
 
-    from lolkit.models import quiet_transformers
+    from lolkit.progress import quiet_transformers
     from lolkit.tiny import create_tiny_model
 
     quiet_transformers()

@@ -27,16 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LolkitError
+from .figures import LABELS
 from .io import write_text
 from .metrics import mean_std
+from .run import read_metrics
 
 # known metrics in table order; reward components (reward/NAME) follow
 METRICS = ["reward_mean", "length_mean", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "qd_similarity", "qd",
            "ppl", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "meteor", "coverage", "density"]
-LABELS = {"reward_mean": "reward", "length_mean": "length", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
-          "distinct_3": "distinct-3", "self_bleu": "self-BLEU", "qd_similarity": "QD sim.", "qd": "QD", "ppl": "PPL",
-          "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
-          "meteor": "METEOR", "coverage": "coverage", "density": "density"}
 # +1: higher is better, −1: lower is better; absent: no direction (no bold, no arrow)
 BETTER = {"reward_mean": 1, "distinct_1": 1, "distinct_2": 1, "distinct_3": 1, "self_bleu": -1, "qd": 1,
           "ppl": -1, "rouge1": 1, "rouge2": 1, "rougeL": 1, "bleu": 1, "chrf": 1, "meteor": 1}
@@ -315,7 +313,7 @@ def validation_extremes(run: Path | None) -> dict:
     higher is better; else ``val_nll``: lower is better); {} without validation rows."""
     if run is None or not (run / "metrics.jsonl").is_file():
         return {}
-    rows = read_metrics(run / "metrics.jsonl")
+    rows = read_metrics(run)
     for key, higher in (("val_reward", True), ("val_nll", False)):
         vals = [(r["step"], float(r[key])) for r in rows if _numeric(r.get(key)) and "step" in r]
         if vals:
@@ -338,18 +336,6 @@ def validation_row(per_seed: list[dict]) -> dict:
         out[k], out[k + "_std"] = mean_std([float(v[k]) for v in vals])
         out[k + "_steps"] = ";".join(str(v[k + "_step"]) for v in vals)
     return out
-
-
-def read_metrics(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed run
-        if isinstance(obj, dict):
-            rows.append(obj)
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------

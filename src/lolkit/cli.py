@@ -593,7 +593,8 @@ def _results_table(rows: list[dict], metric: str = "reward_mean") -> None:
     the Holm-corrected marker, and distinct-2, per group."""
     from rich.table import Table
 
-    from .aggregate import LABELS, cell_text, delta_text
+    from .aggregate import cell_text, delta_text
+    from .figures import LABELS
 
     name = LABELS.get(metric, metric)
     t = Table(title="results (± : half-width of the 95% interval; * Holm-corrected p < 0.05)")

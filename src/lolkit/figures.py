@@ -32,6 +32,13 @@ STYLE = {"font.size": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.label
          "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none", "savefig.bbox": "tight",
          "savefig.pad_inches": 0.02, "legend.frameon": False}
 
+# how a metric's name is printed in tables and on axes
+LABELS = {"reward_mean": "reward", "length_mean": "length", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
+          "distinct_3": "distinct-3", "self_bleu": "self-BLEU", "qd_similarity": "QD sim.", "qd": "QD", "ppl": "PPL",
+          "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
+          "meteor": "METEOR", "coverage": "coverage", "density": "density"}
+
+
 
 def style(i: int) -> dict:
     """Colour, line style, marker and hatch of the i-th group."""
@@ -68,7 +75,6 @@ def _finite(v) -> bool:
 
 def bar_chart(rows: list[dict], stem: Path, metric: str = "reward_mean") -> bool:
     """Bars of ``metric`` per group with the 95 % interval and markers of the paired test vs the baseline."""
-    from .aggregate import LABELS
     from .stats import stars
 
     keep = [r for r in rows if _finite(r.get(metric))]
@@ -128,11 +134,11 @@ def _mean_band(series: list[dict]) -> tuple[list, list[float], list[float], list
 
 
 def _metrics_of(groups) -> list[tuple[object, list[list[dict]]]]:
-    from .aggregate import read_metrics
+    from .run import read_metrics
 
     out = []
     for g in groups:
-        runs = [read_metrics(r.run_dir / "metrics.jsonl") for r in g.runs
+        runs = [read_metrics(r.run_dir) for r in g.runs
                 if r.run_dir is not None and (r.run_dir / "metrics.jsonl").is_file()]
         if runs:
             out.append((g, runs))

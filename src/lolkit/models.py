@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LolkitError
+from .progress import quiet_transformers
 
 # LoRA target modules per architecture (attention and MLP projections); anything else: all linear layers.
 LORA_TARGETS = {
@@ -66,21 +67,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LOLKIT_CACHE", Path.home() / ".cache" / "lolkit")).expanduser().absolute()
-
-
-def quiet_transformers() -> None:
-    """Keep library chatter out of the user's console: transformers' info and progress bars, bitsandbytes'
-    note that an optional CPU kernel package is absent (it falls back to its own kernel), and the
-    deprecation warning peft triggers through ``is_gradient_checkpointing`` (nothing the user can change)."""
-    import logging
-    import warnings
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

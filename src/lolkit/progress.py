@@ -157,3 +157,18 @@ class CountProgress:
         self.done += n
         if self.plain is not None:
             self.plain.update(self.done)
+
+
+def quiet_transformers() -> None:
+    """Keep library chatter out of the user's console: transformers' info and progress bars, bitsandbytes'
+    note that an optional CPU kernel package is absent (it falls back to its own kernel), and the
+    deprecation warning peft triggers through ``is_gradient_checkpointing`` (nothing the user can change)."""
+    import logging
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -219,8 +219,18 @@ def truncate_jsonl(path: Path, step: int) -> None:
 
 
 def read_metrics(run: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (none when it has none); a torn last line of a killed run is
+    skipped (a resume truncates it)."""
     p = Path(run) / "metrics.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines() if p.is_file() else []:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            rows.append(obj)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def create_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int
     )
 
     from .errors import LolkitError
-    from .models import quiet_transformers
+    from .progress import quiet_transformers
     from .tasks import colours
 
     if arch not in ARCHITECTURES:

@@ -147,15 +147,6 @@ def _new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def open_trackers(cfg, run: Path, main: bool = True) -> Trackers:
-    """The trackers ``cfg.report_to`` names, with the resolved config logged; none off the main process."""
-    from .config import to_dict
-
-    if not main or not cfg.report_to:
-        return Trackers(run, [])
-    return Trackers(run, cfg.report_to, to_dict(cfg))
-
-
 def log_eval_summary(run: Path, names: list[str], summary: dict, step: int | None, prefix: str = "eval") -> None:
     """An eval summary's numbers as ``<prefix>/<key>`` at ``step`` (the run's last), in the run's trackers."""
     if not names:

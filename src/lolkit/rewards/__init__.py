@@ -30,13 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LolkitError
-from .base import Batch, Component, component_types
+from .base import REGISTRY, Batch, Component
 from .misc import is_callable_spec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = ("name", "description", "extends", "models", "references", "batch_size", "components")
 RM_PREFIX = "rm:"  # rm:PATH, a reward model trained by `lolkit train --algo rm`
 REFERENCE_AUTO = ("references", "reference", "meta.references", "meta.reference")
+
+
+def component_types() -> dict[str, type[Component]]:
+    """Every component type by its ``type`` name (the modules register their classes when imported)."""
+    from . import classifier, embedding, lexical, misc, reference  # noqa: F401
+
+    return REGISTRY
 
 
 class Reward:

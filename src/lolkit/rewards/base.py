@@ -159,8 +159,3 @@ def register(cls: type[Component]) -> type[Component]:
     REGISTRY[cls.TYPE] = cls
     return cls
 
-
-def component_types() -> dict[str, type[Component]]:
-    from . import classifier, embedding, lexical, misc, reference  # noqa: F401  (they register themselves)
-
-    return REGISTRY

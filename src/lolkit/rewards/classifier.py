@@ -215,7 +215,8 @@ class HFClassifier(Component):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from ..models import check_model_files, choose_dtype, quiet_transformers, resolve_model
+        from ..models import check_model_files, choose_dtype, resolve_model
+        from ..progress import quiet_transformers
 
         quiet_transformers()
         path = resolve_model(str(self.opts["model"]))

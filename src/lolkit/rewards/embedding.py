@@ -40,7 +40,8 @@ class EmbeddingSimilarity(Component):
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            from ..models import quiet_transformers, resolve_model
+            from ..models import resolve_model
+            from ..progress import quiet_transformers
 
             quiet_transformers()
             path = minilm_path() if self.opts["model"] == "minilm" else resolve_model(self.opts["model"])

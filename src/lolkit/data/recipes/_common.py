@@ -206,3 +206,23 @@ def write_splits(output_dir: str | Path, splits: dict[str, list[dict]], stats: S
                     fh.write(dumps(row) + "\n")
         (tmp / "stats.json").write_text(dumps(stats.to_json(splits), indent=2) + "\n", encoding="utf-8")
     return {k: len(v) for k, v in splits.items()}
+
+
+# dialogue recipes (WoW, FaithDial): turns joined by GPT-2's end-of-text token
+SEP = "<|endoftext|>"
+
+
+class Prompting:
+    """How a (knowledge, history) pair becomes a prompt."""
+
+    def __init__(self, sep: str = SEP, max_history_words: int | None = 300, max_history_turns: int | None = None):
+        self.sep, self.max_words, self.max_turns = sep, max_history_words, max_history_turns
+
+    def record(self, rid: str, knowledge: str, history: list[str], response: str, stats: Stats, split: str,
+               meta: dict[str, Any]) -> dict:
+        kept, trimmed = trim_history([h.strip() for h in history], self.max_words, self.max_turns)
+        if trimmed:
+            stats.changed[f"{split}_history_trimmed"] += 1
+        prompt = f"Knowledge: {knowledge.strip()}{self.sep}{self.sep.join(kept)}{self.sep}"
+        return {"id": rid, "prompt": prompt, "response": response.strip(),
+                "meta": {"knowledge": knowledge.strip(), "reference": response.strip(), "history": kept, **meta}}

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from ...errors import LolkitError, data_error
 from ...io import iter_jsonl
-from ._common import Stats, read_json_file, require_dir, write_splits
-from .wow import SEP, Prompting
+from ._common import SEP, Prompting, Stats, read_json_file, require_dir, write_splits
 
 FILES = {"train": ("train.json", "train.jsonl"), "val": ("valid.json", "validation.json", "valid.jsonl",
                                                           "validation.jsonl"),

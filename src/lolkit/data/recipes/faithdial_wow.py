@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ._common import Stats, require_dir, write_splits
+from ._common import SEP, Prompting, Stats, require_dir, write_splits
 from .faithdial import faithdial_split
-from .wow import SEP, Prompting, wow_splits
+from .wow import wow_splits
 
 
 def preprocess_faithdial_wow(wow_dir: str | Path, faithdial_dir: str | Path, output_dir: str | Path,

@@ -24,30 +24,12 @@ topics), plus ``val_seen``, ``test_seen``, ``test`` from the other files when pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ...errors import LolkitError, data_error
-from ._common import Stats, read_json_file, require_dir, trim_history, write_splits
+from ._common import SEP, Prompting, Stats, read_json_file, require_dir, write_splits
 
-SEP = "<|endoftext|>"
 WOW_FILES = {"train": "train.json", "val": "valid_topic_split.json", "val_seen": "valid_random_split.json",
              "test_seen": "test_random_split.json", "test": "test_topic_split.json"}
-
-
-class Prompting:
-    """How a (knowledge, history) pair becomes a prompt."""
-
-    def __init__(self, sep: str = SEP, max_history_words: int | None = 300, max_history_turns: int | None = None):
-        self.sep, self.max_words, self.max_turns = sep, max_history_words, max_history_turns
-
-    def record(self, rid: str, knowledge: str, history: list[str], response: str, stats: Stats, split: str,
-               meta: dict[str, Any]) -> dict:
-        kept, trimmed = trim_history([h.strip() for h in history], self.max_words, self.max_turns)
-        if trimmed:
-            stats.changed[f"{split}_history_trimmed"] += 1
-        prompt = f"Knowledge: {knowledge.strip()}{self.sep}{self.sep.join(kept)}{self.sep}"
-        return {"id": rid, "prompt": prompt, "response": response.strip(),
-                "meta": {"knowledge": knowledge.strip(), "reference": response.strip(), "history": kept, **meta}}
 
 
 def _dialogues(path: Path) -> list:
