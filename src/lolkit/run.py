@@ -525,6 +525,12 @@ def make_accelerator(sharding: bool = False):
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+        if not gpus:
+            import deepspeed.ops
+
+            # DeepSpeed's CPU backend compiles a shared-memory all-reduce with g++ on first use (about a minute)
+            # that only its inference all-reduce calls; training's collectives are torch.distributed's (gloo)
+            deepspeed.ops.__compatible_ops__ = {**deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm": False}
         # without the backend, Accelerate sees no process group on CPU (1 process) while DeepSpeed sees N
         accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(zero3_init_flag=False),
                                   kwargs_handlers=[] if gpus else [InitProcessGroupKwargs(backend="gloo")])
