@@ -461,7 +461,8 @@ def launch_settings() -> dict:
             "zero_stage": env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip(),
             "zero_offload": {what: env.get(f"ACCELERATE_DEEPSPEED_OFFLOAD_{what.upper()}_DEVICE", "none").strip().lower()
                              for what in ("optimizer", "param")},
-            "zero3_init": flag("ACCELERATE_DEEPSPEED_ZERO3_INIT")}
+            "zero3_init": flag("ACCELERATE_DEEPSPEED_ZERO3_INIT"),
+            "ds_config_file": env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none").strip()}
 
 
 def check_launch(sharding: bool, gpus: bool) -> None:
@@ -490,10 +491,19 @@ def check_launch(sharding: bool, gpus: bool) -> None:
 
 
 def _check_deepspeed(ask: dict, sharding: bool, gpus: bool) -> None:
+    """The DeepSpeed settings lolkit cannot honour (``ask``: as :func:`launch_settings` gives them, from the
+    environment, or as :func:`configure_deepspeed` reads them from a DeepSpeed config file)."""
+    import importlib.util
+
     stage = ask["zero_stage"]
     if not sharding:
         raise LolkitError("DeepSpeed is supported by the offline loop (lolkit train with an offline algorithm) only; "
                           "run this loop under DDP (docs/scaling.md)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise LolkitError("the launch asks for DeepSpeed, which is not installed: pip install 'lolkit[deepspeed]'")
+    config = ask.get("ds_config_file", "none")
+    if config != "none" and not Path(config).is_file():
+        raise LolkitError(f"{config}: no such DeepSpeed config file (deepspeed_config_file of the Accelerate config)")
     if stage not in ("2", "3"):
         raise LolkitError(f"DeepSpeed ZeRO stage {stage}: lolkit trains under ZeRO-2 or ZeRO-3; set zero_stage: 2 or 3 "
                           "in the Accelerate config (docs/scaling.md)")
@@ -563,7 +573,18 @@ def configure_deepspeed(accelerator, batch_size: int, micro_batch_size: int, max
     accumulation 1: the numbers are bookkeeping for DeepSpeed, lolkit marks the accumulation boundary itself),
     and DeepSpeed's ``gradient_clipping`` is ``optim.max_grad_norm`` (0: none). ``auto`` values are filled; an
     explicit value that disagrees is refused in one line."""
+    import torch
+
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    # a DeepSpeed config file (deepspeed_config_file) holds what the environment does not: check it the same way
+    zero = ds.get("zero_optimization") or {}
+    _check_deepspeed({"zero_stage": str(zero.get("stage", 0)), "zero3_init": False,
+                      "zero_offload": {what: str((zero.get(f"offload_{what}") or {}).get("device") or "none").lower()
+                                       for what in ("optimizer", "param")}}, True, torch.cuda.is_available())
+    for section in ("optimizer", "scheduler"):
+        if section in ds:
+            raise LolkitError(f"the DeepSpeed config names its own {section}: lolkit builds it from optim.* "
+                              f"(DeepSpeed wraps it); remove the {section} section")
     share = batch_size // accelerator.num_processes
     count = math.ceil(share / micro_batch_size)
     gas = 1 if ds.get("gradient_accumulation_steps") == 1 or share % micro_batch_size else count

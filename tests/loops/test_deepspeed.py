@@ -9,7 +9,6 @@ uninterrupted run; LoRA adapters save as PEFT folders; launch modes lolkit canno
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from lolkit.run import read_metrics
 
 from ..conftest import run_cli
 from .test_accelerate_launch import CONFIGS, _error_lines, accelerate_launch
-from .test_fsdp import ARGS, _same_curve, _same_weights
+from .test_fsdp import ARGS, _same_curve, _same_weights, resume_exactly
 from .test_infer_distributed import torchrun
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed"),
@@ -71,19 +70,8 @@ def test_zero3_two_processes_equal_one_unsharded_process_and_resume_exactly(tmp_
     assert not list(step.glob("*.safetensors")) and not list(two.rglob("*.bin")) and not list(two.rglob("*.pt"))
     assert not list((two / "checkpoints").glob(".shards-*"))
 
-    # kill after step 2 (its checkpoint kept), then resume: one process without DeepSpeed is refused
-    reference = tmp_path / "reference"
-    shutil.copytree(two, reference)
-    shutil.rmtree(two / "final")
-    shutil.rmtree(two / "checkpoints" / "step-3")
-    res = run_cli(*sharded, "--resume")
-    assert res.code == 2 and res.err.count("\n") == 1, res
-    assert "partitioned over 2 processes (DeepSpeed ZeRO-3) and this run does not shard the model" in res.err
-    out = torchrun(*sharded, "--resume", env=ZERO3)
-    assert out.returncode == 0, out.stderr[-3000:]
-    untimed = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
-    assert untimed(read_metrics(two)) == untimed(read_metrics(reference))
-    _same_weights(reference / "final" / "model.safetensors", two / "final" / "model.safetensors", atol=0)
+    resume_exactly(tmp_path, two, sharded, ZERO3,
+                   "partitioned over 2 processes (DeepSpeed ZeRO-3) and this run does not shard the model")
 
 
 @pytest.mark.slow
@@ -138,3 +126,44 @@ def test_deepspeed_launches_lolkit_cannot_honour_are_one_line(tmp_path, tiny_mod
     assert _error_lines(out.stderr) == ["error: the DeepSpeed config sets gradient_clipping: 0.5 and lolkit's config "
                                         "gives 1.0 (optim.max_grad_norm): set it to auto or 1.0"], out.stderr[-3000:]
     assert not run.exists()
+
+
+def _configured(ds: dict, batch_size: int = 8, micro: int = 2, clip: float | None = 1.0, world: int = 2) -> dict:
+    from types import SimpleNamespace
+
+    from lolkit.run import configure_deepspeed
+
+    accelerator = SimpleNamespace(num_processes=world, gradient_accumulation_steps=1,
+                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)))
+    configure_deepspeed(accelerator, batch_size, micro, clip)
+    assert accelerator.gradient_accumulation_steps == ds["gradient_accumulation_steps"]
+    return {k: ds[k] for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                               "gradient_clipping")}
+
+
+def test_deepspeed_batch_settings_come_from_lolkit_and_a_disagreeing_config_is_refused():
+    from lolkit.errors import LolkitError
+
+    zero = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}}
+    auto = {**zero, "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
+    # 8 examples over 2 processes: 4 each, in 2 micro-batches of 2
+    assert _configured(dict(auto)) == {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 2,
+                                       "gradient_accumulation_steps": 2, "gradient_clipping": 1.0}
+    # an explicit accumulation of 1 (lolkit still splits the share): DeepSpeed's micro-batch is the whole share
+    assert _configured({**auto, "gradient_accumulation_steps": 1}) == {
+        "train_batch_size": 8, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0}
+    # micro-batches of 3 do not divide a share of 4 (3 + 1), no clipping; keys left out are filled too
+    assert _configured(dict(zero), micro=3, clip=None) == {"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4,
+                                                           "gradient_accumulation_steps": 1, "gradient_clipping": 0.0}
+    for ds, message in [
+        ({**auto, "train_batch_size": 16}, "the DeepSpeed config sets train_batch_size: 16 and lolkit's config gives 8"),
+        ({**auto, "gradient_accumulation_steps": 4}, "sets gradient_accumulation_steps: 4 and lolkit's config gives 2"),
+        ({**auto, "gradient_clipping": 0.5}, "sets gradient_clipping: 0.5 and lolkit's config gives 1.0"),
+        ({**auto, "optimizer": {"type": "AdamW"}}, "the DeepSpeed config names its own optimizer"),
+        ({**auto, "zero_optimization": {"stage": 1}}, "DeepSpeed ZeRO stage 1"),
+        ({**auto, "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}},
+         "offload_param_device: nvme")]:
+        with pytest.raises(LolkitError, match=message):
+            _configured(ds)
