@@ -531,6 +531,12 @@ def make_accelerator(sharding: bool = False):
 
     gpus = torch.cuda.is_available()
     check_launch(sharding, gpus)
+    if not gpus:
+        import os
+
+        # lolkit runs on the CPU without CUDA; DeepSpeed, which Accelerate imports whenever it is installed
+        # (unwrap_model), would otherwise look for an accelerator and warn on stderr that it found none
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if launch_settings()["deepspeed"]:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -541,6 +547,11 @@ def make_accelerator(sharding: bool = False):
             # DeepSpeed's CPU backend compiles a shared-memory all-reduce with g++ on first use (about a minute)
             # that only its inference all-reduce calls; training's collectives are torch.distributed's (gloo)
             deepspeed.ops.__compatible_ops__ = {**deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm": False}
+        import warnings
+
+        # DeepSpeed 0.19's collectives call torch names that torch 2.13 deprecates, once per call site and process
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated")
         # without the backend, Accelerate sees no process group on CPU (1 process) while DeepSpeed sees N
         accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(zero3_init_flag=False),
                                   kwargs_handlers=[] if gpus else [InitProcessGroupKwargs(backend="gloo")])
