@@ -75,7 +75,7 @@ def test_zero3_two_processes_equal_one_unsharded_process_and_resume_exactly(tmp_
 
 
 @pytest.mark.slow
-def test_accelerate_launch_zero2_equals_one_unsharded_process(tmp_path, tiny_model):
+def test_accelerate_launch_zero2_equals_one_unsharded_process_and_resumes_exactly(tmp_path, tiny_model):
     one, two = _one_process(tmp_path, "--max-steps", "2"), tmp_path / "two"
     out = accelerate_launch(CONFIGS / "cpu_zero2.yaml", *DS_ARGS, "--max-steps", "2", "--output-dir", two,
                             "--set", f"algo.cache_dir={tmp_path / 'c2'}")
@@ -86,6 +86,12 @@ def test_accelerate_launch_zero2_equals_one_unsharded_process(tmp_path, tiny_mod
     _same_weights(one / "final" / "model.safetensors", two / "final" / "model.safetensors", atol=1e-6)
     index = json.loads((two / "checkpoints" / "step-2" / "shards" / "index.json").read_text())
     assert index["world_size"] == 2 and index["deepspeed"]["zero_stage"] == 2
+    # resumed from step 1 (torchrun, DeepSpeed asked for as accelerate launch asks): the weights come back from
+    # the partitions (all-gathered), the optimizer from each process's state
+    zero2 = {**ZERO3, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}
+    resume_exactly(tmp_path, two, [*DS_ARGS, "--max-steps", "2", "--output-dir", two, "--set",
+                                   f"algo.cache_dir={tmp_path / 'c2'}"], zero2,
+                   "partitioned over 2 processes (DeepSpeed ZeRO-2) and this run does not shard the model", last=2)
 
 
 @pytest.mark.slow

@@ -71,14 +71,14 @@ def test_fsdp_two_processes_equal_one_unsharded_process_and_resume_exactly(tmp_p
     resume_exactly(tmp_path, two, sharded, FSDP, "sharded over 2 processes (FSDP) and this run does not shard the model")
 
 
-def resume_exactly(tmp_path, two, sharded: list, env: dict, refusal: str) -> None:
-    """Kill the 3-step 2-process run ``two`` after step 2 (its checkpoint kept), then resume it: in one process
-    without sharding it is refused (``refusal``), under 2 processes launched as before (``env``) it ends as the
-    uninterrupted run did, to the last bit."""
+def resume_exactly(tmp_path, two, sharded: list, env: dict, refusal: str, last: int = 3) -> None:
+    """Kill the 2-process run ``two`` of ``last`` steps before its last (the previous checkpoint kept), then
+    resume it: in one process without sharding it is refused (``refusal``), under 2 processes launched as before
+    (``env``) it ends as the uninterrupted run did, to the last bit."""
     reference = tmp_path / "reference"
     shutil.copytree(two, reference)
     shutil.rmtree(two / "final")
-    shutil.rmtree(two / "checkpoints" / "step-3")
+    shutil.rmtree(two / "checkpoints" / f"step-{last}")
     res = run_cli(*sharded, "--resume")
     assert res.code == 2 and res.err.count("\n") == 1, res
     assert refusal in res.err
