@@ -14,6 +14,8 @@ one is used instead. Layout of ``checkpoints/step-N/``:
   weights and of the optimizer tensors) + ``shards/index.json`` (the number of processes, each weight's
   whole shape and placement) in place of the weights and ``optimizer.safetensors``; resumed by as many
   processes (``final/`` and ``best/`` hold the gathered, whole weights);
+* or, under DeepSpeed ZeRO-2 / ZeRO-3, the same ``shards/`` with each process's ZeRO partition: its flat fp32
+  partition of each parameter group (``partition/G``; the trainable weights) and its optimizer state;
 * ``trainer/rng.safetensors``: torch (and CUDA) generator states;
 * ``trainer/NAME.safetensors``: the tensors of each extra part of a loop's state (a value head, a critic,
   a mask policy — anything with ``state_dict()`` / ``load_state_dict()``);
@@ -66,6 +68,65 @@ def _unwrapped_architecture(model, out: Path) -> None:
     if cfg.get("architectures") == [cls.__name__]:
         cfg["architectures"] = [plain.__name__]
         write_json(out / "config.json", cfg)
+
+
+def is_zero3(model) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions the model's parameters (each carries its ``ds_id``)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def zero_optimizer(optimizer):
+    """DeepSpeed's ZeRO optimizer behind Accelerate's wrapper (None for any other optimizer)."""
+    while optimizer is not None:
+        if hasattr(optimizer, "fp32_partitioned_groups_flat") or hasattr(optimizer, "single_partition_of_fp32_groups"):
+            return optimizer
+        optimizer = getattr(optimizer, "optimizer", None)
+    return None
+
+
+def _zero_partitions(zo) -> list:
+    """This process's flat fp32 partition of each parameter group (ZeRO-3's, or ZeRO-2's)."""
+    return zo.fp32_partitioned_groups_flat if hasattr(zo, "fp32_partitioned_groups_flat") \
+        else zo.single_partition_of_fp32_groups
+
+
+def optimizer_state(optimizer) -> dict:
+    """The optimizer's state dict. Under ZeRO it is the inner torch optimizer's, over this process's flat
+    partitions (ZeRO's own state dict carries its loss scaler as an object, for torch.save); ZeRO-3 hands the
+    partitions to the inner optimizer only around its step, so they are attached for the time of the read."""
+    zo = zero_optimizer(optimizer)
+    if zo is None:
+        return optimizer.state_dict()
+    stage3 = hasattr(zo, "fp32_partitioned_groups_flat")
+    if stage3:
+        zo._set_fp32_optimizer_param_groups()
+    try:
+        return zo.optimizer.state_dict()
+    finally:
+        if stage3:
+            zo._clear_fp32_optimizer_param_groups()
+
+
+def gather_zero3(model) -> dict:
+    """The whole weights of a ZeRO-3 model, on the main process in CPU memory (an empty dict elsewhere): every
+    process joins in gathering one parameter at a time, so no process holds more than one whole tensor beyond
+    its partition. Keys are the model's ``state_dict`` keys (tied weights: one tensor under both)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    done: dict[int, torch.Tensor | None] = {}
+    out = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) not in done:
+            if hasattr(t, "ds_id"):
+                with deepspeed.zero.GatheredParameters([t], modifier_rank=None):
+                    done[id(t)] = t.detach().to("cpu", copy=True) if main else None
+            else:
+                done[id(t)] = t.detach().to("cpu", copy=True) if main else None
+        if main:
+            out[name] = done[id(t)]
+    return out
 
 
 def is_sharded(model) -> bool:
@@ -145,7 +206,11 @@ class ModelWeights:
     def gather(self) -> None:
         """Under FSDP every process joins in gathering the whole weights on the main process, in CPU memory
         (``save`` then writes them). torch's own full state dict: Accelerate's ``get_state_dict`` asks for
-        ``broadcast_from_rank0`` as well, which gives DTensors back over gloo."""
+        ``broadcast_from_rank0`` as well, which gives DTensors back over gloo. Under ZeRO-3:
+        :func:`gather_zero3`."""
+        if is_zero3(self.model):
+            self.gathered = gather_zero3(self.model)
+            return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         self.gathered = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
@@ -190,24 +255,34 @@ class Trainable:
 
 
 def save_shard(folder: Path, rank: int, model, optimizer) -> None:
-    """This process's part of a sharded checkpoint (FSDP), every process calls it: its shard of each
-    trainable weight (``model/NAME``) and of the optimizer state (``optimizer/KEY``, keys as in
-    :func:`flatten_optimizer`) in ``folder/rank-R.safetensors``; :func:`save_checkpoint` then moves the
-    files into the checkpoint."""
+    """This process's part of a sharded checkpoint (FSDP, ZeRO), every process calls it: its shard of each
+    trainable weight (``model/NAME``; under ZeRO its flat fp32 partition of each parameter group,
+    ``partition/G``) and of the optimizer state (``optimizer/KEY``, keys as in :func:`flatten_optimizer`) in
+    ``folder/rank-R.safetensors``; :func:`save_checkpoint` then moves the files into the checkpoint."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{n}": _local(p).detach().to("cpu", copy=True).contiguous()
-               for n, p in model.named_parameters() if p.requires_grad}
-    tensors.update({f"optimizer/{k}": v for k, v in flatten_optimizer(optimizer.state_dict())[0].items()})
+    zo = zero_optimizer(optimizer)
+    if zo is not None:
+        tensors = {f"partition/{g}": t.detach().to("cpu", copy=True).contiguous()
+                   for g, t in enumerate(_zero_partitions(zo))}
+    else:
+        tensors = {f"model/{n}": _local(p).detach().to("cpu", copy=True).contiguous()
+                   for n, p in model.named_parameters() if p.requires_grad}
+    tensors.update({f"optimizer/{k}": v.clone() for k, v in flatten_optimizer(optimizer_state(optimizer))[0].items()})
     save_file(tensors, folder / f"rank-{rank}.safetensors")
 
 
-def _shard_index(model, world: int) -> dict:
+def _shard_index(model, world: int, optimizer) -> dict:
     from torch.distributed.tensor import DTensor
 
-    return {"format": SHARDS_FORMAT, "world_size": world, "files": [f"rank-{r}.safetensors" for r in range(world)],
-            "weights": {n: {"shape": list(p.shape), "placements": [str(x) for x in p.placements]
-                            if isinstance(p, DTensor) else None}
-                        for n, p in model.named_parameters() if p.requires_grad}}
+    index = {"format": SHARDS_FORMAT, "world_size": world, "files": [f"rank-{r}.safetensors" for r in range(world)],
+             "weights": {n: {"shape": list(getattr(p, "ds_shape", p.shape)),
+                             "placements": [str(x) for x in p.placements] if isinstance(p, DTensor) else None}
+                         for n, p in model.named_parameters() if p.requires_grad}}
+    zo = zero_optimizer(optimizer)
+    if zo is not None:  # the partitions' sizes depend on the number of processes (and on the padding ZeRO adds)
+        index["deepspeed"] = {"zero_stage": 3 if hasattr(zo, "fp32_partitioned_groups_flat") else 2,
+                              "partition_numel": [t.numel() for t in _zero_partitions(zo)]}
+    return index
 
 
 def save_checkpoint(path: Path, weights, optimizer, scheduler, step: int, state: dict, parts: dict | None = None,
@@ -227,9 +302,9 @@ def save_checkpoint(path: Path, weights, optimizer, scheduler, step: int, state:
             save_file(tensors, t / "optimizer.safetensors")
         else:
             t.mkdir()
-            meta = flatten_optimizer(optimizer.state_dict())[1]
+            meta = flatten_optimizer(optimizer_state(optimizer))[1]
             (tmp / SHARDS).mkdir()
-            index = _shard_index(weights.model, world)
+            index = _shard_index(weights.model, world, optimizer)
             for name in index["files"]:
                 os.replace(shards / name, tmp / SHARDS / name)
             write_json(tmp / SHARDS / "index.json", index)
@@ -268,30 +343,45 @@ def load_trainable_weights(model, path: Path) -> None:
         raise RuntimeError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def _sharding(index: dict | None) -> str:
+    """How a checkpoint's weights were saved, from its shard index, in words."""
+    if index is None:
+        return "whole (saved without FSDP or DeepSpeed)"
+    if "deepspeed" in index:
+        return f"partitioned over {index.get('world_size')} processes (DeepSpeed ZeRO-{index['deepspeed']['zero_stage']})"
+    return f"sharded over {index.get('world_size')} processes (FSDP)"
+
+
 def load_shard(path: Path, rank: int, world: int, model, optimizer) -> None:
     """Load this process's shard of a sharded checkpoint into the sharded ``model`` and its optimizer. The
-    checkpoint must be sharded over as many processes as this run has: the shards are FSDP's split of
-    each tensor (dimension 0) among that many processes."""
+    checkpoint must be sharded as this run shards (FSDP, or the same ZeRO stage) over as many processes: the
+    shards are FSDP's split of each tensor (dimension 0) among that many processes, or ZeRO's padded flat
+    partitions of each parameter group."""
     from torch.distributed.tensor import DTensor
 
     index_path = path / SHARDS / "index.json"
-    sharded = is_sharded(model)
-    if not index_path.is_file() or not sharded:
-        saved = f"sharded over {read_json(index_path).get('world_size')} processes (FSDP)" if index_path.is_file() \
-            else "whole (saved without FSDP)"
-        raise LolkitError(f"{path}: the checkpoint is {saved} and this run {'shards' if sharded else 'does not shard'} "
-                          "the model: resume it launched as it was, or start again with --overwrite")
-    index = read_json(index_path)
+    index = read_json(index_path) if index_path.is_file() else None
+    zo = zero_optimizer(optimizer)
+    stage = None if zo is None else 3 if hasattr(zo, "fp32_partitioned_groups_flat") else 2
+    run = (f"partitions it with DeepSpeed ZeRO-{stage}" if stage else "shards the model" if is_sharded(model)
+           else "does not shard the model")
+    saved = None if index is None else index["deepspeed"].get("zero_stage") if "deepspeed" in index else "fsdp"
+    if index is None or saved != (stage or ("fsdp" if is_sharded(model) else None)):
+        raise LolkitError(f"{path}: the checkpoint is {_sharding(index)} and this run {run}: resume it launched as it "
+                          "was, or start again with --overwrite")
     if index.get("format") != SHARDS_FORMAT or index.get("world_size") != world:
-        raise LolkitError(f"{path}: the checkpoint is sharded over {index.get('world_size')} processes and this run has "
-                          f"{world}: resume it with {index.get('world_size')} processes (the same launch command)")
+        raise LolkitError(f"{path}: the checkpoint is {_sharding(index)} and this run has {world}: resume it with "
+                          f"{index.get('world_size')} processes (the same launch command)")
     state = load_file(path / SHARDS / f"rank-{rank}.safetensors")
+    meta = json.loads((path / "trainer" / "optimizer.json").read_text())
+    sd = unflatten_optimizer({k[len("optimizer/"):]: v for k, v in state.items() if k.startswith("optimizer/")}, meta)
+    if zo is not None:
+        _load_zero_partition(zo, [state[f"partition/{g}"] for g in range(len(_zero_partitions(zo)))], sd)
+        return
     with torch.no_grad():
         for n, p in model.named_parameters():
             if p.requires_grad:
                 _local(p).copy_(state[f"model/{n}"])
-    meta = json.loads((path / "trainer" / "optimizer.json").read_text())
-    sd = unflatten_optimizer({k[len("optimizer/"):]: v for k, v in state.items() if k.startswith("optimizer/")}, meta)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for pid, values in sd["state"].items():
         p = params[pid]
@@ -304,12 +394,30 @@ def load_shard(path: Path, rank: int, world: int, model, optimizer) -> None:
     optimizer.load_state_dict(sd)
 
 
+def _load_zero_partition(zo, partitions: list[torch.Tensor], sd: dict) -> None:
+    """This process's fp32 partitions and inner optimizer state back into DeepSpeed's ZeRO optimizer, and the
+    model's weights from them: ZeRO-3 through its own rigid-checkpoint loader (fed tensors, not a torch.save
+    file), ZeRO-2 by copying the partitions and all-gathering the weights."""
+    if hasattr(zo, "fp32_partitioned_groups_flat"):
+        from deepspeed.checkpoint.constants import FP32_FLAT_GROUPS, LOSS_SCALER, OPTIMIZER_STATE_DICT
+
+        zo._rigid_load_state_dict({LOSS_SCALER: zo.loss_scaler, "dynamic_loss_scale": zo.dynamic_loss_scale,
+                                   "overflow": False, OPTIMIZER_STATE_DICT: sd, FP32_FLAT_GROUPS: partitions})
+        return
+    zo.optimizer.load_state_dict(sd)
+    with torch.no_grad():
+        for current, saved in zip(zo.single_partition_of_fp32_groups, partitions, strict=True):
+            current.copy_(saved)
+    zo.update_lp_params()
+
+
 def load_checkpoint(path: Path, weights, optimizer, scheduler, parts: dict | None = None, rank: int = 0,
                     world: int = 1) -> dict:
     """Restore what :func:`save_checkpoint` wrote into the live objects; returns the state's JSON values.
     A sharded checkpoint, or a sharded model, goes through :func:`load_shard` (``rank`` of ``world``)."""
     t = path / "trainer"
-    if (path / SHARDS / "index.json").is_file() or (isinstance(weights, ModelWeights) and is_sharded(weights.model)):
+    if (path / SHARDS / "index.json").is_file() or zero_optimizer(optimizer) is not None \
+            or (isinstance(weights, ModelWeights) and is_sharded(weights.model)):
         load_shard(path, rank, world, weights.model, optimizer)
     else:
         weights.load(path)

@@ -145,7 +145,8 @@ def _head_and_body(model):
         return inner, None, None
     head = inner.get_output_embeddings()
     body = getattr(inner, "base_model", None)
-    if type(head) is not torch.nn.Linear or body is None or body is inner:
+    # under DeepSpeed ZeRO-3 the head's weight is whole only inside the model's forward
+    if type(head) is not torch.nn.Linear or body is None or body is inner or hasattr(head.weight, "ds_id"):
         return inner, None, None
     return inner, head, body
 

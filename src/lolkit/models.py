@@ -423,6 +423,8 @@ def is_peft(model) -> bool:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # a parameter partitioned by DeepSpeed ZeRO-3 holds no elements outside a forward: ds_numel is its size
+    numel = lambda p: getattr(p, "ds_numel", p.numel())  # noqa: E731
+    total = sum(numel(p) for p in model.parameters())
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return total, trainable

@@ -253,7 +253,11 @@ class Run:
         self.resume_asked, self.overwrite, self.quiet = resume, overwrite, quiet
         self.save_every, self.eval_every, self.keep = save_every, eval_every, keep
         self.accelerator = make_accelerator(sharding)
-        self.sharded = bool(getattr(self.accelerator, "is_fsdp2", False))
+        self.zero = zero_stage(self.accelerator)  # DeepSpeed's ZeRO stage (None without DeepSpeed)
+        # whole weights must be gathered from the processes (FSDP2, ZeRO-3)
+        self.gathers = bool(getattr(self.accelerator, "is_fsdp2", False)) or self.zero == 3
+        # step checkpoints hold each process's shard (FSDP2's weights, ZeRO's partitions of the optimizer)
+        self.sharded = self.gathers or self.zero is not None
         for name, value in (divisible or {}).items():
             check_divisible(value, self.accelerator.num_processes, name)
         self.dist = Dist.of(self.accelerator)
@@ -407,8 +411,29 @@ class Run:
 
     def _gather(self, weights) -> None:
         """A sharded model's whole weights, gathered by every process before the main one saves them."""
-        if self.sharded:
+        if self.gathers:
             weights.gather()
+
+    def accumulation(self):
+        """``(backward, no_sync)`` for a step's micro-batches, the last of which runs outside ``no_sync``.
+        Under DeepSpeed the engine steps the optimizer in the backward of the accumulation boundary, which
+        Accelerate takes from its ``sync_gradients`` flag: ``no_sync`` lowers it for the other micro-batches.
+        The loss is not divided by DeepSpeed's accumulation either: lolkit's losses are already normalised by
+        the global batch."""
+        accelerator = self.accelerator
+        if self.zero is None:
+            return accelerator.backward, accelerator.no_sync
+        from contextlib import contextmanager
+
+        @contextmanager
+        def no_sync(model):
+            accelerator.gradient_state._set_sync_gradients(False)
+            try:
+                yield
+            finally:
+                accelerator.gradient_state._set_sync_gradients(True)
+
+        return (lambda loss: accelerator.backward(loss, scale_wrt_gas=False)), no_sync
 
     def finish(self, weights, files=None) -> Path:
         """``final/``: the weights (and ``files(folder)``, the loop's own additions), written atomically."""
@@ -424,24 +449,30 @@ class Run:
 
 def launch_settings() -> dict:
     """What ``accelerate launch`` (or a user, under torchrun) asked for through the environment: FSDP and its
-    options, DeepSpeed and its ZeRO stage."""
+    options, DeepSpeed, its ZeRO stage and its options."""
     import os
 
     env = os.environ
     flag = lambda name: env.get(name, "false").strip().lower() in ("1", "true", "yes")  # noqa: E731
     return {"fsdp": flag("ACCELERATE_USE_FSDP"), "fsdp_version": env.get("FSDP_VERSION", "1").strip(),
             "offload": flag("FSDP_OFFLOAD_PARAMS"), "ram_efficient": flag("FSDP_CPU_RAM_EFFICIENT_LOADING"),
-            "deepspeed": flag("ACCELERATE_USE_DEEPSPEED"), "zero_stage": env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")}
+            "deepspeed": flag("ACCELERATE_USE_DEEPSPEED"),
+            # Accelerate's own default when the config names no stage
+            "zero_stage": env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip(),
+            "zero_offload": {what: env.get(f"ACCELERATE_DEEPSPEED_OFFLOAD_{what.upper()}_DEVICE", "none").strip().lower()
+                             for what in ("optimizer", "param")},
+            "zero3_init": flag("ACCELERATE_DEEPSPEED_ZERO3_INIT"),
+            "ds_config_file": env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none").strip()}
 
 
 def check_launch(sharding: bool, gpus: bool) -> None:
-    """Refuse, in one line and before anything loads, the launch modes a loop cannot honour: ZeRO-3 (weights
-    sharded by DeepSpeed: not supported), FSDP in a loop that does not gather sharded weights, FSDP1, CPU
-    offload without a GPU, and rank-0-only loading (the reference pass runs before the model is sharded)."""
+    """Refuse, in one line and before anything loads, the launch modes a loop cannot honour: sharding (FSDP,
+    DeepSpeed) in a loop that does not gather sharded weights, FSDP1, ZeRO stages other than 2 and 3, CPU
+    offload without a GPU, NVMe offload, and loading the weights already sharded (the reference pass runs on
+    every process before the model is sharded)."""
     ask = launch_settings()
-    if ask["deepspeed"] and str(ask["zero_stage"]).strip() == "3":
-        raise LolkitError("DeepSpeed ZeRO-3 is not supported: lolkit gathers sharded weights through FSDP (use an "
-                          "FSDP config, fsdp_version: 2) or trains under ZeRO-2 / DDP (docs/scaling.md)")
+    if ask["deepspeed"]:
+        _check_deepspeed(ask, sharding, gpus)
     if not ask["fsdp"]:
         return
     if not sharding:
@@ -459,15 +490,75 @@ def check_launch(sharding: bool, gpus: bool) -> None:
                           "false")
 
 
+def _check_deepspeed(ask: dict, sharding: bool, gpus: bool) -> None:
+    """The DeepSpeed settings lolkit cannot honour (``ask``: as :func:`launch_settings` gives them, from the
+    environment, or as :func:`configure_deepspeed` reads them from a DeepSpeed config file)."""
+    import importlib.util
+
+    stage = ask["zero_stage"]
+    if not sharding:
+        raise LolkitError("DeepSpeed is supported by the offline loop (lolkit train with an offline algorithm) only; "
+                          "run this loop under DDP (docs/scaling.md)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise LolkitError("the launch asks for DeepSpeed, which is not installed: pip install 'lolkit[deepspeed]'")
+    config = ask.get("ds_config_file", "none")
+    if config != "none" and not Path(config).is_file():
+        raise LolkitError(f"{config}: no such DeepSpeed config file (deepspeed_config_file of the Accelerate config)")
+    if stage not in ("2", "3"):
+        raise LolkitError(f"DeepSpeed ZeRO stage {stage}: lolkit trains under ZeRO-2 or ZeRO-3; set zero_stage: 2 or 3 "
+                          "in the Accelerate config (docs/scaling.md)")
+    for what, device in ask["zero_offload"].items():
+        if device == "nvme":
+            raise LolkitError(f"offload_{what}_device: nvme keeps the {what} state on disk, out of reach of lolkit's "
+                              f"checkpoints (safetensors of each process's partition): set it to none or cpu")
+        if device == "cpu" and not gpus:
+            raise LolkitError(f"offload_{what}_device: cpu moves the {what} state from GPUs to the CPU, and this "
+                              f"machine has no GPU: set offload_{what}_device: none")
+        if device not in ("none", "cpu"):
+            raise LolkitError(f"offload_{what}_device: {device}: expected none or cpu")
+    if ask["zero3_init"] and stage == "3":
+        raise LolkitError("zero3_init_flag: true partitions the weights as they load, and lolkit's reference pass "
+                          "runs on every process before the model is sharded: set it to false")
+
+
 def make_accelerator(sharding: bool = False):
     """The run's Accelerator, after :func:`check_launch`. Accelerate turns FSDP on for GPU process groups
     only; FSDP2 also runs over gloo on CPU (docs/scaling.md), so a CPU process group that asked for FSDP
-    gets it here."""
+    gets it here. DeepSpeed runs on CPU too (its CPU accelerator, gloo): ``cpu=True`` would make Accelerate
+    ignore it, so a CPU run asks for a gloo process group instead."""
     import torch
     from accelerate import Accelerator
 
     gpus = torch.cuda.is_available()
     check_launch(sharding, gpus)
+    if not gpus:
+        import os
+
+        # lolkit runs on the CPU without CUDA; DeepSpeed, which Accelerate imports whenever it is installed
+        # (unwrap_model), would otherwise look for an accelerator and warn on stderr that it found none
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if launch_settings()["deepspeed"]:
+        from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        if not gpus:
+            import deepspeed.ops
+
+            # DeepSpeed's CPU backend compiles a shared-memory all-reduce with g++ on first use (about a minute)
+            # that only its inference all-reduce calls; training's collectives are torch.distributed's (gloo)
+            deepspeed.ops.__compatible_ops__ = {**deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm": False}
+        import warnings
+
+        # DeepSpeed 0.19's collectives call torch names that torch 2.13 deprecates, once per call site and process
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated")
+        # without the backend, Accelerate sees no process group on CPU (1 process) while DeepSpeed sees N
+        accelerator = Accelerator(deepspeed_plugin=DeepSpeedPlugin(zero3_init_flag=False),
+                                  kwargs_handlers=[] if gpus else [InitProcessGroupKwargs(backend="gloo")])
+        # Accelerate registers its ZeRO-3 config with transformers, whose from_pretrained would then load the
+        # weights partitioned; the reference pass needs them whole, and DeepSpeed partitions them in prepare()
+        unset_hf_deepspeed_config()
+        return accelerator
     accelerator = Accelerator(cpu=not gpus)
     if launch_settings()["fsdp"] and accelerator.num_processes > 1 and not getattr(accelerator, "is_fsdp2", False):
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
@@ -475,3 +566,48 @@ def make_accelerator(sharding: bool = False):
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         accelerator.state.distributed_type = DistributedType.FSDP
     return accelerator
+
+
+def zero_stage(accelerator) -> int | None:
+    """The ZeRO stage of a DeepSpeed run (None without DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return int(accelerator.state.deepspeed_plugin.zero_stage)
+
+
+def configure_deepspeed(accelerator, batch_size: int, micro_batch_size: int, max_grad_norm: float | None) -> None:
+    """Set DeepSpeed's batch sizes and clipping from lolkit's config, before ``prepare``: the global batch is
+    ``batch_size``, each process's share is split into micro-batches of ``micro_batch_size`` (their number is
+    the accumulation; a share that micro-batches do not divide is one DeepSpeed micro-batch of the whole share,
+    accumulation 1: the numbers are bookkeeping for DeepSpeed, lolkit marks the accumulation boundary itself),
+    and DeepSpeed's ``gradient_clipping`` is ``optim.max_grad_norm`` (0: none). ``auto`` values are filled; an
+    explicit value that disagrees is refused in one line."""
+    import torch
+
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    # a DeepSpeed config file (deepspeed_config_file) holds what the environment does not: check it the same way
+    zero = ds.get("zero_optimization") or {}
+    _check_deepspeed({"zero_stage": str(zero.get("stage", 0)), "zero3_init": False,
+                      "zero_offload": {what: str((zero.get(f"offload_{what}") or {}).get("device") or "none").lower()
+                                       for what in ("optimizer", "param")}}, True, torch.cuda.is_available())
+    for section in ("optimizer", "scheduler"):
+        if section in ds:
+            raise LolkitError(f"the DeepSpeed config names its own {section}: lolkit builds it from optim.* "
+                              f"(DeepSpeed wraps it); remove the {section} section")
+    share = batch_size // accelerator.num_processes
+    count = math.ceil(share / micro_batch_size)
+    gas = 1 if ds.get("gradient_accumulation_steps") == 1 or share % micro_batch_size else count
+    want = {"train_batch_size": (batch_size, "batch_size, the global batch"),
+            "gradient_accumulation_steps": (gas, f"the {count} micro-batches of micro_batch_size {micro_batch_size} "
+                                                 f"in each process's {share} examples, or 1"),
+            "train_micro_batch_size_per_gpu": (share // gas, f"micro_batch_size, or each process's {share} examples"),
+            "gradient_clipping": (float(max_grad_norm or 0.0), "optim.max_grad_norm")}
+    for key, (value, source) in want.items():
+        if ds.get(key, "auto") not in ("auto", value):
+            raise LolkitError(f"the DeepSpeed config sets {key}: {ds[key]} and lolkit's config gives {value} ({source}): "
+                              f"set it to auto or {value}")
+        ds[key] = value
+    # Accelerate reads the accumulation from here, else it warns that DeepSpeed's value differs from its own
+    accelerator.gradient_accumulation_steps = gas

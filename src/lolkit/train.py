@@ -239,6 +239,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, qu
     with Run(cfg.output_dir, to_dict(cfg), resume=resume, overwrite=overwrite, quiet=quiet, save_every=cfg.save_every,
              eval_every=cfg.eval_every, keep=cfg.save_total_limit, divisible={"batch_size": cfg.batch_size},
              sharding=True) as run:
+        if run.zero is not None:  # DeepSpeed's batch sizes and clipping are lolkit's (a disagreeing config: refused)
+            from .run import configure_deepspeed
+
+            configure_deepspeed(run.accelerator, cfg.batch_size, cfg.micro_batch_size, cfg.optim.max_grad_norm)
         return _offline(cfg, row, run)
 
 
@@ -301,17 +305,18 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
     model.train()
     t_last = time.perf_counter()
     ties_told = False
+    backward, no_sync = run.accumulation()
     with run.logging(total_steps, cfg.report_to):
         for step in range(start, total_steps):
             sums, pad, tokens = accumulate_gradients(
                 model, algo, params, data, engine, plan.step(step), tokenizer.pad_token_id, accelerator.device,
-                cfg.batch_size / world, accelerator.backward, accelerator.no_sync)
+                cfg.batch_size / world, backward, no_sync)
             if world > 1:  # every process saw part of the step: add up their sums
                 total = dist.sum({**{k: v.item() for k, v in sums.items()}, "pad": pad, "tokens": tokens})
                 pad, tokens = int(total.pop("pad")), int(total.pop("tokens"))
                 sums = {k: torch.tensor(v) for k, v in total.items()}
             grad_norm = None
-            if cfg.optim.max_grad_norm:
+            if cfg.optim.max_grad_norm:  # under DeepSpeed: the norm its step (the last backward) clipped by
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()

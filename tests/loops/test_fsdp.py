@@ -68,15 +68,21 @@ def test_fsdp_two_processes_equal_one_unsharded_process_and_resume_exactly(tmp_p
     assert not list(step.glob("*.safetensors")) and not list(two.rglob("*.bin")) and not list(two.rglob("*.pt"))
     assert not list((two / "checkpoints").glob(".shards-*"))
 
-    # kill after step 2 (its checkpoint kept), then resume: one process, or two without FSDP, are refused
+    resume_exactly(tmp_path, two, sharded, FSDP, "sharded over 2 processes (FSDP) and this run does not shard the model")
+
+
+def resume_exactly(tmp_path, two, sharded: list, env: dict, refusal: str, last: int = 3) -> None:
+    """Kill the 2-process run ``two`` of ``last`` steps before its last (the previous checkpoint kept), then
+    resume it: in one process without sharding it is refused (``refusal``), under 2 processes launched as before
+    (``env``) it ends as the uninterrupted run did, to the last bit."""
     reference = tmp_path / "reference"
     shutil.copytree(two, reference)
     shutil.rmtree(two / "final")
-    shutil.rmtree(two / "checkpoints" / "step-3")
+    shutil.rmtree(two / "checkpoints" / f"step-{last}")
     res = run_cli(*sharded, "--resume")
     assert res.code == 2 and res.err.count("\n") == 1, res
-    assert "sharded over 2 processes (FSDP) and this run does not shard the model" in res.err
-    out = torchrun(*sharded, "--resume", env=FSDP)
+    assert refusal in res.err
+    out = torchrun(*sharded, "--resume", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     untimed = lambda rows: [{k: v for k, v in r.items() if k != "step_time"} for r in rows]  # noqa: E731
     assert untimed(read_metrics(two)) == untimed(read_metrics(reference))

@@ -123,11 +123,19 @@ def test_adamw8bit_trains_and_resumes(tmp_path, tiny_model):
 
 
 FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
 
 
 @pytest.mark.parametrize(("env", "sharding", "gpus", "refused"), [
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, True, True, "ZeRO-3"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, True, True, None),
+    (ZERO3, True, False, None),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, True, True, None),
+    (ZERO3, False, True, "offline loop"),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, False, True, "offline loop"),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, True, True, "ZeRO stage 1"),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"}, True, False, "no GPU"),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "cpu"}, True, True, None),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "nvme"}, True, True, "nvme"),
+    ({**ZERO3, "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true"}, True, True, "zero3_init_flag"),
     (FSDP2, False, True, "offline loop"),
     ({**FSDP2, "FSDP_VERSION": "1"}, True, True, "fsdp_version: 2"),
     ({**FSDP2, "FSDP_OFFLOAD_PARAMS": "true"}, True, False, "no GPU"),
@@ -139,7 +147,8 @@ def test_launch_modes_a_loop_cannot_honour_are_refused(env, sharding, gpus, refu
     from lolkit.run import check_launch
 
     for name in ("ACCELERATE_USE_FSDP", "FSDP_VERSION", "FSDP_OFFLOAD_PARAMS", "FSDP_CPU_RAM_EFFICIENT_LOADING",
-                 "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+                 "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_DEEPSPEED_ZERO3_INIT",
+                 "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
