@@ -546,6 +546,8 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         dtype = cli_model.dtype if "dtype" in (opts.overrides.get("model") or {}) else cfg.model.dtype
         mcfg = replace(cli_model, name=str(model_path), dtype=dtype)
         cfg.model = replace(cfg.model, trust_remote_code=False, allow_pickle=False)
+        if not _prompt_len_was_set(run):  # the training data's longest prompt is no limit for other prompts
+            cfg.data.max_prompt_len = None
     else:
         cfg = TrainConfig()
         mcfg = replace(cli_model, name=opts.model)
@@ -654,6 +656,19 @@ def evaluate(opts: EvalOptions, quiet: bool = False, log=None) -> dict:
         prefix = "eval" if opts.checkpoint == "final" else f"eval_{opts.checkpoint}"
         log_eval_summary(run, cfg.report_to, summary, info.get("total_steps"), prefix)
     return summary
+
+
+def _prompt_len_was_set(run: Path) -> bool:
+    """Whether the run's ``data.max_prompt_len`` (written resolved into its config.yaml) was set by the user,
+    as opposed to taken from its training data's longest prompt (run.json's ``truncation``)."""
+    try:
+        info = json.loads((run / "run.json").read_text(encoding="utf-8")).get("truncation") or {}
+    except (OSError, ValueError, AttributeError):
+        return True
+    asked = info.get("asked")
+    if isinstance(asked, dict):
+        return asked.get("max_prompt_len") is not None
+    return info.get("lengths_from") not in ("data", None) if info else True
 
 
 def _as_dict(cfg) -> dict:

@@ -254,6 +254,8 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
     model, tokenizer, model_path = algo.model.load(cfg, device=run.device)
     unit = "all" if (algo.unit == "best" and cfg.algo.sampling == "all_priority") else algo.unit
     data = load_train_data(cfg.data, tokenizer, algo, which=unit, window=context_window(model), model=model_path)
+    # what the user set (None: from the data): eval of this run on other prompts derives an unset length anew
+    asked = {"max_prompt_len": cfg.data.max_prompt_len, "max_response_len": cfg.data.max_response_len}
     cfg.data.max_prompt_len, cfg.data.max_response_len = data.max_prompt_len, data.max_response_len
     from .reward_model import CONFIG_KEY
 
@@ -300,7 +302,7 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
         "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
         "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
         "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
-        "truncation": data.truncation_json(),
+        "truncation": {**data.truncation_json(), "asked": asked},
     })
     model.train()
     t_last = time.perf_counter()

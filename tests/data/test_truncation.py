@@ -181,6 +181,30 @@ def test_run_json_reports_both_splits_of_a_default_run(tmp_path, tiny_model, cli
     assert res.code == 0, res
 
 
+
+def test_eval_of_a_run_derives_an_unset_prompt_length_from_its_own_prompts(tmp_path, tiny_model, cli):
+    """An offline run writes its lengths resolved into config.yaml (the training data's longest prompt): eval on
+    other prompts must not cut them to that length unless the user set it (run.json's truncation.asked)."""
+    from lolkit.evaluate import EvalOptions, evaluate
+
+    data = _long_prompts(tmp_path)
+    for name, sets in (("unset", []), ("set", ["--set", "data.max_prompt_len=5"])):
+        res = cli("train", "--algo", "nll", "--max-steps", "1", "--output-dir", tmp_path / name, "--set",
+                  "eval_prompts=2", "--set", "eval.max_new_tokens=4", "--quiet", *sets)
+        assert res.code == 0, res
+    assert read_json(tmp_path / "unset" / "run.json")["truncation"]["asked"] == {"max_prompt_len": None,
+                                                                                "max_response_len": None}
+    trained = read_json(tmp_path / "unset" / "run.json")["truncation"]["max_prompt_len"]
+    ov = {"eval": {"max_new_tokens": 2}}
+    whole = evaluate(EvalOptions(str(tmp_path / "unset"), str(tmp_path / "e1"), str(data), overrides=ov,
+                                 metrics="none"), quiet=True)
+    assert trained < 20 and whole["truncation"]["max_prompt_len"] == 1024 - 2
+    assert whole["truncation"]["test"]["prompts_cut"] == 0
+    kept = evaluate(EvalOptions(str(tmp_path / "set"), str(tmp_path / "e2"), str(data), overrides=ov,
+                                metrics="none"), quiet=True)
+    assert kept["truncation"]["max_prompt_len"] == 5 and kept["truncation"]["test"]["prompts_cut"] == 5
+
+
 @pytest.mark.slow
 def test_truncation_error_through_the_real_cli(tmp_path, tiny_model):
     path = _file(tmp_path, long_at=5)
