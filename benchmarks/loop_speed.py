@@ -66,16 +66,20 @@ def child(names: list[str], work: str, quick: bool, repeats: int) -> None:
     prompts.write_text("".join(json.dumps({"prompt": f"the colour of item {i} is"}) + "\n" for i in range(8)))
     steps = 5 if quick else 120
 
+    def no_saves(options) -> dict:
+        # like the other loops' save_every 0: no step checkpoints (a tree from before CoLA had them takes none)
+        return {"save_every": 0} if "save_every" in getattr(options, "__dataclass_fields__", {}) else {}
+
     def run(name: str, out: Path):
         if name == "cola_world":
             return train_world(WorldOptions(output_dir=str(out), model="tiny", data=str(corpus), steps=steps,
-                                            batch_size=8), quiet=True)
+                                            batch_size=8, **no_saves(WorldOptions)), quiet=True)
         if name == "cola_bc":
-            return train_bc(BCOptions(run=str(out), steps=steps, batch_size=8), quiet=True)
+            return train_bc(BCOptions(run=str(out), steps=steps, batch_size=8, **no_saves(BCOptions)), quiet=True)
         if name == "cola_rl":
             return train_rl(RLOptions(run=str(out), reward="numbers", data=str(prompts), steps=2 if quick else 18,
                                       prompts_per_step=4, samples_per_prompt=2, minibatch_size=8, max_new_tokens=6,
-                                      eval_prompts=4), quiet=True)
+                                      eval_prompts=4, **no_saves(RLOptions)), quiet=True)
         return train(build(TrainConfig, _train_config(name, out, quick)), quiet=True)
 
     times: dict[str, float] = {}
