@@ -168,7 +168,19 @@ def quiet_transformers() -> None:
 
     import transformers
 
+    quiet_deepspeed()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def quiet_deepspeed() -> None:
+    """Without CUDA, tell DeepSpeed it runs on the CPU: it is imported by Accelerate (``unwrap_model``) and by
+    transformers whenever it is installed, and would otherwise warn on stderr that it found no accelerator."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")

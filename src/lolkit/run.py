@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .errors import LolkitError
 from .io import atomic_path, recover_partial, write_json, write_text
+from .progress import quiet_deepspeed
 
 
 def is_lolkit_run(path: Path) -> bool:
@@ -531,12 +532,7 @@ def make_accelerator(sharding: bool = False):
 
     gpus = torch.cuda.is_available()
     check_launch(sharding, gpus)
-    if not gpus:
-        import os
-
-        # lolkit runs on the CPU without CUDA; DeepSpeed, which Accelerate imports whenever it is installed
-        # (unwrap_model), would otherwise look for an accelerator and warn on stderr that it found none
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    quiet_deepspeed()
     if launch_settings()["deepspeed"]:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
