@@ -13,6 +13,7 @@ import torch
 from lolkit.losses import LossInputs, LossParams, reward_model
 
 from .conftest import write_jsonl
+from .trl_parity import assert_same_loss_and_gradients, trl_rows
 
 # prompts end in '?' and responses start with a space-word: a clean token boundary, nothing truncated
 ROWS = [{"prompt": "What colour is a banana?", "chosen": " a banana is yellow.", "rejected": " i do not know."},
@@ -95,11 +96,10 @@ def test_rm_matches_trl(margin, center, tiny_model, tiny_tokenizer, tmp_path):
     torch.testing.assert_close(ours.score.weight, trainer.model.score.weight, rtol=0, atol=0)
     enc = {(r["prompt"], k): encode_pair(our_tok, r["prompt"], r[k], 512, 512) for r in ROWS
            for k in ("chosen", "rejected")}
-    trl_rows = [tuple(ids[: sum(m)]) for ids, m in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(),
-                                                         strict=True)]
+    order = trl_rows(batch)
     by_ids = {e.prompt_ids + e.response_ids: key for key, e in enc.items()}
-    assert set(trl_rows) == set(by_ids)  # the same token ids: prompt + response + EOS
-    keys = [by_ids[ids] for ids in trl_rows]  # TRL's sampler shuffles the pairs: follow its order
+    assert set(order) == set(by_ids)  # the same token ids: prompt + response + EOS
+    keys = [by_ids[ids] for ids in order]  # TRL's sampler shuffles the pairs: follow its order
     assert [k[1] for k in keys] == ["chosen"] * 3 + ["rejected"] * 3
     b = collate([enc[k] for k in keys], list(range(6)), our_tok.pad_token_id)
     inp = forward(ours, b)
@@ -108,12 +108,7 @@ def test_rm_matches_trl(margin, center, tiny_model, tiny_tokenizer, tmp_path):
         assert batch["margin"].tolist() == [next(r["margin"] for r in rows if r["prompt"] == k[0]) for k in keys[:3]]
     out = reward_model(inp, LossParams(center_rewards_coefficient=center))
     loss = out.losses.mean()  # the loop's reduction: summed over the pairs of the step, divided by their number
-    loss.backward()
-    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
-    assert abs(loss.item() - math.log(2)) > 1e-3  # a non-trivial batch
-    theirs = dict(trainer.model.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert_same_loss_and_gradients(loss, trl_loss, ours, trainer.model)
 
 
 def test_row_chunks_cut_where_padding_is_saved():

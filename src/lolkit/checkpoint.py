@@ -84,10 +84,14 @@ def zero_optimizer(optimizer):
     return None
 
 
+def _zero_stage(zo) -> int:
+    """The stage of a ZeRO optimizer (:func:`zero_optimizer`): 3 or 2."""
+    return 3 if hasattr(zo, "fp32_partitioned_groups_flat") else 2
+
+
 def _zero_partitions(zo) -> list:
     """This process's flat fp32 partition of each parameter group (ZeRO-3's, or ZeRO-2's)."""
-    return zo.fp32_partitioned_groups_flat if hasattr(zo, "fp32_partitioned_groups_flat") \
-        else zo.single_partition_of_fp32_groups
+    return zo.fp32_partitioned_groups_flat if _zero_stage(zo) == 3 else zo.single_partition_of_fp32_groups
 
 
 def optimizer_state(optimizer) -> dict:
@@ -97,7 +101,7 @@ def optimizer_state(optimizer) -> dict:
     zo = zero_optimizer(optimizer)
     if zo is None:
         return optimizer.state_dict()
-    stage3 = hasattr(zo, "fp32_partitioned_groups_flat")
+    stage3 = _zero_stage(zo) == 3
     if stage3:
         zo._set_fp32_optimizer_param_groups()
     try:
@@ -111,6 +115,8 @@ def gather_zero3(model) -> dict:
     """The whole weights of a ZeRO-3 model, on the main process in CPU memory (an empty dict elsewhere): every
     process joins in gathering one parameter at a time, so no process holds more than one whole tensor beyond
     its partition. Keys are the model's ``state_dict`` keys (tied weights: one tensor under both)."""
+    from contextlib import nullcontext
+
     import deepspeed
     import torch.distributed as dist
 
@@ -118,11 +124,8 @@ def gather_zero3(model) -> dict:
     done: dict[int, torch.Tensor | None] = {}
     out = {}
     for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) not in done:
-            if hasattr(t, "ds_id"):
-                with deepspeed.zero.GatheredParameters([t], modifier_rank=None):
-                    done[id(t)] = t.detach().to("cpu", copy=True) if main else None
-            else:
+        if id(t) not in done:  # a buffer is whole already; a partitioned parameter is gathered for the copy
+            with deepspeed.zero.GatheredParameters([t], modifier_rank=None) if hasattr(t, "ds_id") else nullcontext():
                 done[id(t)] = t.detach().to("cpu", copy=True) if main else None
         if main:
             out[name] = done[id(t)]
@@ -280,7 +283,7 @@ def _shard_index(model, world: int, optimizer) -> dict:
                          for n, p in model.named_parameters() if p.requires_grad}}
     zo = zero_optimizer(optimizer)
     if zo is not None:  # the partitions' sizes depend on the number of processes (and on the padding ZeRO adds)
-        index["deepspeed"] = {"zero_stage": 3 if hasattr(zo, "fp32_partitioned_groups_flat") else 2,
+        index["deepspeed"] = {"zero_stage": _zero_stage(zo),
                               "partition_numel": [t.numel() for t in _zero_partitions(zo)]}
     return index
 
@@ -362,7 +365,7 @@ def load_shard(path: Path, rank: int, world: int, model, optimizer) -> None:
     index_path = path / SHARDS / "index.json"
     index = read_json(index_path) if index_path.is_file() else None
     zo = zero_optimizer(optimizer)
-    stage = None if zo is None else 3 if hasattr(zo, "fp32_partitioned_groups_flat") else 2
+    stage = None if zo is None else _zero_stage(zo)
     run = (f"partitions it with DeepSpeed ZeRO-{stage}" if stage else "shards the model" if is_sharded(model)
            else "does not shard the model")
     saved = None if index is None else index["deepspeed"].get("zero_stage") if "deepspeed" in index else "fsdp"
@@ -398,7 +401,7 @@ def _load_zero_partition(zo, partitions: list[torch.Tensor], sd: dict) -> None:
     """This process's fp32 partitions and inner optimizer state back into DeepSpeed's ZeRO optimizer, and the
     model's weights from them: ZeRO-3 through its own rigid-checkpoint loader (fed tensors, not a torch.save
     file), ZeRO-2 by copying the partitions and all-gathering the weights."""
-    if hasattr(zo, "fp32_partitioned_groups_flat"):
+    if _zero_stage(zo) == 3:
         from deepspeed.checkpoint.constants import FP32_FLAT_GROUPS, LOSS_SCALER, OPTIMIZER_STATE_DICT
 
         zo._rigid_load_state_dict({LOSS_SCALER: zo.loss_scaler, "dynamic_loss_scale": zo.dynamic_loss_scale,

@@ -492,8 +492,7 @@ def generate_and_score(model, tokenizer, prompts: list[str], raw: list[str], rec
     batches = _batches(tokenizer, prompts, gcfg)
     log = ProgressLog(side, {"format": PROGRESS_FORMAT, "fingerprint": fingerprint})
     # the main process reads the progress file; every process then agrees on the batches left
-    found = shards.from_main(sorted(_read_progress(log, batches, gcfg.num_samples).items()) if shards.is_main else None)
-    done = {b: rows for b, rows in found}
+    done = shards.finished(lambda: _read_progress(log, batches, gcfg.num_samples))
     reused = sum(len(batches[b]) for b in done)
     if progress is not None and reused:
         progress(reused)
@@ -665,10 +664,12 @@ def _prompt_len_was_set(run: Path) -> bool:
         info = json.loads((run / "run.json").read_text(encoding="utf-8")).get("truncation") or {}
     except (OSError, ValueError, AttributeError):
         return True
+    if not info:
+        return True
     asked = info.get("asked")
     if isinstance(asked, dict):
         return asked.get("max_prompt_len") is not None
-    return info.get("lengths_from") not in ("data", None) if info else True
+    return info.get("lengths_from") not in ("data", None)  # a run from before "asked" was recorded
 
 
 def _as_dict(cfg) -> dict:

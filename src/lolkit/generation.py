@@ -81,20 +81,29 @@ def _unshard(model):
     return model
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig, progress=None) -> list[list[Generated]]:
     """``num_samples`` continuations for each prompt, in prompt order.
 
     Prompts are sorted by length and padded per batch (module docstring); each batch's sampling seed is
     ``cfg.seed + batch index``, so a run is reproducible for a given batch size.
     """
-    device = next(model.parameters()).device
+    return _generate_encoded(model, tokenizer, _encoded_prompts(model, tokenizer, prompts, cfg), cfg, progress)
+
+
+def _encoded_prompts(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
+    """The prompts' token ids as :func:`generate` feeds them (cut to what the context leaves)."""
     limit = prompt_limit(cfg.max_prompt_len, context_window(model), cfg.max_new_tokens).max_prompt_len
-    encoded = [encode_prompt(tokenizer, p, limit) for p in prompts]
+    return [encode_prompt(tokenizer, p, limit) for p in prompts]
+
+
+@torch.no_grad()
+def _generate_encoded(model, tokenizer, encoded: list[list[int]], cfg: GenerationConfig,
+                      progress=None) -> list[list[Generated]]:
+    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     start_kw = _start_kw(model)
-    results: list[list[Generated]] = [[] for _ in prompts]
+    results: list[list[Generated]] = [[] for _ in encoded]
     was_training = model.training
     model.eval()
     root = _unshard(model)
@@ -134,11 +143,11 @@ def generate_shared(model, tokenizer, prompts: Sequence[str], cfg: GenerationCon
     single-process result."""
     from dataclasses import replace
 
-    limit = prompt_limit(cfg.max_prompt_len, context_window(model), cfg.max_new_tokens).max_prompt_len
-    batches = prompt_batches([len(encode_prompt(tokenizer, p, limit)) for p in prompts], cfg.batch_size)
+    encoded = _encoded_prompts(model, tokenizer, prompts, cfg)
+    batches = prompt_batches([len(e) for e in encoded], cfg.batch_size)
 
     def work(b: int) -> list:
-        outs = generate(model, tokenizer, [prompts[i] for i in batches[b]], replace(cfg, seed=cfg.seed + b))
+        outs = _generate_encoded(model, tokenizer, [encoded[i] for i in batches[b]], replace(cfg, seed=cfg.seed + b))
         return [[[g.text, g.num_tokens, g.finished] for g in gens] for gens in outs]
 
     done = shards.share_work(range(len(batches)), work,

@@ -466,16 +466,16 @@ def launch_settings() -> dict:
             "ds_config_file": env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none").strip()}
 
 
-def check_launch(sharding: bool, gpus: bool) -> None:
+def check_launch(sharding: bool, gpus: bool) -> dict:
     """Refuse, in one line and before anything loads, the launch modes a loop cannot honour: sharding (FSDP,
     DeepSpeed) in a loop that does not gather sharded weights, FSDP1, ZeRO stages other than 2 and 3, CPU
     offload without a GPU, NVMe offload, and loading the weights already sharded (the reference pass runs on
-    every process before the model is sharded)."""
+    every process before the model is sharded). Returns the settings (:func:`launch_settings`)."""
     ask = launch_settings()
     if ask["deepspeed"]:
         _check_deepspeed(ask, sharding, gpus)
     if not ask["fsdp"]:
-        return
+        return ask
     if not sharding:
         raise LolkitError("FSDP is supported by the offline loop (lolkit train with an offline algorithm) only; "
                           "run this loop under DDP (docs/scaling.md)")
@@ -489,6 +489,7 @@ def check_launch(sharding: bool, gpus: bool) -> None:
         raise LolkitError("fsdp_cpu_ram_efficient_loading: true loads the weights on the main process only, and "
                           "lolkit's reference pass runs on every process before the model is sharded: set it to "
                           "false")
+    return ask
 
 
 def _check_deepspeed(ask: dict, sharding: bool, gpus: bool) -> None:
@@ -531,9 +532,9 @@ def make_accelerator(sharding: bool = False):
     from accelerate import Accelerator
 
     gpus = torch.cuda.is_available()
-    check_launch(sharding, gpus)
+    ask = check_launch(sharding, gpus)
     quiet_deepspeed()
-    if launch_settings()["deepspeed"]:
+    if ask["deepspeed"]:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
@@ -556,7 +557,7 @@ def make_accelerator(sharding: bool = False):
         unset_hf_deepspeed_config()
         return accelerator
     accelerator = Accelerator(cpu=not gpus)
-    if launch_settings()["fsdp"] and accelerator.num_processes > 1 and not getattr(accelerator, "is_fsdp2", False):
+    if ask["fsdp"] and accelerator.num_processes > 1 and not getattr(accelerator, "is_fsdp2", False):
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()

@@ -107,7 +107,7 @@ def score_file(reward_spec, input_path: str, output_path: str, batch_size: int |
         recover_partial(out.parent, only=out.name)  # a killed run's half-written output
     log = ProgressLog(side, {"format": FORMAT, "fingerprint": fingerprint, "input": input_path})
     # the main process reads the progress file; every process then agrees on the chunks left
-    done = dict(shards.from_main(sorted(_read_progress(log, spans, records).items()) if shards.is_main else None))
+    done = shards.finished(lambda: _read_progress(log, spans, records))
     total = sum(len(r.responses) for r in records)
     reused = sum(len(records[k].responses) for j in done for k in range(*spans[j]))
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from .errors import LolkitError
 
-LAUNCHER_SIZES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # as Accelerate reads them
-
 
 @dataclass
 class Shards:
@@ -65,6 +63,11 @@ class Shards:
         """The main process's ``value`` on every process (what it read from a progress file: every process
         then agrees on the work left, even when they do not share a filesystem)."""
         return self.gather(value if self.is_main else None)[0]
+
+    def finished(self, read: Callable[[], dict[int, object]]) -> dict[int, object]:
+        """``read()`` — the finished units in a command's progress file, by unit — called by the main process
+        only, and its result on every process (JSON keys are strings: sent as pairs)."""
+        return {unit: value for unit, value in self.from_main(sorted(read().items()) if self.is_main else None)}
 
     def share_work(self, todo: Iterable[int], work: Callable[[int], object],
                    record: Callable[[int, object], object] | None = None,

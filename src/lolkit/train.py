@@ -300,7 +300,7 @@ def _offline(cfg: TrainConfig, algo: Algorithm, run: Run) -> Path:
         "units": len(data.units),
         "records": len(data.records), "val_prompts": len(data.val_prompts), "parameters": total,
         "trainable_parameters": trainable, "total_steps": total_steps, "steps_per_epoch": plan.steps_per_epoch,
-        "processes": world, "device": str(accelerator.device), "reward_shift": data.reward_shift,
+        "device": str(accelerator.device), "reward_shift": data.reward_shift,
         "pool": len(plan.pool), "tied_pairs_dropped": data.tied_pairs, "model_kind": algo.model.name,
         "truncation": {**data.truncation_json(), "asked": asked},
     })
